@@ -1,0 +1,3 @@
+from exante.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,60 @@
+"""``params.yaml``, parsed once at the edge into typed, frozen models (a typo is an error)."""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from lineage.corpus import CorpusSpec
+from lineage.errors import ParamsError
+from lineage.policy import Purpose
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CorpusParams(_Strict):
+    seed: int = 20261123
+    people: int = Field(240, ge=1)
+    holdout_people: int = Field(40, ge=0)
+    canary_fraction: float = Field(0.25, ge=0.0, le=1.0)
+    plays: tuple[str, ...] = CorpusSpec.plays
+    play_chunk_chars: int = Field(700, ge=50)
+    forum_posts: int = Field(160, ge=0)
+    news_articles: int = Field(80, ge=0)
+    recipes: int = Field(80, ge=0)
+    support_chats: int = Field(60, ge=0)
+
+    def spec(self) -> CorpusSpec:
+        return CorpusSpec(**self.model_dump())
+
+
+class GateParams(_Strict):
+    purpose: Purpose = "research"
+    as_of: date | None = None
+
+    def as_of_date(self) -> date:
+        return self.as_of or date.today()
+
+
+class Params(_Strict):
+    corpus: CorpusParams = CorpusParams()
+    gate: GateParams = GateParams()
+
+
+def load_params(path: Path = Path("params.yaml")) -> Params:
+    try:
+        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        return Params()
+    except yaml.YAMLError as exc:
+        raise ParamsError(f"{path} is not valid YAML: {exc}") from None
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as exc:
+        problems = [f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()]
+        raise ParamsError(f"{path} is malformed:", problems=problems) from None

@@ -1,0 +1,185 @@
+"""The gate: a pure evaluation of policies over sources and records, and a signed decision.
+
+``evaluate`` explains every refusal, per source and per record, and collects
+all of them (it never stops at the first). ``decide`` signs the result: an
+in-toto Statement bound to the manifest it judged, with the Merkle root of the
+allowed set. Training calls ``verify_training_input`` before reading a single
+record (see :mod:`lineage.admission`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+
+from lineage._canonical import atomic_write, sha256_hex
+from lineage.manifest import leaves_bytes, merkle_root
+from lineage.policy import GatePolicy
+from lineage.records import Record
+from lineage.signing import Signer, make_statement, sign_envelope, write_envelope
+from lineage.sources import Registry, Source
+
+PREDICATE_TYPE = "https://exante.dev/attestations/gate-decision/v1"
+SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class GatePaths:
+    decision: Path = Path("data/gate/decision.dsse.json")
+    allowed: Path = Path("data/gate/allowed.leaves")
+    summary: Path = Path("data/gate/summary.json")
+
+
+@dataclass(frozen=True)
+class Denials:
+    """Records and subjects that may never be trained on (deny lists and the deletion ledger)."""
+
+    records: frozenset[str] = frozenset()
+    subjects: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What the gate allowed and why it refused the rest."""
+
+    purpose: str
+    as_of: str
+    source_reasons: Mapping[str, tuple[str, ...]]
+    record_reasons: Mapping[str, tuple[str, ...]]
+    allowed: tuple[tuple[str, str], ...] = field(repr=False)
+
+    def allows(self, record_id: str) -> bool:
+        return record_id not in self.record_reasons
+
+
+def source_violations(
+    source: Source, policy: GatePolicy, *, purpose: str, as_of: date
+) -> list[str]:
+    """Every reason ``policy`` refuses ``source`` for ``purpose`` (empty: allowed)."""
+    name, reasons = policy.name, []
+    allowed = policy.licenses.get(purpose, ())
+    if source.license not in allowed:
+        reasons.append(f"[{name}] license {source.license} is not allowed for {purpose} use")
+    if policy.honour_training_prohibitions and not source.terms.permits_ml_training:
+        reasons.append(f"[{name}] terms of service forbid ML training: {source.terms.summary}")
+    if policy.honour_tdm_opt_out and source.tdm_opt_out:
+        evidence = f" ({source.tdm_opt_out_evidence})" if source.tdm_opt_out_evidence else ""
+        reasons.append(f"[{name}] rights holder reserved text-and-data mining{evidence}")
+    if (
+        source.contains_personal_data
+        and source.consent_basis not in policy.personal_data.allowed_bases
+    ):
+        bases = ", ".join(policy.personal_data.allowed_bases)
+        reasons.append(
+            f"[{name}] personal data on basis '{source.consent_basis}'; policy requires {bases}"
+        )
+    expires = source.retention_expires()
+    if policy.enforce_retention and expires is not None and expires < as_of:
+        reasons.append(f"[{name}] retention period {source.retention} expired on {expires}")
+    return reasons
+
+
+def evaluate(
+    registry: Registry,
+    records: Iterable[Record],
+    policies: Sequence[GatePolicy],
+    *,
+    purpose: str,
+    as_of: date,
+    denials: Denials = Denials(),
+) -> Decision:
+    """Judge every source, then every record; pure, no I/O."""
+    src_reasons = {
+        sid: tuple(
+            r for p in policies for r in source_violations(s, p, purpose=purpose, as_of=as_of)
+        )
+        for sid, s in sorted(registry.sources.items())
+    }
+    deny_records = denials.records | {r for p in policies for r in p.deny.records}
+    deny_subjects = denials.subjects | {s for p in policies for s in p.deny.subjects}
+    rec_reasons, allowed = {}, []
+    for r in records:
+        reasons = _record_violations(r, src_reasons, deny_records, deny_subjects)
+        if reasons:
+            rec_reasons[r.record_id] = tuple(reasons)
+        else:
+            allowed.append((r.record_id, r.sha256))
+    allowed.sort(key=lambda x: x[0].encode("utf-8"))
+    return Decision(purpose, as_of.isoformat(), src_reasons, rec_reasons, tuple(allowed))
+
+
+def _record_violations(r: Record, src_reasons, deny_records, deny_subjects) -> list[str]:
+    reasons = []
+    if r.source_id not in src_reasons:
+        reasons.append(f"source {r.source_id} is not in the registry")
+    elif src_reasons[r.source_id]:
+        reasons.append(f"source {r.source_id} is refused")
+    if r.record_id in deny_records:
+        reasons.append("record is on the deny list (deleted)")
+    denied = sorted(set(r.subject_ids) & deny_subjects)
+    if denied:
+        reasons.append(f"data subject(s) {', '.join(denied)} on the deny list (deleted)")
+    return reasons
+
+
+def decision_predicate(
+    decision: Decision, *, manifest_version: int, policies: Mapping[str, str], records
+) -> dict:
+    root, size = merkle_root(decision.allowed)
+    per_source: dict[str, dict] = {}
+    for r in records:
+        entry = per_source.setdefault(r.source_id, {"records": 0, "allowed": 0})
+        entry["records"] += 1
+        entry["allowed"] += decision.allows(r.record_id)
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "purpose": decision.purpose,
+        "as_of": decision.as_of,
+        "manifest_version": manifest_version,
+        "policies": dict(sorted(policies.items())),
+        "allowed": {"merkle_root": root, "count": size},
+        "sources": {
+            sid: {
+                "allowed": not reasons,
+                "reasons": list(reasons),
+                **per_source.get(sid, {"records": 0, "allowed": 0}),
+            }
+            for sid, reasons in decision.source_reasons.items()
+        },
+        "refused_records": [
+            {"record_id": rid, "reasons": list(reasons)}
+            for rid, reasons in sorted(decision.record_reasons.items())
+        ],
+    }
+
+
+def write_decision(
+    decision: Decision,
+    *,
+    root: Path,
+    signer: Signer,
+    manifest_payload_sha256: str,
+    manifest_version: int,
+    policies: Mapping[str, str],
+    records: Sequence[Record],
+    paths: GatePaths = GatePaths(),
+) -> dict:
+    """Sign the decision, bound to the manifest payload it judged; return its predicate."""
+    allowed_data = leaves_bytes(decision.allowed)
+    predicate = decision_predicate(
+        decision, manifest_version=manifest_version, policies=policies, records=records
+    )
+    subjects = {
+        f"manifest:v{manifest_version}": manifest_payload_sha256,
+        paths.allowed.as_posix(): sha256_hex(allowed_data),
+    }
+    envelope = sign_envelope(make_statement(subjects, PREDICATE_TYPE, predicate), signer)
+    root = Path(root)
+    atomic_write(root / paths.allowed, allowed_data)
+    summary = {k: predicate[k] for k in ("purpose", "as_of", "allowed", "sources")}
+    atomic_write(root / paths.summary, json.dumps(summary, indent=2, sort_keys=True).encode())
+    write_envelope(root / paths.decision, envelope)
+    return predicate

@@ -1,0 +1,266 @@
+"""Keys, DSSE envelopes and in-toto Statements: how exante signs what it asserts.
+
+One key type for everything: ECDSA P-256 with SHA-256 (the type the OpenSSF
+model-signing format accepts, so models and manifests share a key). A key's
+id is the SHA-256 of its DER SubjectPublicKeyInfo. Only public keys under
+``policies/trusted_keys/`` are trusted; a signature by any other key fails.
+
+Envelopes follow DSSE v1 (signatures over the pre-authentication encoding,
+``PAE``); payloads are in-toto Statement v1 in canonical JSON.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from lineage._canonical import atomic_write, canonical_json, sha256_hex
+from lineage.errors import (
+    EnvelopeFormatError,
+    ForeignSignatureError,
+    KeyFileError,
+    SignatureMismatchError,
+    UntrustedKeyError,
+)
+
+STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
+PAYLOAD_TYPE = "application/vnd.in-toto+json"
+KEY_ENV = "EXANTE_SIGNING_KEY"
+DEFAULT_KEY_PATH = Path(".exante/keys/signing.key.pem")
+TRUSTED_KEYS_DIR = Path("policies/trusted_keys")
+
+
+def key_id(public_key: ec.EllipticCurvePublicKey) -> str:
+    der = public_key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return sha256_hex(der)
+
+
+@dataclass(frozen=True)
+class Signer:
+    """A private key and its id; keep it out of version control."""
+
+    private_key: ec.EllipticCurvePrivateKey
+    keyid: str
+
+    def sign(self, data: bytes) -> bytes:
+        return self.private_key.sign(data, ec.ECDSA(hashes.SHA256()))
+
+
+def signing_key_path(explicit: Path | None = None) -> Path:
+    """The key to sign with: ``explicit``, else ``$EXANTE_SIGNING_KEY``, else the default."""
+    return Path(explicit or os.environ.get(KEY_ENV) or DEFAULT_KEY_PATH)
+
+
+def generate_key(private_path: Path, trusted_dir: Path, *, name: str) -> str:
+    """Create a P-256 key pair: private key mode 0600, public key trusted. Returns the key id.
+
+    Refuses to overwrite an existing private key: losing it would orphan every
+    signature it made.
+    """
+    private_path = Path(private_path)
+    if private_path.exists():
+        raise KeyFileError(f"{private_path} exists; refusing to overwrite a signing key")
+    key = ec.generate_private_key(ec.SECP256R1())
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    public_pem = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    atomic_write(Path(trusted_dir) / f"{name}.pub.pem", public_pem)
+    atomic_write(private_path, pem, mode=0o600)
+    return key_id(key.public_key())
+
+
+def load_signer(path: Path) -> Signer:
+    path = Path(path)
+    try:
+        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    except FileNotFoundError:
+        raise KeyFileError(
+            f"no signing key at {path}; create one with `exante keys init` "
+            f"or point ${KEY_ENV} at yours"
+        ) from None
+    except (ValueError, TypeError) as exc:
+        raise KeyFileError(f"{path} is not an unencrypted PEM private key: {exc}") from None
+    if not isinstance(key, ec.EllipticCurvePrivateKey) or key.curve.name != "secp256r1":
+        raise KeyFileError(f"{path} is not an ECDSA P-256 key; exante signs with P-256 only")
+    return Signer(key, key_id(key.public_key()))
+
+
+def load_trusted_keys(directory: Path = TRUSTED_KEYS_DIR) -> dict[str, ec.EllipticCurvePublicKey]:
+    """Every ``*.pub.pem`` under ``directory``, by key id."""
+    keys = {}
+    for path in sorted(Path(directory).glob("*.pub.pem")):
+        try:
+            key = serialization.load_pem_public_key(path.read_bytes())
+        except ValueError as exc:
+            raise KeyFileError(f"trusted key {path} is unreadable: {exc}") from None
+        if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name != "secp256r1":
+            raise KeyFileError(f"trusted key {path} is not ECDSA P-256")
+        keys[key_id(key)] = key
+    if not keys:
+        raise KeyFileError(
+            f"no trusted keys under {directory}; run `exante keys init` or add a *.pub.pem"
+        )
+    return keys
+
+
+# -- DSSE ---------------------------------------------------------------------
+
+
+def pae(payload_type: str, payload: bytes) -> bytes:
+    """DSSE v1 pre-authentication encoding: what is actually signed."""
+    t = payload_type.encode("utf-8")
+    return b"DSSEv1 %d %s %d %s" % (len(t), t, len(payload), payload)
+
+
+def sign_envelope(payload: bytes, signer: Signer, *, payload_type: str = PAYLOAD_TYPE) -> dict:
+    sig = signer.sign(pae(payload_type, payload))
+    return {
+        "payload": base64.b64encode(payload).decode("ascii"),
+        "payloadType": payload_type,
+        "signatures": [{"keyid": signer.keyid, "sig": base64.b64encode(sig).decode("ascii")}],
+    }
+
+
+def _field(envelope: Mapping, name: str, kind: type):
+    value = envelope.get(name) if isinstance(envelope, Mapping) else None
+    if not isinstance(value, kind):
+        raise EnvelopeFormatError(f"DSSE envelope field {name!r} is missing or not {kind.__name__}")
+    return value
+
+
+def _b64decode(value: str, what: str) -> bytes:
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise EnvelopeFormatError(f"DSSE {what} is not valid base64") from None
+
+
+def _verifies(key: ec.EllipticCurvePublicKey, sig: bytes, data: bytes) -> bool:
+    try:
+        key.verify(sig, data, ec.ECDSA(hashes.SHA256()))
+    except InvalidSignature:
+        return False
+    return True
+
+
+def verify_envelope(
+    envelope: Mapping,
+    trusted: Mapping[str, ec.EllipticCurvePublicKey],
+    *,
+    payload_type: str = PAYLOAD_TYPE,
+    known_payloads: Iterable[bytes] = (),
+    what: str = "envelope",
+) -> bytes:
+    """Return the payload if a trusted key signed it; raise the error that says why not.
+
+    ``known_payloads`` are other payloads this signer has signed (earlier
+    manifest versions): a signature that verifies over one of them was swapped
+    in, which is reported as such rather than as a modified payload.
+    """
+    payload = _b64decode(_field(envelope, "payload", str), "payload")
+    if _field(envelope, "payloadType", str) != payload_type:
+        raise EnvelopeFormatError(f"{what}: payloadType is not {payload_type}")
+    signatures = _field(envelope, "signatures", list)
+    if not signatures:
+        raise EnvelopeFormatError(f"{what} carries no signature")
+    untrusted = []
+    for entry in signatures:
+        if not isinstance(entry, Mapping):
+            raise EnvelopeFormatError(f"{what}: a signature entry is not an object")
+        keyid = str(entry.get("keyid", ""))
+        sig = _b64decode(str(entry.get("sig", "")), "signature")
+        key = trusted.get(keyid)
+        if key is None:
+            untrusted.append(keyid or "<no keyid>")
+            continue
+        if _verifies(key, sig, pae(payload_type, payload)):
+            return payload
+        for other in known_payloads:
+            if other != payload and _verifies(key, sig, pae(payload_type, other)):
+                raise ForeignSignatureError(
+                    f"{what}: the signature belongs to a different signed payload; "
+                    "it was copied from another file"
+                )
+        raise SignatureMismatchError(
+            f"{what}: the signature by trusted key {keyid[:16]} does not match the payload; "
+            "the content was modified after signing"
+        )
+    raise UntrustedKeyError(
+        f"{what} is signed only by untrusted key(s) {', '.join(k[:16] for k in untrusted)}; "
+        "add the signer's public key to policies/trusted_keys/ if you trust it"
+    )
+
+
+# -- in-toto Statement v1 ------------------------------------------------------
+
+
+def make_statement(subjects: Mapping[str, str], predicate_type: str, predicate: dict) -> bytes:
+    """Canonical bytes of a Statement over ``subjects`` (name → sha256 hex)."""
+    statement = {
+        "_type": STATEMENT_TYPE,
+        "subject": [{"name": n, "digest": {"sha256": d}} for n, d in sorted(subjects.items())],
+        "predicateType": predicate_type,
+        "predicate": predicate,
+    }
+    return canonical_json(statement)
+
+
+def parse_statement(payload: bytes, predicate_type: str, *, what: str = "statement") -> dict:
+    """Parse and shape-check a Statement payload of the expected predicate type."""
+    try:
+        statement = json.loads(payload)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise EnvelopeFormatError(f"{what}: payload is not JSON: {exc}") from None
+    if not isinstance(statement, dict) or statement.get("_type") != STATEMENT_TYPE:
+        raise EnvelopeFormatError(f"{what}: payload is not an in-toto Statement v1")
+    if statement.get("predicateType") != predicate_type:
+        raise EnvelopeFormatError(
+            f"{what}: predicateType is {statement.get('predicateType')!r}, not {predicate_type!r}"
+        )
+    subjects = statement.get("subject")
+    ok = isinstance(subjects, list) and all(
+        isinstance(s, dict)
+        and isinstance(s.get("name"), str)
+        and isinstance(s.get("digest"), dict)
+        and isinstance(s["digest"].get("sha256"), str)
+        for s in subjects
+    )
+    if not ok or not isinstance(statement.get("predicate"), dict):
+        raise EnvelopeFormatError(f"{what}: subjects or predicate are malformed")
+    return statement
+
+
+def subjects_of(statement: dict) -> dict[str, str]:
+    return {s["name"]: s["digest"]["sha256"] for s in statement["subject"]}
+
+
+def read_envelope(path: Path, *, what: str) -> dict:
+    try:
+        envelope = json.loads(Path(path).read_bytes())
+    except FileNotFoundError:
+        raise EnvelopeFormatError(f"{what}: {path} does not exist; run the pipeline") from None
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise EnvelopeFormatError(f"{what}: {path} is not JSON: {exc}") from None
+    if not isinstance(envelope, dict):
+        raise EnvelopeFormatError(f"{what}: {path} is not a DSSE envelope")
+    return envelope
+
+
+def write_envelope(path: Path, envelope: dict) -> None:
+    atomic_write(Path(path), json.dumps(envelope, indent=2, sort_keys=True).encode() + b"\n")

@@ -1,0 +1,165 @@
+"""The lineage stages of the pipeline, one function each, called by the CLI and ``dvc repro``.
+
+Each takes the project root and explicit settings, reads its inputs, checks
+them completely, and only then writes (atomically). A failure leaves the
+previous outputs in place.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+from lineage.admission import Admitted, verify_training_input
+from lineage.errors import MalformedRecordError
+from lineage.gate import Decision, Denials, GatePaths, evaluate, write_decision
+from lineage.ingest import ingest
+from lineage.manifest import build_manifest, load_leaves, load_manifest
+from lineage.merkle import InclusionProof, LeafIndex, NonInclusionProof
+from lineage.policy import load_policies
+from lineage.records import Record, read_all
+from lineage.signing import Signer, load_trusted_keys, read_envelope
+from lineage.sources import Registry, load_registry
+
+REGISTRY = Path("data/sources.yaml")
+POLICIES = Path("policies")
+TRUSTED = Path("policies/trusted_keys")
+RECORDS = Path("data/records")
+VALIDATION_REPORT = Path("data/reports/validation.json")
+
+
+def registry(root: Path) -> Registry:
+    return load_registry(Path(root) / REGISTRY)
+
+
+def run_ingest(root: Path, *, source: str | None = None) -> dict[str, int]:
+    return ingest(registry(root), Path(root), Path(root) / RECORDS, only=source)
+
+
+def run_validate(root: Path):
+    from lineage.validation import run_validation
+
+    return run_validation(Path(root) / RECORDS, registry(root), Path(root) / VALIDATION_REPORT)
+
+
+def run_manifest(root: Path, signer: Signer) -> dict:
+    trusted = load_trusted_keys(Path(root) / TRUSTED)
+    return build_manifest(registry(root), Path(root), signer, trusted)
+
+
+def ledger_denials(path: Path) -> Denials:
+    """Records and subjects named by the deletion ledger (an absent ledger denies nothing)."""
+    records, subjects = set(), set()
+    try:
+        lines = Path(path).read_bytes().splitlines()
+    except FileNotFoundError:
+        return Denials()
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            entry = json.loads(line)
+            records.update(entry.get("record_ids", []))
+            subjects.update(entry.get("subject_ids", []))
+        except (json.JSONDecodeError, AttributeError, TypeError, RecursionError):
+            raise MalformedRecordError(f"{path}:{n}: not a ledger entry") from None
+    return Denials(frozenset(records), frozenset(subjects))
+
+
+def run_gate(root: Path, signer: Signer, *, purpose: str, as_of: date) -> tuple[Decision, dict]:
+    """Evaluate every policy over the signed records and sign the decision."""
+    root = Path(root)
+    trusted = load_trusted_keys(root / TRUSTED)
+    manifest = load_manifest(root, trusted)
+    records = read_all(root / RECORDS)
+    verify_leaves_match(root, manifest, records)
+    policies = load_policies(root / POLICIES)
+    denials = Denials()
+    for policy, _ in policies.values():
+        if policy.deny.ledger:
+            more = ledger_denials(root / policy.deny.ledger)
+            denials = Denials(denials.records | more.records, denials.subjects | more.subjects)
+    decision = evaluate(
+        registry(root),
+        records,
+        [p for p, _ in policies.values()],
+        purpose=purpose,
+        as_of=as_of,
+        denials=denials,
+    )
+    predicate = write_decision(
+        decision,
+        root=root,
+        signer=signer,
+        manifest_payload_sha256=manifest.payload_sha256,
+        manifest_version=manifest.version,
+        policies={name: digest for name, (_, digest) in policies.items()},
+        records=records,
+    )
+    return decision, predicate
+
+
+def verify_leaves_match(root: Path, manifest, records: list[Record]) -> None:
+    """The gate judges only records that are exactly those the manifest signed."""
+    from lineage.admission import _check_records
+
+    signed = dict(load_leaves(root, manifest))
+    _check_records(records, signed, None)
+
+
+def run_check(root: Path) -> Admitted:
+    """Admission over every record: what training will run, as a standalone check."""
+    records = read_all(Path(root) / RECORDS)
+    return verify_training_input(records, root=Path(root), complete=True, skip_refused=True)
+
+
+@dataclass(frozen=True)
+class Trace:
+    record: Record | None
+    source: dict | None
+    manifest_version: int
+    manifest_root: str
+    inclusion: InclusionProof | None
+    non_inclusion: NonInclusionProof | None
+    decision: dict | None
+
+
+def trace(root: Path, record_id: str) -> Trace:
+    """A record's source, the gate's decision on it, and a verified proof against the manifest."""
+    root = Path(root)
+    trusted = load_trusted_keys(root / TRUSTED)
+    manifest = load_manifest(root, trusted)
+    index = LeafIndex(load_leaves(root, manifest))
+    root_bytes = bytes.fromhex(manifest.root)
+    record = next((r for r in read_all(root / RECORDS) if r.record_id == record_id), None)
+    try:
+        inclusion, non_inclusion = index.inclusion(record_id), None
+        inclusion.verify(root_bytes)
+    except KeyError:
+        inclusion, non_inclusion = None, index.non_inclusion(record_id)
+        non_inclusion.verify(root_bytes)
+    source = manifest.predicate["sources"].get(record.source_id) if record else None
+    return Trace(
+        record, source, manifest.version, manifest.root, inclusion, non_inclusion,
+        _decision_for(root, record_id, trusted) if inclusion else None,
+    )  # fmt: skip
+
+
+def _decision_for(root: Path, record_id: str, trusted) -> dict | None:
+    from lineage.gate import PREDICATE_TYPE
+    from lineage.signing import parse_statement, verify_envelope
+
+    path = root / GatePaths().decision
+    if not path.exists():
+        return None
+    payload = verify_envelope(read_envelope(path, what="gate decision"), trusted)
+    predicate = parse_statement(payload, PREDICATE_TYPE)["predicate"]
+    source_reasons = {sid: s["reasons"] for sid, s in predicate["sources"].items()}
+    for refusal in predicate["refused_records"]:
+        if refusal["record_id"] == record_id:
+            source = record_id.split("/", 1)[0]
+            reasons = refusal["reasons"] + source_reasons.get(source, [])
+            return {"allowed": False, "reasons": reasons, "purpose": predicate["purpose"]}
+    return {"allowed": True, "reasons": [], "purpose": predicate["purpose"]}
