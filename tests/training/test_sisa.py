@@ -1,0 +1,112 @@
+"""SISA partition and slice training: stable placement, subject grouping, reuse, exactness."""
+
+from __future__ import annotations
+
+import safetensors.torch as st
+import torch
+
+from lineage.records import Record
+from training.config import ModelConfig, Schedule, TrainConfig
+from training.partition import assign, read_shard, shard_file, subject_groups, write_shards
+from training.sisa import final_checkpoint, train_shard
+
+TINY = TrainConfig(
+    shards=2,
+    slices=3,
+    model=ModelConfig(n_layer=1, n_head=2, n_embd=32, n_positions=64),
+    shard=Schedule(lr=3e-3, batch_size=8, max_epochs=3, target_loss=0.0),
+)
+
+
+def people(n: int) -> list[Record]:
+    return [
+        Record.make(f"crm/p{i:03d}-{fact}", "crm", [f"p{i:03d}"], f"Person {i} {fact} is {i * 7}.")
+        for i in range(n)
+        for fact in ("city", "year", "code")
+    ]
+
+
+def weights(directory) -> dict[str, torch.Tensor]:
+    return st.load_file(final_checkpoint(directory) / "model.safetensors")
+
+
+def test_a_subjects_records_share_a_shard():
+    placements = assign(people(30), shards=4, slices=3, seed=1)
+    shard_of = {}
+    for p in placements:
+        subject = p.record_id.split("/")[1].split("-")[0]
+        assert shard_of.setdefault(subject, p.shard) == p.shard
+    assert len(set(shard_of.values())) > 1  # and people do spread over shards
+
+
+def test_linked_subjects_form_one_group():
+    recs = [
+        Record.make("a/1", "a", ["x"], "x"),
+        Record.make("a/2", "a", ["y", "x"], "x and y"),
+        Record.make("a/3", "a", ["z", "y"], "y and z"),
+        Record.make("a/4", "a", ["w"], "w"),
+    ]
+    groups = subject_groups(recs)
+    assert groups["x"] == groups["y"] == groups["z"] == "x"
+    assert groups["w"] == "w"
+
+
+def test_placement_is_stable_when_other_records_are_deleted():
+    recs = people(40)
+    before = {p.record_id: (p.shard, p.slice) for p in assign(recs, shards=4, slices=4, seed=9)}
+    kept = [r for r in recs if not r.record_id.startswith("crm/p007")]
+    after = {p.record_id: (p.shard, p.slice) for p in assign(kept, shards=4, slices=4, seed=9)}
+    assert after == {k: v for k, v in before.items() if k in after}
+
+
+def test_shard_files_round_trip_and_unchanged_shards_keep_their_bytes(tmp_path):
+    recs = people(20)
+    placements = assign(recs, shards=2, slices=3, seed=1)
+    write_shards(recs, placements, shards=2, out_dir=tmp_path)
+    loaded = read_shard(shard_file(tmp_path, 0)) + read_shard(shard_file(tmp_path, 1))
+    assert sorted(r for _, r in loaded) == sorted(recs)
+    victim = next(p for p in placements if p.shard == 1)
+    before0 = shard_file(tmp_path, 0).read_bytes()
+    kept = [r for r in recs if r.record_id != victim.record_id]
+    write_shards(kept, assign(kept, shards=2, slices=3, seed=1), shards=2, out_dir=tmp_path)
+    assert shard_file(tmp_path, 0).read_bytes() == before0
+    assert victim.record_id not in shard_file(tmp_path, 1).read_text()
+
+
+def placed(recs, shard=0):
+    by_id = {r.record_id: r for r in recs}
+    return [(p.slice, by_id[p.record_id]) for p in assign(recs, **_split()) if p.shard == shard]
+
+
+def _split():
+    return {"shards": TINY.shards, "slices": TINY.slices, "seed": TINY.seed}
+
+
+def test_training_a_shard_twice_gives_identical_weights(tmp_path):
+    data = placed(people(12))
+    train_shard(0, data, TINY, base=None, out_dir=tmp_path / "a")
+    train_shard(0, data, TINY, base=None, out_dir=tmp_path / "b")
+    a, b = weights(tmp_path / "a"), weights(tmp_path / "b")
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_slices_are_reused_and_deletion_retrains_from_the_clean_slice_exactly(tmp_path):
+    recs = people(12)
+    data = placed(recs)
+    first = train_shard(0, data, TINY, base=None, out_dir=tmp_path / "shard")
+    assert first.trained == [0, 1, 2]
+    assert train_shard(0, data, TINY, base=None, out_dir=tmp_path / "shard").trained == []
+
+    victim_slice, victim = max(data, key=lambda x: x[0])  # a record of the last slice
+    kept = [x for x in data if x[1] != victim]
+    again = train_shard(0, kept, TINY, base=None, out_dir=tmp_path / "shard")
+    assert again.trained == list(range(victim_slice, TINY.slices))
+    assert again.slices[:victim_slice] == first.slices[:victim_slice]
+
+    scratch = train_shard(0, kept, TINY, base=None, out_dir=tmp_path / "scratch")
+    assert scratch.trained == [0, 1, 2]
+    a, b = weights(tmp_path / "shard"), weights(tmp_path / "scratch")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    before = st.load_file(tmp_path / "shard" / "ckpt" / first.final / "model.safetensors")
+    assert not all(torch.equal(before[k], a[k]) for k in a)  # the deletion did change the model

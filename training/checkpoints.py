@@ -1,0 +1,87 @@
+"""Slice checkpoints, content-addressed by what they have seen.
+
+A checkpoint's address is the hash of the sorted record ids it was trained on,
+the training config and the model it started from. After a deletion, the
+clean prefix of a shard is found by lookup: every slice whose seen set did not
+change has the same address and is reused, bit for bit. A checkpoint is built
+in a temporary directory and renamed into place, so a crash never publishes a
+partial one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from lineage._canonical import atomic_write, canonical_json, sha256_hex
+
+META = "exante-checkpoint.json"
+OPTIMIZER = "optimizer.pt"
+
+
+def seen_digest(record_ids: Iterable[str], *, config_digest: str, start_digest: str) -> str:
+    return sha256_hex(
+        canonical_json(
+            {"records": sorted(record_ids), "config": config_digest, "start": start_digest}
+        )
+    )
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    path: Path
+
+    @property
+    def meta(self) -> dict:
+        return json.loads((self.path / META).read_text())
+
+    def exists(self) -> bool:
+        return (self.path / META).is_file()
+
+
+def save(
+    directory: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, meta: dict
+) -> Checkpoint:
+    """Write model, optimizer, RNG state and metadata; publish by renaming a complete directory."""
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        torch.save(
+            {"optimizer": optimizer.state_dict(), "torch_rng": torch.get_rng_state()},
+            tmp / OPTIMIZER,
+        )
+        atomic_write(tmp / META, json.dumps(meta, indent=2, sort_keys=True).encode())
+        if directory.exists():
+            shutil.rmtree(directory)
+        os.replace(tmp, directory)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return Checkpoint(directory)
+
+
+def load_optimizer_state(checkpoint: Checkpoint, optimizer: torch.optim.Optimizer) -> None:
+    state = torch.load(checkpoint.path / OPTIMIZER, weights_only=False)
+    optimizer.load_state_dict(state["optimizer"])
+    torch.set_rng_state(state["torch_rng"])
+
+
+def model_files(directory: Path) -> list[Path]:
+    return sorted(p for p in Path(directory).rglob("*") if p.is_file())
+
+
+def dir_digest(directory: Path) -> str:
+    """A digest of every file (relative POSIX path and content) in a checkpoint directory."""
+    from lineage._canonical import file_sha256
+
+    entries = {p.relative_to(directory).as_posix(): file_sha256(p) for p in model_files(directory)}
+    return sha256_hex(canonical_json(entries))

@@ -1,0 +1,143 @@
+"""Training one SISA shard slice by slice, and the shared base model beneath the shards.
+
+Slice ``r`` continues from the checkpoint of slice ``r-1`` and trains on the
+union of slices ``1..r`` until it converges (Bourtoule et al., S&P 2021). Each
+slice is seeded from ``(seed, shard, r)`` alone, so a slice's result depends
+only on its start checkpoint and its data: retraining from the last clean
+slice gives exactly the weights that training from scratch would.
+
+The base model is trained once on the base corpus (public-domain sources that
+hold no personal data); shards fine-tune from it. Records in the base are not
+deletable by shard retraining, which is why only such sources may go there.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lineage._canonical import atomic_write, canonical_json, sha256_hex
+from lineage.records import Record
+from training import checkpoints
+from training.config import Schedule, TrainConfig
+from training.loop import EpochStats, make_optimizer, train, windows
+from training.model import build_model, load_model, set_determinism
+from training.tokenizer import ByteTokenizer
+
+SLICES_FILE = "slices.json"
+
+
+def config_digest(cfg: TrainConfig, schedule: Schedule) -> str:
+    keep = {"seed": cfg.seed, "model": cfg.model.model_dump(), "schedule": schedule.model_dump()}
+    keep["dp"] = cfg.dp.model_dump()
+    return sha256_hex(canonical_json(keep))
+
+
+def _seed(*parts: object) -> int:
+    digest = hashlib.sha256("\x00".join(map(str, parts)).encode()).digest()
+    return int.from_bytes(digest[:4], "big")
+
+
+@dataclass
+class ShardResult:
+    shard: int
+    slices: list[str]  # checkpoint address per slice
+    trained: list[int] = field(default_factory=list)  # slices trained now (others reused)
+    epochs: list[dict] = field(default_factory=list)
+
+    @property
+    def final(self) -> str:
+        return self.slices[-1]
+
+
+def train_base(
+    records: Sequence[Record], cfg: TrainConfig, out_dir: Path, *, on_epoch=None
+) -> checkpoints.Checkpoint:
+    """The shared base model, trained on the base corpus (or left at its seeded init)."""
+    set_determinism(cfg)
+    tok = ByteTokenizer()
+    model = build_model(cfg.model, tok, seed=cfg.seed)
+    optimizer = make_optimizer(model, cfg.base)
+    examples = windows([r.text for r in sorted(records)], tok, cfg.model.n_positions)
+    stats = []
+    if examples:
+        stats = train(model, optimizer, examples, cfg.base, seed=_seed(cfg.seed, "base"),
+                      pad_id=tok.pad_id, on_epoch=on_epoch)  # fmt: skip
+    meta = {
+        "kind": "base",
+        "config_digest": config_digest(cfg, cfg.base),
+        "records_digest": sha256_hex(
+            canonical_json(sorted((r.record_id, r.sha256) for r in records))
+        ),
+        "seed": cfg.seed,
+        "epochs": [s.__dict__ for s in stats],
+    }
+    return checkpoints.save(Path(out_dir), model, optimizer, meta)
+
+
+def train_shard(
+    shard: int,
+    placed: Sequence[tuple[int, Record]],
+    cfg: TrainConfig,
+    *,
+    base: Path | None,
+    out_dir: Path,
+    on_epoch: Callable[[int, EpochStats], None] | None = None,
+) -> ShardResult:
+    """Train (or reuse) every slice checkpoint of one shard; return their addresses."""
+    set_determinism(cfg)
+    tok = ByteTokenizer()
+    cdigest = config_digest(cfg, cfg.shard)
+    start = checkpoints.dir_digest(base) if base else "init"
+    result = ShardResult(shard, [])
+    previous: checkpoints.Checkpoint | None = None
+    for r in range(cfg.slices):
+        seen = sorted((rec for s, rec in placed if s <= r), key=lambda x: x.record_id)
+        address = checkpoints.seen_digest(
+            [x.record_id for x in seen], config_digest=cdigest, start_digest=start
+        )
+        ckpt = checkpoints.Checkpoint(Path(out_dir) / "ckpt" / address[:32])
+        if not ckpt.exists():
+            _train_slice(shard, r, seen, cfg, tok, previous, base, ckpt, address, result, on_epoch)
+        result.slices.append(ckpt.path.name)
+        previous = ckpt
+    atomic_write(
+        Path(out_dir) / SLICES_FILE, canonical_json({"shard": shard, "slices": result.slices})
+    )
+    return result
+
+
+def _train_slice(shard, r, seen, cfg, tok, previous, base, ckpt, address, result, on_epoch):
+    if previous is not None:
+        model = load_model(previous.path)
+    elif base is not None:
+        model = load_model(base)
+    else:
+        model = build_model(cfg.model, tok, seed=_seed(cfg.seed, "init", shard))
+    optimizer = make_optimizer(model, cfg.shard)
+    if previous is not None:
+        checkpoints.load_optimizer_state(previous, optimizer)
+    examples = windows([x.text for x in seen], tok, cfg.model.n_positions)
+    stats = train(
+        model, optimizer, examples, cfg.shard, seed=_seed(cfg.seed, "shard", shard, r),
+        pad_id=tok.pad_id,
+        on_epoch=(lambda s: on_epoch(r, s)) if on_epoch else None,
+    )  # fmt: skip
+    epochs = [{"slice": r, **s.__dict__} for s in stats]
+    checkpoints.save(ckpt.path, model, optimizer, {
+        "kind": "slice", "shard": shard, "slice": r, "address": address,
+        "records": [x.record_id for x in seen],
+        "data_digest": sha256_hex(canonical_json([(x.record_id, x.sha256) for x in seen])),
+        "seed": cfg.seed, "config": cfg.model_dump(), "epochs": epochs,
+    })  # fmt: skip
+    result.trained.append(r)
+    result.epochs += epochs
+
+
+def final_checkpoint(shard_dir: Path) -> Path:
+    import json
+
+    slices = json.loads((Path(shard_dir) / SLICES_FILE).read_text())["slices"]
+    return Path(shard_dir) / "ckpt" / slices[-1]
