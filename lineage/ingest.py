@@ -29,7 +29,7 @@ def _jsonl_rows(path: Path) -> Iterator[tuple[str, dict]]:
             where = f"{path}:{n}"
             try:
                 row = json.loads(line)
-            except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+            except (ValueError, RecursionError) as exc:  # bad UTF-8/JSON, huge int, deep nesting
                 raise MalformedRecordError(f"{where}: not JSON ({exc})") from None
             if not isinstance(row, dict):
                 raise MalformedRecordError(f"{where}: expected a JSON object")

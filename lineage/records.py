@@ -50,7 +50,7 @@ class Record:
                 text=d["text"],
                 sha256=d["sha256"],
             )
-        except (json.JSONDecodeError, KeyError, TypeError, RecursionError) as exc:
+        except (ValueError, KeyError, TypeError, RecursionError) as exc:  # ValueError: JSON, UTF-8
             raise MalformedRecordError(f"{where}: not a record: {exc!r}") from None
         fields = (
             record.record_id,

@@ -225,7 +225,7 @@ def parse_statement(payload: bytes, predicate_type: str, *, what: str = "stateme
     """Parse and shape-check a Statement payload of the expected predicate type."""
     try:
         statement = json.loads(payload)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:  # bad UTF-8/JSON, a 5000-digit int, deep nesting
         raise EnvelopeFormatError(f"{what}: payload is not JSON: {exc}") from None
     if not isinstance(statement, dict) or statement.get("_type") != STATEMENT_TYPE:
         raise EnvelopeFormatError(f"{what}: payload is not an in-toto Statement v1")
@@ -255,7 +255,7 @@ def read_envelope(path: Path, *, what: str) -> dict:
         envelope = json.loads(Path(path).read_bytes())
     except FileNotFoundError:
         raise EnvelopeFormatError(f"{what}: {path} does not exist; run the pipeline") from None
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+    except (ValueError, RecursionError) as exc:  # as in parse_statement
         raise EnvelopeFormatError(f"{what}: {path} is not JSON: {exc}") from None
     if not isinstance(envelope, dict):
         raise EnvelopeFormatError(f"{what}: {path} is not a DSSE envelope")

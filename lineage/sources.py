@@ -6,6 +6,7 @@ every problem in the file is reported at once.
 
 from __future__ import annotations
 
+import calendar
 import re
 from datetime import date, timedelta
 from pathlib import Path
@@ -80,7 +81,7 @@ class Source(_Frozen):
         d = self.acquired.date
         month = d.month - 1 + months + 12 * years
         y, m = d.year + month // 12, month % 12 + 1
-        day = min(d.day, 28) if m == 2 else min(d.day, 30 if m in (4, 6, 9, 11) else 31)
+        day = min(d.day, calendar.monthrange(y, m)[1])  # Jan 31 + P1M: the end of February
         return date(y, m, day) + timedelta(days=days)
 
     def path(self, root: Path) -> Path:

@@ -12,16 +12,17 @@ from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
+from lineage._canonical import file_sha256
 from lineage.admission import Admitted, verify_training_input
-from lineage.errors import MalformedRecordError
+from lineage.errors import ArtifactDigestError, MalformedRecordError
 from lineage.gate import Decision, Denials, GatePaths, evaluate, write_decision
 from lineage.ingest import ingest
 from lineage.manifest import build_manifest, load_leaves, load_manifest
 from lineage.merkle import InclusionProof, LeafIndex, NonInclusionProof
 from lineage.policy import load_policies
-from lineage.records import Record, read_all
+from lineage.records import Record, read_all, records_files
 from lineage.signing import Signer, load_trusted_keys, read_envelope
-from lineage.sources import Registry, load_registry
+from lineage.sources import Registry, load_registry, source_terms
 
 REGISTRY = Path("data/sources.yaml")
 POLICIES = Path("policies")
@@ -49,6 +50,24 @@ def run_manifest(root: Path, signer: Signer) -> dict:
     return build_manifest(registry(root), Path(root), signer, trusted)
 
 
+def _ledger_ids(line: bytes) -> tuple[list[str], list[str]] | None:
+    """``(record_ids, subject_ids)`` of one ledger line, or None if it is not an entry.
+
+    A bare string where a list belongs would deny its characters, not the id,
+    so anything but lists of strings is refused.
+    """
+    try:
+        entry = json.loads(line)
+    except (ValueError, RecursionError):  # bad UTF-8/JSON, a huge int, deep nesting
+        return None
+    if not isinstance(entry, dict):
+        return None
+    ids = entry.get("record_ids", []), entry.get("subject_ids", [])
+    if all(isinstance(v, list) and all(isinstance(i, str) for i in v) for v in ids):
+        return ids
+    return None
+
+
 def ledger_denials(path: Path) -> Denials:
     """Records and subjects named by the deletion ledger (an absent ledger denies nothing)."""
     records, subjects = set(), set()
@@ -59,12 +78,13 @@ def ledger_denials(path: Path) -> Denials:
     for n, line in enumerate(lines, 1):
         if not line.strip():
             continue
-        try:
-            entry = json.loads(line)
-            records.update(entry.get("record_ids", []))
-            subjects.update(entry.get("subject_ids", []))
-        except (json.JSONDecodeError, AttributeError, TypeError, RecursionError):
-            raise MalformedRecordError(f"{path}:{n}: not a ledger entry") from None
+        ids = _ledger_ids(line)
+        if ids is None:
+            raise MalformedRecordError(
+                f"{path}:{n}: not a ledger entry (an object with lists of record_ids, subject_ids)"
+            )
+        records.update(ids[0])
+        subjects.update(ids[1])
     return Denials(frozenset(records), frozenset(subjects))
 
 
@@ -82,7 +102,7 @@ def run_gate(root: Path, signer: Signer, *, purpose: str, as_of: date) -> tuple[
             more = ledger_denials(root / policy.deny.ledger)
             denials = Denials(denials.records | more.records, denials.subjects | more.subjects)
     decision = evaluate(
-        registry(root),
+        signed_registry(root, manifest),
         records,
         [p for p, _ in policies.values()],
         purpose=purpose,
@@ -102,11 +122,50 @@ def run_gate(root: Path, signer: Signer, *, purpose: str, as_of: date) -> tuple[
 
 
 def verify_leaves_match(root: Path, manifest, records: list[Record]) -> None:
-    """The gate judges only records that are exactly those the manifest signed."""
+    """The gate judges only records that are exactly those the manifest signed.
+
+    Texts are checked record by record (naming the records), then the files
+    whole: the gate also reads each record's source and subjects, which the
+    leaves do not cover, so an edited ``source_id`` must not move a refused
+    record into an allowed source.
+    """
     from lineage.admission import _check_records
 
     signed = dict(load_leaves(root, manifest))
     _check_records(records, signed, None)
+    prefix = RECORDS.as_posix() + "/"
+    signed_files = {n: d for n, d in manifest.subjects.items() if n.startswith(prefix)}
+    present = {
+        p.relative_to(root).as_posix(): file_sha256(p) for p in records_files(root / RECORDS)
+    }
+    if changed := _differing(signed_files, present):
+        raise ArtifactDigestError(
+            f"records files differ from those manifest v{manifest.version} signed; "
+            "re-run `exante ingest` and `exante manifest`:",
+            problems=changed,
+        )
+
+
+def _differing(signed: dict, present: dict) -> list[str]:
+    """Keys whose values differ, or that only one side has."""
+    return sorted(k for k in signed.keys() | present.keys() if signed.get(k) != present.get(k))
+
+
+def signed_registry(root: Path, manifest) -> Registry:
+    """``sources.yaml``, provided it still says what the manifest signed about each source."""
+    current = registry(root)
+    terms = {sid: source_terms(s) for sid, s in current.sources.items()}
+    signed = {
+        sid: {k: v for k, v in s.items() if k != "record_count"}
+        for sid, s in manifest.predicate["sources"].items()
+    }
+    if changed := _differing(signed, terms):
+        raise ArtifactDigestError(
+            f"{REGISTRY} differs from the sources manifest v{manifest.version} signed; "
+            "re-run `exante manifest` before the gate:",
+            problems=changed,
+        )
+    return current
 
 
 def run_check(root: Path) -> Admitted:

@@ -40,7 +40,9 @@ def pipeline(tmp_path_factory) -> Path:
     for name in ("dvc.yaml", "lineage", "policies", "data"):
         src = REPO / name
         if src.is_dir():
-            shutil.copytree(src, root / name, ignore=shutil.ignore_patterns("__pycache__", "*.pub.pem"))
+            shutil.copytree(
+                src, root / name, ignore=shutil.ignore_patterns("__pycache__", "*.pub.pem")
+            )
         else:
             shutil.copy(src, root / name)
     for generated in ("raw", "records", "reports", "manifests", "gate"):

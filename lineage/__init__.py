@@ -1,0 +1,20 @@
+"""Lineage: what a model may be trained on, and the signed proof of it.
+
+Layers, bottom up (none imports an ML framework or mlflow):
+
+* ``_canonical``, ``merkle``, ``signing`` — canonical bytes, RFC 6962 Merkle
+  trees with (non-)inclusion proofs, ECDSA P-256 DSSE/in-toto envelopes;
+* ``sources``, ``records``, ``ingest``, ``corpus``, ``validation`` — the source
+  registry and its terms, records with digests, the embedded default corpus,
+  the Great Expectations suite;
+* ``manifest``, ``policy``, ``gate`` — the signed manifest, policies as data,
+  the signed gate decision;
+* ``admission`` — the check training runs before it reads a record;
+* ``stages`` — the pipeline stages the CLI and ``dvc repro`` call;
+* ``errors`` — one root, ``BadInputError`` (exit 3) and ``VerificationError`` (exit 1).
+"""
+
+from lineage.admission import verify_training_input
+from lineage.errors import BadInputError, LineageError, VerificationError
+
+__all__ = ["BadInputError", "LineageError", "VerificationError", "verify_training_input"]
