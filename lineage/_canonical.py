@@ -42,7 +42,9 @@ def sha256_hex(data: bytes) -> str:
 
 def text_sha256(text: str) -> str:
     """Digest of a record's canonical text."""
-    return hashlib.sha256(canonical_text(text).encode("utf-8")).hexdigest()
+    if "\r" in text or not text.isascii():  # else already canonical: skip the call
+        text = canonical_text(text)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def file_sha256(path: Path, *, chunk: int = CHUNK) -> str:
