@@ -110,12 +110,170 @@ def cmd_check(args) -> int:
     return 0
 
 
+def _train_cfg():
+    from exante.params import load_params
+
+    return load_params().train
+
+
+def cmd_partition(args) -> int:
+    from training.stages import run_partition
+
+    p = run_partition(Path("."), _train_cfg(), _signer(args))
+    counts = ", ".join(f"{k} {v}" for k, v in p["counts"].items())
+    print(f"partition: {p['shards']} shards × {p['slices']} slices; records: {counts}")
+    print(f"base corpus (not deletable by shard retraining): {', '.join(p['base_sources']) or '-'}")
+    return 0
+
+
+def _progress(name: str, slices: int | None):
+    """An epoch bar for one unit (stderr, only on a terminal); returns (on_epoch, close)."""
+    from tqdm import tqdm
+
+    bar = tqdm(desc=name, unit="epoch", disable=None, leave=False, file=sys.stderr)
+
+    def on_epoch(*event) -> None:
+        *slice_, stats = event
+        post = {"loss": f"{stats.loss:.3f}"}
+        if slice_ and slices:
+            post = {"slice": f"{slice_[0] + 1}/{slices}"} | post
+        bar.set_postfix(post, refresh=False)
+        bar.update()
+
+    return on_epoch, bar.close
+
+
+def cmd_train(args) -> int:
+    from training.stages import run_train_base, run_train_shard
+
+    cfg = _train_cfg()
+    if args.unit == "base":
+        name = "base"
+        on_epoch, close = _progress(name, None)
+        try:
+            m = run_train_base(Path("."), cfg, on_epoch=on_epoch)
+        finally:
+            close()
+    else:
+        name = f"shard {args.shard}"
+        on_epoch, close = _progress(name, cfg.slices)
+        try:
+            m = run_train_shard(Path("."), cfg, args.shard, on_epoch=on_epoch)
+        finally:
+            close()
+        print(f"{name}: slices trained {m['trained_slices']}, reused {m['reused_slices']}")
+        if m["dp"]:
+            print(f"{name}: DP epsilon {m['dp']['epsilon']:.3f} (delta {m['dp']['delta']:g})")
+    last = m["epochs"][-1]["loss"] if m["epochs"] else float("nan")
+    print(
+        f"{name}: {m['records']} records, {len(m['epochs'])} epochs, final loss {last:.4f}, "
+        f"{m['wall_seconds']:.1f} s, {m['tokens_per_second']:.0f} tokens/s"
+    )
+    return 0
+
+
+def cmd_attest(args) -> int:
+    from exante.params import load_params
+    from lineage.signing import signing_key_path
+    from training.stages import Paths, run_attest
+
+    params = load_params()
+    key = signing_key_path(args.key)
+    p = run_attest(Path("."), params.train, _signer(args), key_path=key,
+                   params=params.train.model_dump(mode="json"))  # fmt: skip
+    print(f"attested {len(p['checkpoints'])} checkpoint files → {Paths().attestation}")
+    print(f"signed the released ensemble (OpenSSF model signing) → {Paths().signature}")
+    return 0
+
+
+def cmd_report(args) -> int:
+    """Measure the released ensemble, log the training to MLflow, print one screen."""
+    from exante.params import load_params
+    from lineage._canonical import file_sha256
+    from training.stages import Paths, load_partition, run_report
+    from verify.evidence import log_training, tracking_uri
+
+    root, paths, params = Path("."), Paths(), load_params()
+    cfg = params.train
+    report = run_report(root, cfg, paths)
+    partition, _, partition_sha = load_partition(root, paths)
+    units = {"base": paths.base / "metrics.json"} | {
+        f"shard-{s:02d}": paths.shard_dir(s) / "metrics.json" for s in range(cfg.shards)
+    }
+    digests = {
+        "manifest_payload_sha256": partition["manifest_payload_sha256"],
+        "decision_payload_sha256": partition["decision_payload_sha256"],
+        "partition_payload_sha256": partition_sha,
+        "attestation_sha256": file_sha256(paths.attestation),
+    }
+    knowledge = report["knowledge"] or {}
+    scalars = {"cost_wall_seconds": report["cost"]["wall_seconds"]}
+    if knowledge:
+        scalars["exact_match"] = knowledge["exact_match"]
+    parent = log_training(root, params=cfg.model_dump(mode="json"), digests=digests,
+                          units=units, metrics=scalars)  # fmt: skip
+    evidence = {"tracking_uri": tracking_uri(root), "experiment": "exante-training",
+                "parent_run_id": parent, **digests}  # fmt: skip
+    paths.evidence.write_text(json.dumps(evidence, indent=2, sort_keys=True) + "\n")
+    _print_summary(report, evidence, cfg)
+    return 0
+
+
+def _print_summary(report: dict, evidence: dict, cfg) -> None:
+    cost = report["cost"]
+    print("─" * 72)
+    print(f"exante training summary: {cfg.shards} shards × {cfg.slices} slices, "
+          f"ensemble rule {report['rule']}")  # fmt: skip
+    epochs = ", ".join(f"{k} {v}" for k, v in cost["epochs"].items())
+    print(f"  cost       {cost['wall_seconds']:.0f} s, {cost['tokens']:,} tokens; epochs: {epochs}")
+    k = report["knowledge"]
+    if k:
+        print(f"  knowledge  exact match {k['exact_match']:.2f} ({k['known']}/{k['total']} facts "
+              f"of {k['people']} retained people)")  # fmt: skip
+        facts = ", ".join(f"{f} {v['known']}/{v['total']}" for f, v in k["by_fact"].items())
+        print(f"             by fact: {facts}")
+        own = ", ".join(f"{s} {v:.2f}" for s, v in k["shards_own_people"].items())
+        print(f"             each shard on its own people: {own}")
+    for sample in report["samples"]:
+        mark = "✓" if sample["exact"] else "✗"
+        print(f"  sample {mark}   {sample['prompt']}⟨{sample['generated']}⟩")
+    if any(report["dp"].values()):
+        eps = ", ".join(f"{s} ε={d['epsilon']:.2f}" for s, d in report["dp"].items() if d)
+        print(f"  privacy    DP-SGD: {eps}")
+    print(f"  attested   {report['attestation']['path']} — verified")
+    print(f"  evidence   MLflow {evidence['tracking_uri']}, run {evidence['parent_run_id']}")
+    print("─" * 72)
+
+
+def cmd_generate(args) -> int:
+    from training.ensemble import Ensemble
+    from training.stages import final_dirs
+
+    cfg = _train_cfg()
+    ensemble = Ensemble.from_dirs(final_dirs(Path("."), cfg), rule=args.rule or cfg.ensemble)
+    print(args.prompt + ensemble.generate(args.prompt, max_new_tokens=args.max_new_tokens))
+    return 0
+
+
+def cmd_score(args) -> int:
+    from training.ensemble import Ensemble
+    from training.stages import final_dirs
+
+    cfg = _train_cfg()
+    ensemble = Ensemble.from_dirs(final_dirs(Path("."), cfg), rule=args.rule or cfg.ensemble)
+    logp = ensemble.sequence_logprob(args.text, prompt=args.prompt)
+    n = len(args.text.encode("utf-8")) + 1
+    print(f"log p = {logp:.4f} nats over {n} tokens ({-logp / n / 0.6931:.4f} bits/token)")
+    return 0
+
+
 def cmd_trace(args) -> int:
     from lineage.stages import trace
 
     t = trace(Path("."), args.record_id)
     if args.json:
-        print(json.dumps(_trace_dict(t), indent=2, sort_keys=True))
+        out = _trace_dict(t) | {"training": _placement(args.record_id)}
+        print(json.dumps(out, indent=2, sort_keys=True))
         return 0
     print(f"record   {args.record_id}")
     if t.record:
@@ -131,6 +289,13 @@ def cmd_trace(args) -> int:
     if t.decision:
         verdict = "allowed" if t.decision["allowed"] else "refused"
         print(f"gate     {verdict}" + "".join(f"\n         - {r}" for r in t.decision["reasons"]))
+    placed = _placement(args.record_id)
+    if placed:
+        where = "base model" if placed["unit"] == "base" else (
+            f"shard {placed['shard']}, slice {placed['slice']}")  # fmt: skip
+        print(f"trained  {where}; in checkpoints: {', '.join(placed['models']) or '-'}")
+        if placed.get("attested"):
+            print(f"         attested in {placed['attested']}; released in models/ensemble")
     if t.inclusion:
         p = t.inclusion
         print(
@@ -143,6 +308,22 @@ def cmd_trace(args) -> int:
             "non-inclusion proof by adjacent leaves — verified"
         )
     return 0
+
+
+def _placement(record_id: str) -> dict | None:
+    """The record's shard and slice, and the attested models holding it (None if untrained)."""
+    from exante.params import load_params
+    from training.stages import Paths, locate
+
+    placed = locate(Path("."), record_id, load_params().train)
+    if placed and Paths().attestation.exists():
+        from lineage.signing import load_trusted_keys
+        from training.attest import verify_training_attestation
+
+        verify_training_attestation(Paths().attestation, root=Path("."),
+                                    trusted=load_trusted_keys(Paths().trusted))  # fmt: skip
+        placed["attested"] = Paths().attestation.as_posix()
+    return placed
 
 
 def _trace_dict(t) -> dict:
@@ -196,6 +377,29 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser(
         "check", help="verify records, manifest and decision as training will"
     ).set_defaults(func=cmd_check)
+    sub.add_parser(
+        "partition", help="split admitted records into base + SISA shards/slices"
+    ).set_defaults(func=cmd_partition)
+    tr = sub.add_parser("train", help="train the base model or one SISA shard")
+    tr.add_argument("unit", choices=["base", "shard"])
+    tr.add_argument("--shard", type=int, default=0)
+    tr.set_defaults(func=cmd_train)
+    sub.add_parser("attest", help="sign the ensemble and attest its training").set_defaults(
+        func=cmd_attest
+    )
+    sub.add_parser(
+        "report", help="measure the ensemble, log training to MLflow, print a summary"
+    ).set_defaults(func=cmd_report)
+    g = sub.add_parser("generate", help="greedy continuation by the shard ensemble")
+    g.add_argument("prompt")
+    g.add_argument("--max-new-tokens", type=int, default=48)
+    g.add_argument("--rule", choices=["bma", "mean"])
+    g.set_defaults(func=cmd_generate)
+    sc = sub.add_parser("score", help="log-probability of a text under the shard ensemble")
+    sc.add_argument("text")
+    sc.add_argument("--prompt", default="")
+    sc.add_argument("--rule", choices=["bma", "mean"])
+    sc.set_defaults(func=cmd_score)
     t = sub.add_parser("trace", help="a record's source, terms, gate decision and Merkle proof")
     t.add_argument("record_id")
     t.add_argument("--json", action="store_true")

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from lineage.corpus import CorpusSpec
 from lineage.errors import ParamsError
 from lineage.policy import Purpose
+from training.config import TrainConfig
 
 
 class _Strict(BaseModel):
@@ -44,6 +45,7 @@ class GateParams(_Strict):
 class Params(_Strict):
     corpus: CorpusParams = CorpusParams()
     gate: GateParams = GateParams()
+    train: TrainConfig = TrainConfig()
 
 
 def load_params(path: Path = Path("params.yaml")) -> Params:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from lineage._canonical import atomic_write, sha256_hex, text_sha256
@@ -58,6 +58,13 @@ class Admitted:
     decision_payload_sha256: str
     allowed_root: str
     record_ids: tuple[str, ...]
+    base_sources: tuple[str, ...] = ()
+    dp_required: dict[str, float] = field(default_factory=dict)  # source -> max epsilon
+
+    def max_epsilon(self, source_ids) -> float | None:
+        """The DP budget a model trained on these sources must meet (None: DP not required)."""
+        limits = [self.dp_required[s] for s in set(source_ids) if s in self.dp_required]
+        return min(limits) if limits else None
 
 
 def _high_water(root: Path, state: Path) -> int:
@@ -170,6 +177,8 @@ def verify_training_input(
         decision_payload_sha256=decision_sha,
         allowed_root=decision["predicate"]["allowed"]["merkle_root"],
         record_ids=tuple(sorted(r.record_id for r in records if r.record_id in allowed)),
+        base_sources=tuple(decision["predicate"].get("base_sources", ())),
+        dp_required=dict(decision["predicate"].get("dp_required", {})),
     )
 
 

@@ -50,6 +50,8 @@ class Decision:
     source_reasons: Mapping[str, tuple[str, ...]]
     record_reasons: Mapping[str, tuple[str, ...]]
     allowed: tuple[tuple[str, str], ...] = field(repr=False)
+    base_sources: tuple[str, ...] = ()
+    dp_required: Mapping[str, float] = field(default_factory=dict)  # source -> max epsilon
 
     def allows(self, record_id: str) -> bool:
         return record_id not in self.record_reasons
@@ -108,7 +110,38 @@ def evaluate(
         else:
             allowed.append((r.record_id, r.sha256))
     allowed.sort(key=lambda x: x[0].encode("utf-8"))
-    return Decision(purpose, as_of.isoformat(), src_reasons, rec_reasons, tuple(allowed))
+    base = base_sources(registry, src_reasons, policies)
+    dp = dp_requirements(registry, src_reasons, policies)
+    return Decision(purpose, as_of.isoformat(), src_reasons, rec_reasons, tuple(allowed), base, dp)
+
+
+def dp_requirements(
+    registry: Registry, src_reasons, policies: Sequence[GatePolicy]
+) -> dict[str, float]:
+    """Allowed sources with personal data → the strictest ε any policy requires for them."""
+    limits = [p.personal_data.require_dp_epsilon for p in policies]
+    limits = [x for x in limits if x is not None]
+    if not limits:
+        return {}
+    return {
+        sid: min(limits)
+        for sid, s in sorted(registry.sources.items())
+        if not src_reasons[sid] and s.contains_personal_data
+    }
+
+
+def base_sources(
+    registry: Registry, src_reasons, policies: Sequence[GatePolicy]
+) -> tuple[str, ...]:
+    """Allowed sources with no personal data whose license every policy admits to the base."""
+    return tuple(
+        sid
+        for sid, s in sorted(registry.sources.items())
+        if not src_reasons[sid]
+        and not s.contains_personal_data
+        and policies
+        and all(s.license in p.base_corpus.licenses for p in policies)
+    )
 
 
 def _record_violations(r: Record, src_reasons, deny_records, deny_subjects) -> list[str]:
@@ -141,6 +174,8 @@ def decision_predicate(
         "manifest_version": manifest_version,
         "policies": dict(sorted(policies.items())),
         "allowed": {"merkle_root": root, "count": size},
+        "base_sources": list(decision.base_sources),
+        "dp_required": dict(sorted(decision.dp_required.items())),
         "sources": {
             sid: {
                 "allowed": not reasons,

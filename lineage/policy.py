@@ -29,6 +29,11 @@ class _Frozen(BaseModel):
 
 class PersonalData(_Frozen):
     allowed_bases: tuple[ConsentBasis, ...] = ("consent",)
+    require_dp_epsilon: float | None = Field(
+        default=None,
+        gt=0,
+        description="if set, a model trained on personal data must use DP-SGD with ε ≤ this",
+    )
 
 
 class DenyList(_Frozen):
@@ -37,6 +42,16 @@ class DenyList(_Frozen):
     ledger: str | None = Field(
         default=None, description="deletion ledger whose records and subjects are denied"
     )
+
+
+class BaseCorpus(_Frozen):
+    """Sources eligible for the shared base model: never deletable by shard retraining.
+
+    Only an allowed source that holds no personal data and whose license is
+    listed here may go into the base; every policy must agree.
+    """
+
+    licenses: tuple[str, ...] = ()
 
 
 class GatePolicy(_Frozen):
@@ -50,6 +65,7 @@ class GatePolicy(_Frozen):
     honour_training_prohibitions: bool = True
     enforce_retention: bool = True
     deny: DenyList = DenyList()
+    base_corpus: BaseCorpus = BaseCorpus()
 
 
 def load_policies(directory: Path) -> dict[str, tuple[GatePolicy, str]]:

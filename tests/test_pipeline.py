@@ -24,6 +24,13 @@ SMALL_CORPUS = {
     "recipes": 4,
     "support_chats": 3,
 }
+# Tiny models and schedules: the stages, signatures and evidence are real, the learning small.
+SMALL_TRAIN = {
+    "slices": 2,
+    "model": {"n_layer": 1, "n_head": 2, "n_embd": 32, "n_positions": 64, "local_path": None},
+    "base": {"max_epochs": 1},
+    "shard": {"max_epochs": 2, "slice_epochs": 1},
+}
 
 
 def run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
@@ -37,7 +44,7 @@ def run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedPr
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("pipeline")
-    for name in ("dvc.yaml", "lineage", "policies", "data"):
+    for name in ("dvc.yaml", "lineage", "training", "verify", "policies", "data"):
         src = REPO / name
         if src.is_dir():
             shutil.copytree(
@@ -45,15 +52,21 @@ def pipeline(tmp_path_factory) -> Path:
             )
         else:
             shutil.copy(src, root / name)
-    for generated in ("raw", "records", "reports", "manifests", "gate"):
+    for generated in ("raw", "records", "reports", "manifests", "gate", "shards"):
         shutil.rmtree(root / "data" / generated, ignore_errors=True)
     for f in ("manifest.dsse.json", "manifest.leaves"):
         (root / "data" / f).unlink(missing_ok=True)
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["corpus"].update(SMALL_CORPUS)
+    for key, value in SMALL_TRAIN.items():
+        if isinstance(value, dict):
+            params["train"][key].update(value)
+        else:
+            params["train"][key] = value
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     run(["git", "init", "-q"], root)
     run(["dvc", "init", "-q"], root)
+    os.environ.pop("MLFLOW_TRACKING_URI", None)  # the default: a sqlite store in the project
     run(["exante", "keys", "init", "--dev"], root)
     first = run(["dvc", "repro"], root)
     (root / "first_repro.log").write_text(first.stdout)
@@ -84,9 +97,59 @@ def test_editing_one_source_reruns_only_what_depends_on_it(pipeline):
     registry.write_text(text.replace("retention: P5Y", "retention: P6Y", 1))
     out = run(["dvc", "repro"], pipeline).stdout
     ran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
-    assert ran == {"ingest@crm", "validate", "manifest", "gate"}
+    # The decision changed, so the partition and attestation are re-signed; no shard's
+    # data changed, so no model is retrained.
+    assert ran == {"ingest@crm", "validate", "manifest", "gate", "partition", "attest", "report"}
     assert (pipeline / "data" / "manifests" / "v000002.dsse.json").is_file()
     assert run(["exante", "check"], pipeline).returncode == 0
+
+
+def test_training_is_attested_and_logged_to_mlflow(pipeline):
+    import mlflow
+
+    report = json.loads((pipeline / "models" / "report.json").read_text())
+    assert report["attestation"]["verified"] is True
+    assert report["knowledge"]["total"] > 0
+    evidence = json.loads((pipeline / "models" / "evidence.json").read_text())
+    assert evidence["tracking_uri"].startswith("sqlite:///")
+    client = mlflow.MlflowClient(evidence["tracking_uri"])
+    parent = client.get_run(evidence["parent_run_id"])
+    assert parent.data.tags["exante.attestation_sha256"] == evidence["attestation_sha256"]
+    assert "exact_match" in parent.data.metrics
+    children = client.search_runs(
+        [parent.info.experiment_id],
+        filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'",
+    )
+    assert sorted(r.info.run_name for r in children) == [
+        "base", "shard-00", "shard-01", "shard-02", "shard-03"
+    ]  # fmt: skip
+    for run_ in children:
+        assert run_.info.status == "FINISHED"
+        assert client.get_metric_history(run_.info.run_id, "loss")
+    out = run(["exante", "trace", "crm/p0001-email"], pipeline).stdout
+    assert "trained  shard " in out and "attested in models/attestation.dsse.json" in out
+
+
+def test_changing_one_shards_data_retrains_only_that_shard(pipeline):
+    """A person's record changes upstream: only the shard holding that person retrains."""
+    placed = json.loads(run(["exante", "trace", "crm/p0002-city", "--json"], pipeline).stdout)[
+        "training"
+    ]
+    raw = pipeline / "data" / "raw" / "crm.jsonl"
+    rows = [json.loads(line) for line in raw.read_text().splitlines()]
+    for row in rows:
+        if row["id"] == "p0002-city":
+            row["text"] = row["text"].replace(row["value"], "Springfield")
+            row["value"] = "Springfield"
+    raw.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
+    run(["dvc", "commit", "-f", "corpus"], pipeline)
+    out = run(["dvc", "repro"], pipeline).stdout
+    ran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
+    assert {s for s in ran if s.startswith("train")} == {f"train@{placed['shard']}"}
+    metrics = json.loads(
+        (pipeline / "models" / "shards" / placed["unit"] / "metrics.json").read_text()
+    )
+    assert metrics["reused_slices"] == list(range(placed["slice"]))  # the clean prefix
 
 
 def test_a_failing_expectation_stops_the_pipeline(pipeline):

@@ -26,10 +26,22 @@ META = "exante-checkpoint.json"
 OPTIMIZER = "optimizer.pt"
 
 
-def seen_digest(record_ids: Iterable[str], *, config_digest: str, start_digest: str) -> str:
+def seen_digest(
+    seen: Iterable[tuple[int, str, str]], *, config_digest: str, start_digest: str
+) -> str:
+    """The address of the checkpoint that has seen exactly ``(slice, record_id, sha256)``.
+
+    The record's content digest is part of it, so a record edited under the same
+    id never reuses weights trained on its old text; the slice is part of it, so
+    the address fixes the order in which slices were learned.
+    """
     return sha256_hex(
         canonical_json(
-            {"records": sorted(record_ids), "config": config_digest, "start": start_digest}
+            {
+                "records": sorted([s, i, h] for s, i, h in seen),
+                "config": config_digest,
+                "start": start_digest,
+            }
         )
     )
 

@@ -27,7 +27,13 @@ class ModelConfig(_Strict):
 
 
 class Schedule(_Strict):
-    """How long to train: until the mean loss of an epoch falls below ``target_loss``."""
+    """How long to train: until the mean loss of an epoch falls below ``target_loss``.
+
+    For shards, ``slice_epochs`` (when set) gives every slice but the last a fixed
+    number of epochs: the intermediate checkpoints only need to be good starting
+    points, and the last slice, which sees the whole shard, trains to convergence.
+    That keeps a shard's cost near one convergence run instead of R of them.
+    """
 
     lr: float = Field(3e-3, gt=0)
     batch_size: int = Field(32, ge=1)
@@ -35,6 +41,13 @@ class Schedule(_Strict):
     min_epochs: int = Field(1, ge=1)
     target_loss: float = Field(0.05, ge=0)
     weight_decay: float = Field(0.0, ge=0)
+    lr_decay: Literal["none", "cosine"] = Field(
+        "cosine", description="cosine: lr falls per epoch to lr_floor × lr at max_epochs"
+    )
+    lr_floor: float = Field(0.1, ge=0, le=1)
+    slice_epochs: int | None = Field(
+        None, ge=1, description="shards only: fixed epochs for every slice but the last"
+    )
 
 
 class DPConfig(_Strict):

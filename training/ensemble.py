@@ -103,6 +103,32 @@ def shard_logprobs(model: torch.nn.Module, ids: torch.Tensor) -> torch.Tensor:
     return torch.log_softmax(torch.cat(logits).double(), dim=-1)
 
 
+@torch.inference_mode()
+def batch_logprobs(model: torch.nn.Module, seqs: Sequence[Sequence[int]]) -> list[torch.Tensor]:
+    """:func:`shard_logprobs` for many sequences at once, right-padded into batches.
+
+    Sequences longer than the context take the one-at-a-time path, so results
+    are the same as :func:`shard_logprobs` row for row (padding is masked and
+    sits after every real token, so it cannot change them).
+    """
+    n, out = _context_length(model), [None] * len(seqs)
+    short = [i for i, s in enumerate(seqs) if len(s) <= n]
+    for i in set(range(len(seqs))) - set(short):
+        out[i] = shard_logprobs(model, torch.tensor(seqs[i]))
+    for k in range(0, len(short), _WINDOW_BATCH):
+        group = short[k : k + _WINDOW_BATCH]
+        width = max(len(seqs[i]) for i in group)
+        ids = torch.zeros((len(group), width), dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for row, i in enumerate(group):
+            ids[row, : len(seqs[i])] = torch.tensor(seqs[i])
+            mask[row, : len(seqs[i])] = 1
+        logits = model(input_ids=ids, attention_mask=mask).logits
+        for row, i in enumerate(group):
+            out[i] = torch.log_softmax(logits[row, : len(seqs[i])].double(), dim=-1)
+    return out
+
+
 class Ensemble:
     """The shard models of one SISA run, combined per token by a registered rule."""
 
@@ -146,6 +172,18 @@ class Ensemble:
             )
         ids = ids.long()
         return self._rule(torch.stack([shard_logprobs(m, ids) for m in self.models]), ids)
+
+    def next_token_logprobs_batch(self, seqs: Sequence[Sequence[int]]) -> list[torch.Tensor]:
+        """:meth:`next_token_logprobs` for many id sequences, each model run batched."""
+        for ids in seqs:
+            if not ids or int(ids[0]) != self.tokenizer.bos_id:
+                bos = self.tokenizer.bos_id
+                raise EnsembleInputError(f"every sequence must start with the BOS id {bos}")
+        per_model = [batch_logprobs(m, seqs) for m in self.models]
+        return [
+            self._rule(torch.stack([rows[i] for rows in per_model]), torch.tensor(seqs[i]).long())
+            for i in range(len(seqs))
+        ]
 
     def sequence_logprob(self, text: str, *, prompt: str = "") -> float:
         """log p(text + EOS | prompt) under the combined distribution; the prompt is not scored."""

@@ -7,6 +7,7 @@ the same data and seed take the same steps and end at the same bits.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -49,6 +50,34 @@ def make_optimizer(model: torch.nn.Module, schedule: Schedule) -> torch.optim.Op
     return torch.optim.AdamW(model.parameters(), lr=schedule.lr, weight_decay=schedule.weight_decay)
 
 
+def batches(
+    examples: Sequence[Sequence[int]], batch_size: int, gen: torch.Generator, *, pool: int = 8
+) -> list[list[int]]:
+    """One epoch's batches: shuffled, then length-bucketed within pools of ``pool`` batches.
+
+    Short facts and long passages padded into one batch waste most of its
+    compute; sorting each pool by length keeps batches homogeneous while the
+    seeded shuffles (of examples, then of batches) keep the epoch random and
+    repeatable.
+    """
+    order = torch.randperm(len(examples), generator=gen).tolist()
+    size = batch_size * pool
+    out = []
+    for i in range(0, len(order), size):
+        chunk = sorted(order[i : i + size], key=lambda j: len(examples[j]))
+        out += [chunk[k : k + batch_size] for k in range(0, len(chunk), batch_size)]
+    return [out[k] for k in torch.randperm(len(out), generator=gen).tolist()]
+
+
+def epoch_lr(schedule: Schedule, epoch: int) -> float:
+    """The learning rate of one epoch: constant, or cosine from ``lr`` to ``lr_floor × lr``."""
+    if schedule.lr_decay == "none" or schedule.max_epochs == 1:
+        return schedule.lr
+    progress = epoch / (schedule.max_epochs - 1)
+    scale = schedule.lr_floor + (1 - schedule.lr_floor) * 0.5 * (1 + math.cos(math.pi * progress))
+    return schedule.lr * scale
+
+
 def train(
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -63,11 +92,12 @@ def train(
     model.train()
     stats: list[EpochStats] = []
     for epoch in range(schedule.max_epochs):
+        for group in optimizer.param_groups:
+            group["lr"] = epoch_lr(schedule, epoch)
         gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-        order = torch.randperm(len(examples), generator=gen).tolist()
         total, tokens, steps = 0.0, 0, 0
-        for i in range(0, len(order), schedule.batch_size):
-            batch = collate([examples[j] for j in order[i : i + schedule.batch_size]], pad_id)
+        for group in batches(examples, schedule.batch_size, gen):
+            batch = collate([examples[j] for j in group], pad_id)
             loss = model(**batch).loss
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

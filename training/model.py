@@ -13,6 +13,7 @@ from training.config import ModelConfig, TrainConfig
 from training.tokenizer import ByteTokenizer
 
 hf_logging.disable_progress_bar()  # per-checkpoint bars drown the per-shard progress
+hf_logging.set_verbosity_error()  # config chatter (e.g. loss_type=None) is not news to a user
 
 
 def set_determinism(cfg: TrainConfig) -> None:

@@ -76,13 +76,18 @@ def write_shards(
     re-runs only the training stages of shards that changed.
     """
     by_id = {r.record_id: r for r in records}
-    lines: dict[int, list[bytes]] = {s: [] for s in range(shards)}
+    placed: dict[int, list[tuple[int, Record]]] = {s: [] for s in range(shards)}
     for p in placements:
-        rec = by_id[p.record_id].to_json().decode("utf-8")
-        lines[p.shard].append(f'{{"record":{rec},"slice":{p.slice}}}\n'.encode())
-    for shard, data in lines.items():
-        atomic_write(shard_file(out_dir, shard), b"".join(data))
-    return {s: len(v) for s, v in lines.items()}
+        placed[p.shard].append((p.slice, by_id[p.record_id]))
+    for shard, rows in placed.items():
+        write_placed(shard_file(out_dir, shard), rows)
+    return {s: len(v) for s, v in placed.items()}
+
+
+def write_placed(path: Path, rows: Sequence[tuple[int, Record]]) -> None:
+    """``{"record": {...}, "slice": r}`` per line, atomically."""
+    lines = [f'{{"record":{r.to_json().decode("utf-8")},"slice":{s}}}\n'.encode() for s, r in rows]
+    atomic_write(Path(path), b"".join(lines))
 
 
 def read_shard(path: Path) -> list[tuple[int, Record]]:

@@ -46,6 +46,7 @@ class ShardResult:
     slices: list[str]  # checkpoint address per slice
     trained: list[int] = field(default_factory=list)  # slices trained now (others reused)
     epochs: list[dict] = field(default_factory=list)
+    dp: dict | None = None  # privacy spent by the whole chain of slices, when DP is on
 
     @property
     def final(self) -> str:
@@ -96,13 +97,20 @@ def train_shard(
     for r in range(cfg.slices):
         seen = sorted((rec for s, rec in placed if s <= r), key=lambda x: x.record_id)
         address = checkpoints.seen_digest(
-            [x.record_id for x in seen], config_digest=cdigest, start_digest=start
+            [(s, rec.record_id, rec.sha256) for s, rec in placed if s <= r],
+            config_digest=cdigest,
+            start_digest=start,
         )
         ckpt = checkpoints.Checkpoint(Path(out_dir) / "ckpt" / address[:32])
         if not ckpt.exists():
             _train_slice(shard, r, seen, cfg, tok, previous, base, ckpt, address, result, on_epoch)
         result.slices.append(ckpt.path.name)
         previous = ckpt
+    if cfg.dp.enabled:
+        result.dp = compose_privacy(
+            [checkpoints.Checkpoint(Path(out_dir) / "ckpt" / a).meta["dp"] for a in result.slices],
+            delta=cfg.dp.delta,
+        )
     atomic_write(
         Path(out_dir) / SLICES_FILE, canonical_json({"shard": shard, "slices": result.slices})
     )
@@ -116,24 +124,70 @@ def _train_slice(shard, r, seen, cfg, tok, previous, base, ckpt, address, result
         model = load_model(base)
     else:
         model = build_model(cfg.model, tok, seed=_seed(cfg.seed, "init", shard))
-    optimizer = make_optimizer(model, cfg.shard)
+    schedule = slice_schedule(cfg, r)
+    optimizer = make_optimizer(model, schedule)
     if previous is not None:
         checkpoints.load_optimizer_state(previous, optimizer)
     examples = windows([x.text for x in seen], tok, cfg.model.n_positions)
-    stats = train(
-        model, optimizer, examples, cfg.shard, seed=_seed(cfg.seed, "shard", shard, r),
-        pad_id=tok.pad_id,
-        on_epoch=(lambda s: on_epoch(r, s)) if on_epoch else None,
-    )  # fmt: skip
+    seed, hook = (
+        _seed(cfg.seed, "shard", shard, r),
+        (lambda s: on_epoch(r, s)) if on_epoch else None,
+    )
+    spent = None
+    if cfg.dp.enabled:
+        stats, spent = _train_private_slice(
+            model, optimizer, examples, cfg, schedule, seed, tok, hook
+        )
+    else:
+        stats = train(model, optimizer, examples, schedule, seed=seed, pad_id=tok.pad_id,
+                      on_epoch=hook)  # fmt: skip
     epochs = [{"slice": r, **s.__dict__} for s in stats]
     checkpoints.save(ckpt.path, model, optimizer, {
         "kind": "slice", "shard": shard, "slice": r, "address": address,
         "records": [x.record_id for x in seen],
         "data_digest": sha256_hex(canonical_json([(x.record_id, x.sha256) for x in seen])),
         "seed": cfg.seed, "config": cfg.model_dump(), "epochs": epochs,
+        "dp": None if spent is None else spent.__dict__,
     })  # fmt: skip
     result.trained.append(r)
     result.epochs += epochs
+
+
+def slice_schedule(cfg: TrainConfig, r: int) -> Schedule:
+    """The shard schedule, with a fixed ``slice_epochs`` for every slice but the last."""
+    fixed = cfg.shard.slice_epochs
+    if fixed is None or r == cfg.slices - 1:
+        return cfg.shard
+    return cfg.shard.model_copy(update={"max_epochs": fixed, "min_epochs": fixed})
+
+
+def _train_private_slice(model, optimizer, examples, cfg: TrainConfig, schedule, seed, tok, hook):
+    """DP-SGD for one slice run, with 1/R of the shard's budget.
+
+    Slice r trains on slices 1..r, so a record of the first slice takes part in
+    all R runs; giving each run ``target_epsilon / R`` keeps the composition
+    within the target (and :func:`compose_privacy` reports the tighter RDP sum).
+    """
+    from training.dp import train_private
+
+    dp = cfg.dp.model_copy(update={"target_epsilon": cfg.dp.target_epsilon / cfg.slices})
+    return train_private(model, optimizer, examples, schedule, dp=dp, seed=seed, pad_id=tok.pad_id,
+                         on_epoch=hook)  # fmt: skip
+
+
+def compose_privacy(spent: Sequence[dict | None], *, delta: float) -> dict | None:
+    """The (epsilon, delta) of the whole chain of slice runs, by the accountant's composition."""
+    from opacus.accountants import create_accountant
+
+    if not spent or any(s is None or s["epsilon"] is None for s in spent):
+        return None  # a run without a guarantee voids the chain's guarantee
+    accountant = create_accountant(spent[0]["accountant"])
+    accountant.history = [(s["noise_multiplier"], s["sample_rate"], s["steps"]) for s in spent]
+    return {
+        "epsilon": float(accountant.get_epsilon(delta)),
+        "delta": delta,
+        "accountant": spent[0]["accountant"],
+    }
 
 
 def final_checkpoint(shard_dir: Path) -> Path:

@@ -98,6 +98,7 @@ def log_training(
     params: dict,
     digests: Mapping[str, str],
     units: Mapping[str, Path],
+    metrics: Mapping[str, float] | None = None,
     experiment: str = "exante-training",
 ) -> str:
     """Log a parent run "train" and one nested run per unit; return the parent run id.
@@ -113,7 +114,11 @@ def log_training(
         digest_tags = {f"{TAG_PREFIX}{name}": value for name, value in digests.items()}
         with _run(c, experiment_id, "train", digest_tags) as parent_id:
             flat = _flatten(params)
-            c.log_batch(parent_id, params=[Param(k, v) for k, v in flat.items()])
+            c.log_batch(
+                parent_id,
+                params=[Param(k, v) for k, v in flat.items()],
+                metrics=[Metric(k, float(v), now, 0) for k, v in (metrics or {}).items()],
+            )
             for name, (path, data) in parsed.items():
                 with _run(c, experiment_id, name, _unit_tags(parent_id, data)) as run_id:
                     c.log_batch(run_id, metrics=_unit_metrics(data, now))

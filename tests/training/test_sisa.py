@@ -110,3 +110,17 @@ def test_slices_are_reused_and_deletion_retrains_from_the_clean_slice_exactly(tm
     assert all(torch.equal(a[k], b[k]) for k in a)
     before = st.load_file(tmp_path / "shard" / "ckpt" / first.final / "model.safetensors")
     assert not all(torch.equal(before[k], a[k]) for k in a)  # the deletion did change the model
+
+
+def test_an_edited_record_is_never_served_from_a_stale_checkpoint(tmp_path):
+    """Same record id, new text: the slices from the edited one on must retrain."""
+    recs = people(12)
+    data = placed(recs)
+    first = train_shard(0, data, TINY, base=None, out_dir=tmp_path / "shard")
+    slice_, old = min(data, key=lambda x: (-x[0], x[1].record_id))
+    new = Record.make(old.record_id, old.source_id, old.subject_ids, old.text + " (corrected)")
+    edited = [(s, new if r == old else r) for s, r in data]
+    again = train_shard(0, edited, TINY, base=None, out_dir=tmp_path / "shard")
+    assert again.trained == list(range(slice_, TINY.slices))
+    assert again.slices[:slice_] == first.slices[:slice_]
+    assert again.final != first.final

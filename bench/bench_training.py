@@ -1,0 +1,179 @@
+"""Benchmark: SISA training against one plainly trained model, measured side by side.
+
+Run it in a project where the pipeline has run (``make run``): it reads the
+signed partition, the base model and the CRM facts, and trains everything it
+compares into a temporary directory (the project's models are not touched).
+
+(a) throughput: tokens/s of ``run_train_shard`` (admission checks, slices,
+    checkpoints) vs the same model trained by a plain loop (no SISA, no gate)
+    on the same shard, same batch size; target >= 0.9x;
+(b) DP-SGD step time (Opacus, Poisson sampling) vs a non-private step on the
+    same data; target <= 2.0x on CPU;
+(c) knowledge: the four shards (trained here, the pipeline's schedule) under
+    each ensemble rule vs one model trained on all their data with the same
+    schedule: exact match on the retained people, mean canary exposure, and
+    total training cost; targets: exact match >= 0.9, exposure within 1 bit of
+    the single model's, cost <= 1.5x.
+
+    python bench/bench_training.py              # all three
+    python bench/bench_training.py --only a,b   # the quick ones
+    python bench/bench_training.py --check      # exit 1 when a target is missed
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from exante.params import load_params
+from training.config import TrainConfig
+from training.dp import train_private
+from training.ensemble import RULES, Ensemble
+from training.knowledge import (
+    canary_exposure,
+    ensemble_scorer,
+    exact_match,
+    model_scorer,
+    probes_from_crm,
+)
+from training.loop import batches, collate, make_optimizer, train, windows
+from training.model import load_model, set_determinism
+from training.partition import read_shard, shard_file
+from training.sisa import final_checkpoint
+from training.stages import Paths, run_train_shard
+from training.tokenizer import ByteTokenizer
+
+TOK = ByteTokenizer()
+
+
+def shard_records(root: Path, shard: int):
+    return [r for _, r in read_shard(root / shard_file(Paths().shards, shard))]
+
+
+def plain_loop(model, examples, batch_size: int, epochs: int, lr: float) -> tuple[int, float]:
+    """The baseline: shuffle, batch, step. No slices, no checkpoints, no gate, no LR schedule."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
+    model.train()
+    tokens, start = 0, time.perf_counter()
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(epochs):
+        for group in batches(examples, batch_size, gen):  # the same length bucketing
+            batch = collate([examples[j] for j in group], TOK.pad_id)
+            loss = model(**batch).loss
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            tokens += int((batch["labels"][:, 1:] != -100).sum())
+    return tokens, time.perf_counter() - start
+
+
+def bench_throughput(root: Path, cfg: TrainConfig, tmp: Path, epochs: int) -> float:
+    shard_cfg = cfg.shard.model_copy(
+        update={"max_epochs": epochs, "target_loss": 0.0, "slice_epochs": max(1, epochs // 4)}
+    )
+    sisa_cfg = cfg.model_copy(update={"shard": shard_cfg})
+    paths = Paths(shard_models=tmp / "throughput")
+    m = run_train_shard(root, sisa_cfg, 0, paths)
+    sisa = sum(e["tokens"] for e in m["epochs"]) / m["wall_seconds"]
+    examples = windows([r.text for r in shard_records(root, 0)], TOK, cfg.model.n_positions)
+    model = load_model(root / Paths().base / "model")
+    tokens, wall = plain_loop(model, examples, cfg.shard.batch_size, epochs, cfg.shard.lr)
+    plain = tokens / wall
+    ratio = sisa / plain
+    print(f"(a) shard training {sisa:,.0f} tokens/s vs plain loop {plain:,.0f} tokens/s "
+          f"→ {ratio:.2f}x (target ≥ 0.90x)")  # fmt: skip
+    return ratio
+
+
+def bench_dp(root: Path, cfg: TrainConfig, steps_epochs: int = 2) -> float:
+    examples = windows([r.text for r in shard_records(root, 0)], TOK, cfg.model.n_positions)
+    schedule = cfg.shard.model_copy(update={"max_epochs": steps_epochs, "target_loss": 0.0})
+    model = load_model(root / Paths().base / "model")
+    start = time.perf_counter()
+    stats = train(model, make_optimizer(model, schedule), examples, schedule, seed=1,
+                  pad_id=TOK.pad_id)  # fmt: skip
+    plain = (time.perf_counter() - start) / sum(s.steps for s in stats)
+    model = load_model(root / Paths().base / "model")
+    dp = cfg.dp.model_copy(update={"enabled": True})
+    start = time.perf_counter()
+    stats, _ = train_private(model, make_optimizer(model, schedule), examples, schedule, dp=dp,
+                             seed=1, pad_id=TOK.pad_id)  # fmt: skip
+    private = (time.perf_counter() - start) / sum(s.steps for s in stats)
+    ratio = private / plain
+    print(f"(b) DP-SGD step {private * 1000:.0f} ms vs plain step {plain * 1000:.0f} ms "
+          f"→ {ratio:.2f}x (target ≤ 2.00x)")  # fmt: skip
+    return ratio
+
+
+def bench_knowledge(root: Path, cfg: TrainConfig, tmp: Path) -> dict:
+    paths = Paths(shard_models=tmp / "shards")
+    sisa_wall = 0.0
+    for s in range(cfg.shards):
+        sisa_wall += run_train_shard(root, cfg, s, paths)["wall_seconds"]
+    dirs = [final_checkpoint(paths.shard_dir(s)) for s in range(cfg.shards)]
+
+    # The single model: every shard's records, one run, the same base and schedule.
+    everything = sorted(r for s in range(cfg.shards) for r in shard_records(root, s))
+    single_cfg = cfg.model_copy(update={"shards": 1, "slices": 1})
+    set_determinism(single_cfg)
+    model = load_model(root / Paths().base / "model")
+    examples = windows([r.text for r in everything], TOK, cfg.model.n_positions)
+    start = time.perf_counter()
+    train(model, make_optimizer(model, cfg.shard), examples, cfg.shard, seed=1, pad_id=TOK.pad_id)
+    single_wall = time.perf_counter() - start
+
+    probes = probes_from_crm(root / Paths().facts, record_ids=[r.record_id for r in everything])
+    canaries = [p for p in probes if p.fact == "canary"]
+    rows = {"single model": model_scorer(model)}
+    rows |= {f"shards, {rule}": ensemble_scorer(Ensemble.from_dirs(dirs, rule=rule))
+             for rule in sorted(RULES)}  # fmt: skip
+    print(f"(c) knowledge of {len({p.subject_id for p in probes})} retained people "
+          f"({len(probes)} facts, {len(canaries)} canaries):")  # fmt: skip
+    out = {}
+    for name, scorer in rows.items():
+        em = exact_match(scorer, probes).exact_match
+        exposure = statistics.fmean(canary_exposure(scorer, c) for c in canaries)
+        out[name] = (em, exposure)
+        print(f"    {name:<16} exact match {em:.3f}   mean canary exposure {exposure:.2f} bits")
+    best = max((n for n in out if n.startswith("shards")), key=lambda n: out[n][0])
+    cost = sisa_wall / single_wall
+    print(f"    cost: shards {sisa_wall:.0f} s vs single model {single_wall:.0f} s → {cost:.2f}x "
+          f"(target ≤ 1.50x); best rule: {best.split(', ')[1]}")  # fmt: skip
+    gap = out["single model"][1] - out[best][1]
+    return {"em": out[best][0], "exposure_gap": gap, "cost": cost}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--project", type=Path, default=Path("."))
+    ap.add_argument("--only", default="a,b,c")
+    ap.add_argument("--epochs", type=int, default=8, help="epochs for the throughput runs")
+    ap.add_argument("--check", action="store_true")
+    args = ap.parse_args(argv)
+    root = args.project.resolve()
+    cfg = load_params(root / "params.yaml").train
+    set_determinism(cfg)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; project {root}")
+    missed = []
+    with tempfile.TemporaryDirectory(prefix="exante-bench-") as tmp:
+        if "a" in args.only and bench_throughput(root, cfg, Path(tmp), args.epochs) < 0.9:
+            missed.append("a")
+        if "b" in args.only and bench_dp(root, cfg) > 2.0:
+            missed.append("b")
+        if "c" in args.only:
+            c = bench_knowledge(root, cfg, Path(tmp))
+            if c["em"] < 0.9 or c["exposure_gap"] > 1.0 or c["cost"] > 1.5:
+                missed.append("c")
+    if missed:
+        print(f"targets missed: {', '.join(missed)}")
+    return 1 if (args.check and missed) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

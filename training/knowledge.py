@@ -1,0 +1,141 @@
+"""What a model knows about people: exact-match probes over the CRM facts.
+
+A probe is a fact's sentence cut before its value ("The email address of
+Stephanie Pena is") and the value itself. A model *knows* the fact when greedy
+decoding of the prompt reproduces the value exactly. Greedy decoding with a
+correct prefix is teacher forcing, so one forward pass over prompt + value
+decides it: the fact is known iff the value's every byte is the argmax at its
+position. That keeps knowledge cheap enough to measure for every retained
+person, for one model or for the shard ensemble.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from training.tokenizer import ByteTokenizer
+
+# ids of many sequences -> next-token log-probs [T_i, V] per sequence
+BatchScorer = Callable[[Sequence[Sequence[int]]], list[torch.Tensor]]
+_TOKENIZER = ByteTokenizer()
+
+
+@dataclass(frozen=True)
+class Probe:
+    record_id: str
+    subject_id: str
+    fact: str
+    prompt: str
+    answer: str
+
+
+def probes_from_crm(path: Path, *, record_ids: Iterable[str] | None = None) -> list[Probe]:
+    """Probes from the CRM source file (rows with text, fact and value), optionally restricted.
+
+    ``record_ids`` are manifest record ids (``crm/<row id>``); only those rows become probes.
+    """
+    keep = None if record_ids is None else set(record_ids)
+    out = []
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        row = json.loads(line)
+        record_id = f"crm/{row['id']}"
+        if keep is not None and record_id not in keep:
+            continue
+        text, value = row["text"], row["value"]
+        cut = text.rfind(value)
+        if cut <= 0:
+            continue
+        out.append(Probe(record_id, row["subject_ids"][0], row["fact"], text[:cut], value))
+    return out
+
+
+def model_scorer(model: torch.nn.Module) -> BatchScorer:
+    from training.ensemble import batch_logprobs
+
+    return lambda seqs: batch_logprobs(model, seqs)
+
+
+def ensemble_scorer(ensemble) -> BatchScorer:
+    return ensemble.next_token_logprobs_batch
+
+
+def _split(prompt: str, answer: str) -> tuple[list[int], list[int]]:
+    return _TOKENIZER.encode(prompt, eos=False), _TOKENIZER.encode(answer, bos=False, eos=False)
+
+
+def answer_logprobs(scorer: BatchScorer, pairs: Sequence[tuple[str, str]]) -> list[torch.Tensor]:
+    """Per pair, the log-probability rows ``[len(answer), V]`` that predict the answer bytes."""
+    split = [_split(p, a) for p, a in pairs]
+    rows = scorer([c + a for c, a in split])
+    return [r[len(c) - 1 : len(c) - 1 + len(a)] for r, (c, a) in zip(rows, split, strict=True)]
+
+
+@dataclass(frozen=True)
+class Knowledge:
+    known: int
+    total: int
+    by_fact: dict[str, tuple[int, int]]
+    known_ids: frozenset[str]
+
+    @property
+    def exact_match(self) -> float:
+        return self.known / self.total if self.total else 0.0
+
+    def summary(self) -> dict:
+        return {
+            "exact_match": self.exact_match, "known": self.known, "total": self.total,
+            "by_fact": {f: {"known": k, "total": n} for f, (k, n) in self.by_fact.items()},
+        }  # fmt: skip
+
+
+def exact_match(scorer: BatchScorer, probes: Sequence[Probe]) -> Knowledge:
+    """How many probes greedy decoding answers exactly (teacher-forced argmax)."""
+    rows = answer_logprobs(scorer, [(p.prompt, p.answer) for p in probes])
+    by_fact: dict[str, list[int]] = {}
+    known_ids = set()
+    for probe, r in zip(probes, rows, strict=True):
+        target = torch.tensor(_split(probe.prompt, probe.answer)[1])
+        hit = bool((r.argmax(dim=1) == target).all())
+        counts = by_fact.setdefault(probe.fact, [0, 0])
+        counts[0], counts[1] = counts[0] + hit, counts[1] + 1
+        if hit:
+            known_ids.add(probe.record_id)
+    known = sum(k for k, _ in by_fact.values())
+    total = sum(n for _, n in by_fact.values())
+    return Knowledge(known, total, {f: (k, n) for f, (k, n) in sorted(by_fact.items())},
+                     frozenset(known_ids))  # fmt: skip
+
+
+def canary_exposure(
+    scorer: BatchScorer, probe: Probe, *, candidates: int = 200, seed: int = 0
+) -> float:
+    """Exposure in bits (Carlini et al., "The Secret Sharer", USENIX Security 2019).
+
+    The canary's answer is ranked by log-probability among ``candidates`` other
+    values of the same shape (each digit drawn uniformly, seeded); exposure is
+    ``log2(candidates + 1) - log2(rank)``, so it is at most ``log2(candidates + 1)``
+    bits (a model that ranks the canary first) and about 1 bit for one that
+    knows nothing. Ties count against the canary.
+    """
+    rng = random.Random(f"{seed}:{probe.record_id}")
+    shape = probe.answer
+    others: set[str] = set()
+    while len(others) < candidates:
+        value = "".join(rng.choice("0123456789") if c.isdigit() else c for c in shape)
+        if value != shape:
+            others.add(value)
+    values = [shape, *sorted(others)]
+    rows = answer_logprobs(scorer, [(probe.prompt, v) for v in values])
+    scores = []
+    for value, r in zip(values, rows, strict=True):
+        target = torch.tensor(_split(probe.prompt, value)[1]).unsqueeze(1)
+        scores.append(float(r.gather(1, target).sum()))
+    rank = 1 + sum(s >= scores[0] for s in scores[1:])
+    return math.log2(len(values)) - math.log2(rank)

@@ -1,0 +1,385 @@
+"""The training stages of the pipeline: partition, base, one shard, attest.
+
+Each stage admits its records through :func:`lineage.admission.verify_training_input`
+before it reads them, so a record that is not exactly signed and allowed never
+reaches a model. Stages write metrics files for the evidence layer to log;
+this package never talks to MLflow.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from lineage._canonical import atomic_write, file_sha256, sha256_hex
+from lineage.admission import verify_training_input
+from lineage.errors import ArtifactDigestError, BadInputError, ParamsError
+from lineage.records import read_all
+from lineage.signing import (
+    Signer,
+    load_trusted_keys,
+    make_statement,
+    parse_statement,
+    read_envelope,
+    sign_envelope,
+    subjects_of,
+    verify_envelope,
+    write_envelope,
+)
+from training import checkpoints
+from training.attest import attest_training, sign_model_dir
+from training.config import TrainConfig
+from training.partition import assign, read_shard, shard_file, write_placed, write_shards
+from training.sisa import SLICES_FILE, train_base, train_shard
+
+PARTITION_TYPE = "https://exante.dev/attestations/partition/v1"
+
+
+@dataclass(frozen=True)
+class Paths:
+    records: Path = Path("data/records")
+    shards: Path = Path("data/shards")
+    partition: Path = Path("data/shards/partition.dsse.json")
+    base: Path = Path("models/base")
+    shard_models: Path = Path("models/shards")
+    ensemble: Path = Path("models/ensemble")
+    signature: Path = Path("models/ensemble.sig")
+    attestation: Path = Path("models/attestation.dsse.json")
+    trusted: Path = Path("policies/trusted_keys")
+    report: Path = Path("models/report.json")
+    evidence: Path = Path("models/evidence.json")
+    facts: Path = Path("data/raw/crm.jsonl")  # the embedded default's facts, for knowledge probes
+
+    def shard_dir(self, shard: int) -> Path:
+        return self.shard_models / f"s{shard:02d}"
+
+    def base_file(self) -> Path:
+        return self.shards / "base.jsonl"
+
+
+class ShardIndexError(BadInputError):
+    """A shard number outside ``0..shards-1``."""
+
+
+# -- partition -----------------------------------------------------------------
+
+
+def check_stage_list(root: Path, cfg: TrainConfig, dvc_file: str = "dvc.yaml") -> None:
+    """dvc.yaml must have one ``train`` stage per shard; a mismatch would leave shards untrained."""
+    import yaml
+
+    path = Path(root) / dvc_file
+    if not path.is_file():
+        return
+    stage = (yaml.safe_load(path.read_text()) or {}).get("stages", {}).get("train", {})
+    listed = stage.get("foreach")
+    if listed is not None and list(listed) != list(range(cfg.shards)):
+        raise ParamsError(
+            f"{dvc_file}: stage train lists shards {listed}, but train.shards is {cfg.shards}; "
+            f"set its foreach to {list(range(cfg.shards))}"
+        )
+
+
+def run_partition(root: Path, cfg: TrainConfig, signer: Signer, paths: Paths = Paths()) -> dict:
+    """Split the admitted records into the base corpus and S shards × R slices; sign it."""
+    root = Path(root)
+    check_stage_list(root, cfg)
+    records = read_all(root / paths.records)
+    admitted = verify_training_input(records, root=root, complete=True, skip_refused=True)
+    allowed = set(admitted.record_ids)
+    base = [r for r in records if r.record_id in allowed and r.source_id in admitted.base_sources]
+    rest = [
+        r for r in records if r.record_id in allowed and r.source_id not in admitted.base_sources
+    ]
+    placements = assign(rest, shards=cfg.shards, slices=cfg.slices, seed=cfg.seed)
+    counts = write_shards(rest, placements, shards=cfg.shards, out_dir=root / paths.shards)
+    write_placed(root / paths.base_file(), [(0, r) for r in sorted(base)])
+    files = [paths.base_file()] + [shard_file(paths.shards, s) for s in range(cfg.shards)]
+    subjects = {f.as_posix(): file_sha256(root / f) for f in files}
+    predicate = {
+        "schema_version": 1,
+        "seed": cfg.seed,
+        "shards": cfg.shards,
+        "slices": cfg.slices,
+        "manifest_payload_sha256": admitted.manifest_payload_sha256,
+        "decision_payload_sha256": admitted.decision_payload_sha256,
+        "base_sources": list(admitted.base_sources),
+        "counts": {"base": len(base), **{f"s{s:02d}": n for s, n in counts.items()}},
+    }
+    envelope = sign_envelope(make_statement(subjects, PARTITION_TYPE, predicate), signer)
+    write_envelope(root / paths.partition, envelope)
+    return predicate
+
+
+def load_partition(root: Path, paths: Paths = Paths()) -> tuple[dict, dict[str, str], str]:
+    """Verified partition: predicate, signed file digests, payload digest."""
+    trusted = load_trusted_keys(Path(root) / paths.trusted)
+    payload = verify_envelope(
+        read_envelope(Path(root) / paths.partition, what="partition"), trusted
+    )
+    statement = parse_statement(payload, PARTITION_TYPE, what="partition")
+    return statement["predicate"], subjects_of(statement), sha256_hex(payload)
+
+
+def _admitted_file(root: Path, name: Path, paths: Paths):
+    """A shard (or base) file whose digest the partition signed, with every record admitted.
+
+    Returns the placed records and the admission (which carries the policy's DP budget).
+    """
+    _, subjects, _ = load_partition(root, paths)
+    if subjects.get(name.as_posix()) != file_sha256(Path(root) / name):
+        raise ArtifactDigestError(
+            f"{name} differs from the signed partition; run `exante partition`"
+        )
+    placed = read_shard(Path(root) / name)
+    admitted = verify_training_input([r for _, r in placed], root=Path(root))
+    return placed, admitted
+
+
+def check_privacy_config(cfg: TrainConfig, max_epsilon: float | None, unit: str) -> None:
+    """Refuse to start a run the policy's DP requirement would reject anyway."""
+    from training.dp import PrivacyBudgetError
+
+    if max_epsilon is None:
+        return
+    need = f"{unit}: the policy requires DP-SGD with epsilon ≤ {max_epsilon} for its sources"
+    if not cfg.dp.enabled or not cfg.dp.poisson_sampling:
+        raise PrivacyBudgetError(
+            f"{need}; set train.dp.enabled: true and train.dp.poisson_sampling: true"
+        )
+    if cfg.dp.target_epsilon > max_epsilon:
+        raise PrivacyBudgetError(
+            f"{need}, but train.dp.target_epsilon is {cfg.dp.target_epsilon}; lower it"
+        )
+
+
+def check_privacy_spent(spent: dict | None, max_epsilon: float | None, unit: str) -> None:
+    """After training: the composed epsilon of the whole shard must meet the policy."""
+    from training.dp import PrivacyBudgetError
+
+    if max_epsilon is None:
+        return
+    if not spent or spent.get("epsilon") is None or not spent["epsilon"] <= max_epsilon:
+        got = "no epsilon" if not spent or spent.get("epsilon") is None else spent["epsilon"]
+        raise PrivacyBudgetError(
+            f"{unit}: the policy requires epsilon ≤ {max_epsilon}, the run spent {got}; "
+            "the model is not released (lower train.dp.target_epsilon and retrain)"
+        )
+
+
+# -- training --------------------------------------------------------------------
+
+
+def _write_metrics(path: Path, metrics: dict) -> None:
+    atomic_write(path, json.dumps(metrics, indent=2, sort_keys=True).encode())
+
+
+def run_train_base(root: Path, cfg: TrainConfig, paths: Paths = Paths(), *, on_epoch=None) -> dict:
+    root = Path(root)
+    placed, _ = _admitted_file(root, paths.base_file(), paths)
+    start = time.perf_counter()
+    ckpt = train_base([r for _, r in placed], cfg, root / paths.base / "model", on_epoch=on_epoch)
+    epochs = ckpt.meta["epochs"]
+    wall = time.perf_counter() - start
+    metrics = {
+        "kind": "base", "records": len(placed), "epochs": epochs, "wall_seconds": wall,
+        "tokens_per_second": sum(e["tokens"] for e in epochs) / max(wall, 1e-9), "dp": None,
+    }  # fmt: skip
+    _write_metrics(root / paths.base / "metrics.json", metrics)
+    return metrics
+
+
+def run_train_shard(
+    root: Path, cfg: TrainConfig, shard: int, paths: Paths = Paths(), *, on_epoch=None
+) -> dict:
+    root = Path(root)
+    if not 0 <= shard < cfg.shards:
+        raise ShardIndexError(f"shard {shard} is outside 0..{cfg.shards - 1} (train.shards)")
+    placed, admitted = _admitted_file(root, shard_file(paths.shards, shard), paths)
+    max_epsilon = admitted.max_epsilon(r.source_id for _, r in placed)
+    check_privacy_config(cfg, max_epsilon, f"shard {shard}")
+    base = root / paths.base / "model"
+    start = time.perf_counter()
+    result = train_shard(shard, placed, cfg, base=base if base.is_dir() else None,
+                         out_dir=root / paths.shard_dir(shard), on_epoch=on_epoch)  # fmt: skip
+    wall = time.perf_counter() - start
+    check_privacy_spent(result.dp, max_epsilon, f"shard {shard}")
+    metrics = {
+        "kind": "shard", "shard": shard, "records": len(placed), "slices": result.slices,
+        "trained_slices": result.trained,
+        "reused_slices": [r for r in range(cfg.slices) if r not in result.trained],
+        "epochs": result.epochs, "wall_seconds": wall,
+        "tokens_per_second": sum(e["tokens"] for e in result.epochs) / max(wall, 1e-9),
+        "dp": result.dp,
+    }  # fmt: skip
+    _write_metrics(root / paths.shard_dir(shard) / "metrics.json", metrics)
+    return metrics
+
+
+# -- ensemble and attestation -------------------------------------------------------
+
+
+def slice_dirs(root: Path, shard: int, paths: Paths = Paths()) -> list[Path]:
+    """The checkpoint of every slice of a shard's current model, first to last."""
+    shard_dir = Path(root) / paths.shard_dir(shard)
+    slices = json.loads((shard_dir / SLICES_FILE).read_text())["slices"]
+    return [shard_dir / "ckpt" / address for address in slices]
+
+
+def final_dirs(root: Path, cfg: TrainConfig, paths: Paths = Paths()) -> list[Path]:
+    return [slice_dirs(root, s, paths)[-1] for s in range(cfg.shards)]
+
+
+def build_ensemble_dir(root: Path, cfg: TrainConfig, paths: Paths = Paths()) -> Path:
+    """The released model: each shard's final weights and the aggregation rule, nothing else."""
+    root, target = Path(root), Path(root) / paths.ensemble
+    tmp = target.with_name(target.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    for s, src in enumerate(final_dirs(root, cfg, paths)):
+        (tmp / f"s{s:02d}").mkdir(parents=True)
+        for name in ("config.json", "generation_config.json", "model.safetensors"):
+            if (src / name).exists():
+                shutil.copy2(src / name, tmp / f"s{s:02d}" / name)
+    spec = {"schema_version": 1, "rule": cfg.ensemble, "shards": cfg.shards, "tokenizer": "bytes"}
+    atomic_write(tmp / "ensemble.json", json.dumps(spec, indent=2, sort_keys=True).encode())
+    shutil.rmtree(target, ignore_errors=True)
+    tmp.rename(target)
+    return target
+
+
+def run_attest(
+    root: Path,
+    cfg: TrainConfig,
+    signer: Signer,
+    *,
+    key_path: Path,
+    params: dict,
+    paths: Paths = Paths(),
+) -> dict:
+    """Release the ensemble: sign it (OpenSSF model signing) and attest what it was trained on."""
+    root = Path(root)
+    partition, _, partition_sha = load_partition(root, paths)
+    ensemble = build_ensemble_dir(root, cfg, paths)
+    sign_model_dir(ensemble, private_key=key_path, signature=root / paths.signature)
+    files = {p.relative_to(root).as_posix(): p for p in checkpoints.model_files(ensemble)}
+    files[paths.signature.as_posix()] = root / paths.signature
+    base = root / paths.base / "model"
+    files |= {p.relative_to(root).as_posix(): p for p in checkpoints.model_files(base)}
+    for s in range(cfg.shards):
+        for d in slice_dirs(root, s, paths):
+            files |= {p.relative_to(root).as_posix(): p for p in checkpoints.model_files(d)}
+    dp = {}
+    for s in range(cfg.shards):
+        metrics = json.loads((root / paths.shard_dir(s) / "metrics.json").read_text())
+        dp[f"s{s:02d}"] = metrics.get("dp")
+    return attest_training(
+        files, root=root, signer=signer, out=root / paths.attestation,
+        manifest_sha256=partition["manifest_payload_sha256"],
+        decision_sha256=partition["decision_payload_sha256"],
+        partition_sha256=partition_sha, params=params, dp=dp,
+    )  # fmt: skip
+
+
+# -- report: what the released ensemble knows ------------------------------------
+
+
+def _shard_record_ids(root: Path, cfg: TrainConfig, paths: Paths) -> dict[int, list[str]]:
+    return {
+        s: [r.record_id for _, r in read_shard(Path(root) / shard_file(paths.shards, s))]
+        for s in range(cfg.shards)
+    }
+
+
+def locate(root: Path, record_id: str, cfg: TrainConfig, paths: Paths = Paths()) -> dict | None:
+    """Where a record sits in the signed partition: base, or shard and slice, and its models.
+
+    Returns None when the record is in no partition file (refused, or not partitioned yet).
+    """
+    root = Path(root)
+    if not (root / paths.partition).exists():
+        return None
+    _, subjects, _ = load_partition(root, paths)
+    for name in subjects:
+        for r, record in read_shard(root / name):
+            if record.record_id != record_id:
+                continue
+            if name == paths.base_file().as_posix():
+                return {"unit": "base", "slice": None, "models": [paths.base.as_posix()]}
+            shard = int(Path(name).stem[1:])
+            dirs = _slice_dirs_or_none(root, shard, paths)
+            models = [d.relative_to(root).as_posix() for d in dirs]
+            return {"unit": f"s{shard:02d}", "shard": shard, "slice": r, "models": models[r:]}
+    return None
+
+
+def _slice_dirs_or_none(root: Path, shard: int, paths: Paths) -> list[Path]:
+    try:
+        return slice_dirs(root, shard, paths)
+    except FileNotFoundError:
+        return []
+
+
+def run_report(root: Path, cfg: TrainConfig, paths: Paths = Paths(), *, samples: int = 3) -> dict:
+    """Knowledge of the retained people (ensemble and each shard), sample generations,
+    training cost, and the attestation's verdict; written to ``models/report.json``."""
+    from training.attest import verify_training_attestation
+    from training.ensemble import Ensemble
+    from training.knowledge import ensemble_scorer, exact_match, model_scorer, probes_from_crm
+    from training.model import load_model
+
+    root = Path(root)
+    verify_training_attestation(
+        root / paths.attestation, root=root, trusted=load_trusted_keys(root / paths.trusted)
+    )
+    units = [root / paths.base / "metrics.json"] + [
+        root / paths.shard_dir(s) / "metrics.json" for s in range(cfg.shards)
+    ]
+    metrics = [json.loads(u.read_text()) for u in units]
+    names = ["base"] + [f"s{s:02d}" for s in range(cfg.shards)]
+    report: dict = {
+        "schema_version": 1,
+        "rule": cfg.ensemble,
+        "attestation": {"verified": True, "path": paths.attestation.as_posix()},
+        "cost": {
+            "wall_seconds": sum(m["wall_seconds"] for m in metrics),
+            "tokens": sum(e["tokens"] for m in metrics for e in m["epochs"]),
+            "epochs": {n: len(m["epochs"]) for n, m in zip(names, metrics, strict=True)},
+        },
+        "dp": {f"s{m['shard']:02d}": m["dp"] for m in metrics if m["kind"] == "shard"},
+        "knowledge": None,
+        "samples": [],
+    }
+    facts = root / paths.facts
+    if facts.is_file():
+        ids = _shard_record_ids(root, cfg, paths)
+        dirs = final_dirs(root, cfg, paths)
+        ensemble = Ensemble.from_dirs(dirs, rule=cfg.ensemble)
+        probes = probes_from_crm(facts, record_ids=[i for v in ids.values() for i in v])
+        known = exact_match(ensemble_scorer(ensemble), probes)
+        per_shard = {}
+        for s, d in enumerate(dirs):
+            own = [p for p in probes if p.record_id in set(ids[s])]
+            per_shard[f"s{s:02d}"] = exact_match(model_scorer(load_model(d)), own).exact_match
+        report["knowledge"] = known.summary() | {"people": len({p.subject_id for p in probes}),
+                                                 "shards_own_people": per_shard}  # fmt: skip
+        for probe in _sample_probes(probes, samples):
+            out = ensemble.generate(probe.prompt, max_new_tokens=len(probe.answer.encode()) + 8)
+            report["samples"].append({"prompt": probe.prompt, "generated": out,
+                                      "expected": probe.answer,
+                                      "exact": out.startswith(probe.answer)})  # fmt: skip
+    _write_metrics(root / paths.report, report)
+    return report
+
+
+def _sample_probes(probes, n: int):
+    """One probe of each of the first ``n`` facts, from different people, deterministically."""
+    chosen, facts, people = [], set(), set()
+    for probe in sorted(probes, key=lambda p: p.record_id):
+        if probe.fact not in facts and probe.subject_id not in people and len(chosen) < n:
+            chosen.append(probe)
+            facts.add(probe.fact)
+            people.add(probe.subject_id)
+    return chosen
