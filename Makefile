@@ -38,8 +38,14 @@ run: env
 	@echo "  validation report     data/reports/validation.json"
 	@echo "  signed manifest       data/manifest.dsse.json  (history: data/manifests/)"
 	@echo "  signed gate decision  data/gate/decision.dsse.json  (summary: data/gate/summary.json)"
+	@echo "  partition (signed)    data/shards/  (base corpus + shards × slices)"
+	@echo "  models                models/base, models/shards/sNN (a checkpoint per slice)"
+	@echo "  released ensemble     models/ensemble  (OpenSSF signature: models/ensemble.sig)"
+	@echo "  training attestation  models/attestation.dsse.json"
+	@echo "  knowledge + summary   models/report.json"
+	@echo "  MLflow runs           sqlite:///mlruns.db  (mlflow ui --backend-store-uri sqlite:///mlruns.db)"
 	@echo "  DVC remote            .dvc-remote/"
-	@echo "Next: exante check · exante trace crm/p0001-email · see README.md"
+	@echo "Next: exante check · exante trace crm/p0001-email · exante generate \"Stephanie Pena was born in\" · see README.md"
 
 lint: env
 	ruff check .
@@ -53,6 +59,7 @@ test-all: lint
 
 bench: env
 	$(PY) bench/bench_manifest.py
+	$(PY) bench/bench_training.py
 
 clean:
-	rm -rf data/raw data/records data/reports data/manifest.dsse.json data/manifest.leaves data/manifests data/gate
+	rm -rf data/raw data/records data/reports data/manifest.dsse.json data/manifest.leaves data/manifests data/gate data/shards models mlruns.db mlartifacts
