@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--project", type=Path, default=Path("."))
     ap.add_argument("--only", default="a,b,c")
-    ap.add_argument("--epochs", type=int, default=8, help="epochs for the throughput runs")
+    ap.add_argument("--epochs", type=int, default=24, help="epochs for the throughput runs")
     ap.add_argument("--check", action="store_true")
     args = ap.parse_args(argv)
     root = args.project.resolve()

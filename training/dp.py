@@ -122,6 +122,7 @@ def train_private(
     _check_inputs(examples, dp, n_epochs)
     _warn_insecure_noise()
     torch.manual_seed(seed)  # dropout in a local model, if any
+    model.train()  # Opacus refuses a model in eval mode (as loaded checkpoints are)
     loader = _loader(examples, schedule.batch_size, dp, seed=seed, pad_id=pad_id)
     engine = PrivacyEngine(accountant=dp.accountant, secure_mode=False)
     hooks, dp_optimizer, dp_loader = engine.make_private_with_epsilon(

@@ -23,6 +23,7 @@ from training.stages import (
     load_partition,
     locate,
     run_partition,
+    run_train_base,
     run_train_shard,
 )
 
@@ -119,6 +120,20 @@ def test_policy_requiring_dp_refuses_a_non_private_run(project: Project):
     with pytest.raises(PrivacyBudgetError, match=r"target_epsilon is 8\.0"):
         run_train_shard(project.root, TINY.model_copy(update={"dp": dp}), shard)
     assert not (project.root / Paths().shard_dir(shard) / "metrics.json").exists()
+
+
+def test_a_private_shard_from_the_base_meets_the_policy_budget(project: Project):
+    policy = project.root / "policies" / "default.yaml"
+    data = yaml.safe_load(policy.read_text())
+    data["personal_data"]["require_dp_epsilon"] = 4.0
+    policy.write_text(yaml.safe_dump(data))
+    project.build()
+    run_partition(project.root, TINY, project.signer)
+    run_train_base(project.root, TINY)  # shards start from a loaded checkpoint (eval mode)
+    dp = TINY.dp.model_copy(update={"enabled": True, "target_epsilon": 3.0})
+    metrics = run_train_shard(project.root, TINY.model_copy(update={"dp": dp}), 0)
+    assert 0 < metrics["dp"]["epsilon"] <= 4.0
+    assert metrics["dp"]["accountant"] == "rdp"
 
 
 def test_dvc_stage_list_must_match_the_shard_count(tmp_path):
