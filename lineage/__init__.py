@@ -11,6 +11,8 @@ Layers, bottom up (none imports an ML framework or mlflow):
   the signed gate decision;
 * ``admission`` — the check training runs before it reads a record;
 * ``stages`` — the pipeline stages the CLI and ``dvc repro`` call;
+* ``ledger``, ``receipt`` — the signed, hash-chained deletion ledger and the
+  requester's signed receipt with Merkle non-inclusion proofs;
 * ``errors`` — one root, ``BadInputError`` (exit 3) and ``VerificationError`` (exit 1).
 """
 

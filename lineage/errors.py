@@ -71,6 +71,18 @@ class ParamsError(BadInputError):
     """``params.yaml`` is malformed; every problem is listed."""
 
 
+class MalformedLedgerError(BadInputError):
+    """A deletion-ledger line is not a well-formed entry; the message names file:line."""
+
+
+class LedgerEntryError(BadInputError):
+    """A ledger change was refused (unknown or duplicate request, a forbidden status change)."""
+
+
+class LedgerBusyError(BadInputError):
+    """Another deletion holds the ledger lock; nothing was written. Run again when it is done."""
+
+
 # -- verification failures (exit 1) -------------------------------------------
 
 
@@ -128,3 +140,31 @@ class ProofError(VerificationError):
 
 class ArtifactDigestError(VerificationError):
     """A file named as a subject of a signed statement differs from its signed digest."""
+
+
+class UnsignedLedgerEntryError(VerificationError):
+    """Ledger entries were appended after its head was signed (or it has no signed head)."""
+
+
+class TruncatedLedgerError(VerificationError):
+    """The ledger has fewer entries than its signed head counts: its end was cut off."""
+
+
+class MissingLedgerEntryError(VerificationError):
+    """A ledger entry was removed: the sequence numbers have a gap."""
+
+
+class ReorderedLedgerError(VerificationError):
+    """Ledger entries are out of sequence: moved, or replayed."""
+
+
+class TamperedLedgerEntryError(VerificationError):
+    """A ledger entry was edited after the next one chained to it (or after the head signed it)."""
+
+
+class ReceiptFormatError(VerificationError):
+    """A signed deletion receipt lacks a field, or a field has the wrong shape."""
+
+
+class ReceiptProofError(ProofError):
+    """A receipt's non-inclusion proof does not show its record absent from the stated root."""

@@ -1,0 +1,49 @@
+"""Shape checks for JSON that exante signs and reads back.
+
+Each answers yes or no, so that a validator can collect every problem of a
+document before it raises one error naming them all.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from itertools import pairwise
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def is_sha256(value) -> bool:
+    """64 lowercase hex characters: the only spelling of a digest exante writes."""
+    return isinstance(value, str) and _SHA256.fullmatch(value) is not None
+
+
+def is_count(value) -> bool:
+    """A non-negative int (JSON ``true`` is not 1)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def is_strs(value) -> bool:
+    return isinstance(value, list) and all(isinstance(v, str) for v in value)
+
+
+def is_sorted_set(values: list) -> bool:
+    """Sorted without repeats: one canonical spelling for a set."""
+    return all(a < b for a, b in pairwise(values))
+
+
+def is_utc(value) -> bool:
+    """An ISO 8601 time in UTC (a naive time could be any zone)."""
+    try:
+        return datetime.fromisoformat(value).utcoffset() == timedelta(0)
+    except (TypeError, ValueError):
+        return False
+
+
+def key_problems(document: dict, keys: Iterable[str], *, what: str) -> list[str]:
+    """Missing and unknown keys: a misspelled field is an error, not a silent default."""
+    keys = set(keys)
+    return [f"{what} lacks {k!r}" for k in sorted(keys - document.keys())] + [
+        f"{what} has unknown field {k!r}" for k in sorted(document.keys() - keys)
+    ]
