@@ -120,7 +120,8 @@ def log_training(
                 metrics=[Metric(k, float(v), now, 0) for k, v in (metrics or {}).items()],
             )
             for name, (path, data) in parsed.items():
-                with _run(c, experiment_id, name, _unit_tags(parent_id, data)) as run_id:
+                tags = digest_tags | _unit_tags(parent_id, data)
+                with _run(c, experiment_id, name, tags) as run_id:
                     c.log_batch(run_id, metrics=_unit_metrics(data, now))
                     c.log_artifact(run_id, str(path))
     return parent_id

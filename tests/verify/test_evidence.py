@@ -106,6 +106,9 @@ def test_one_nested_run_per_unit(logged):
     assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parent}
     assert {r.info.status for r in children} == {"FINISHED"}
     assert children[1].data.tags["exante.shard"] == "0"
+    for run in children:  # each unit's run carries the lineage digests too
+        assert run.data.tags["exante.manifest"] == DIGESTS["manifest"]
+        assert run.data.tags["exante.decision"] == DIGESTS["decision"]
 
 
 def test_loss_has_one_value_per_epoch_in_order(logged):
