@@ -361,7 +361,8 @@ def run_report(root: Path, cfg: TrainConfig, paths: Paths = Paths(), *, samples:
         known = exact_match(ensemble_scorer(ensemble), probes)
         per_shard = {}
         for s, d in enumerate(dirs):
-            own = [p for p in probes if p.record_id in set(ids[s])]
+            mine = set(ids[s])
+            own = [p for p in probes if p.record_id in mine]
             per_shard[f"s{s:02d}"] = exact_match(model_scorer(load_model(d)), own).exact_match
         report["knowledge"] = known.summary() | {"people": len({p.subject_id for p in probes}),
                                                  "shards_own_people": per_shard}  # fmt: skip
