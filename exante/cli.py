@@ -47,8 +47,9 @@ def cmd_keys_init(args) -> int:
 def cmd_corpus(args) -> int:
     from exante.params import load_params
     from lineage.corpus import generate
+    from lineage.erasure import denials
 
-    counts = generate(load_params().corpus.spec(), Path(args.out))
+    counts = generate(load_params().corpus.spec(), Path(args.out), denials=denials(Path(".")))
     for name, n in counts.items():
         print(f"{n:6d}  {args.out}/{name}")
     return 0
@@ -326,6 +327,85 @@ def _placement(record_id: str) -> dict | None:
     return placed
 
 
+def _deletion_context(args):
+    from exante.deletion import Context
+    from lineage.signing import load_trusted_keys
+    from lineage.stages import TRUSTED
+
+    return Context(Path("."), _train_cfg(), _signer(args), load_trusted_keys(TRUSTED))
+
+
+def cmd_delete(args) -> int:
+    from exante.deletion import RequestSpec, delete, plan, read_request_file, resolve, resume
+    from lineage.ledger import verify_ledger
+    from lineage.records import read_all
+    from lineage.signing import load_trusted_keys
+    from lineage.stages import RECORDS, TRUSTED
+
+    if args.resume:
+        receipts = resume(_deletion_context(args))
+    else:
+        if args.from_file:
+            specs = read_request_file(args.from_file)
+        else:
+            extra = {"request_id": args.request_id} if args.request_id else {}
+            specs = [RequestSpec(args.reason, tuple(args.record), tuple(args.subject), **extra)]
+        if args.plan:
+            ledger = verify_ledger(Path("."), load_trusted_keys(TRUSTED))
+            resolved = resolve(specs, read_all(RECORDS), ledger)
+            _print_plan(plan(Path("."), _train_cfg(), [i for h in resolved for i in h]))
+            return 0
+        receipts = delete(_deletion_context(args), specs)
+    for path in receipts:
+        print(f"receipt: {path}  (check it with `exante receipt verify {path}`)")
+    return 0
+
+
+def _print_plan(p: dict) -> None:
+    print(f"plan (dry run, nothing written): {len(p['records'])} records")
+    for rid in p["records"]:
+        print(f"  {rid}")
+    for s, v in p["shards"].items():
+        print(f"shard {s}: retrain from slice {v['first_slice']}, reuse slices "
+              f"{v['reused_slices'] or '-'}; {len(v['records'])} records")  # fmt: skip
+    if p["base_records"]:
+        print(f"base corpus: {len(p['base_records'])} records: the base and every shard retrain")
+    if p["untrained_records"]:
+        print(f"not in any shard (refused by the gate): {len(p['untrained_records'])} records; "
+              "removed from the record files, nothing to retrain")  # fmt: skip
+    c = p["cost"]
+    print(f"estimated retrain cost: {c['retrain']:,} of {c['full']:,} {c['unit']} "
+          f"= {c['ratio']:.3f} of a full retrain of the shards")  # fmt: skip
+
+
+def cmd_receipt_verify(args) -> int:
+    from lineage.receipt import verify_receipt
+    from lineage.signing import load_trusted_keys
+
+    r = verify_receipt(args.path, load_trusted_keys(args.trusted))
+    print(f"receipt {args.path}: signature and {len(r.removed)} non-inclusion proofs verified")
+    print(f"  request   {r.request_id} (ledger entry {r.ledger_entry_sha256[:16]}…)")
+    print(f"  manifest  v{r.manifest_version}, Merkle root {r.merkle_root[:16]}…, "
+          f"{r.tree_size} leaves")  # fmt: skip
+    for x in r.removed:
+        print(f"  removed   {x.record_id} (sha256 {x.sha256[:16]}…)")
+    print(f"  retrained shards {list(r.retrained_shards) or '-'}; issued {r.issued_at}")
+    return 0
+
+
+def cmd_ledger_verify(args) -> int:
+    from lineage.ledger import verify_ledger
+    from lineage.signing import load_trusted_keys
+    from lineage.stages import TRUSTED
+
+    ledger = verify_ledger(Path("."), load_trusted_keys(TRUSTED))
+    print(f"ledger: {len(ledger.entries)} entries, chain and signed head verified")
+    for q in ledger.requests():
+        print(f"  {q.request_id:24s} {ledger.statuses[q.request_id]:10s} "
+              f"{len(q.record_ids)} records, received {q.received_at}")  # fmt: skip
+    return 0
+
+
 def _trace_dict(t) -> dict:
     return {
         "record": None
@@ -404,11 +484,46 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("record_id")
     t.add_argument("--json", action="store_true")
     t.set_defaults(func=cmd_trace)
+    d = sub.add_parser("delete", help="delete records or subjects exactly; sign a receipt")
+    d.add_argument("--record", nargs="+", default=[], metavar="ID", help="record ids")
+    d.add_argument("--subject", nargs="+", default=[], metavar="ID", help="every record of these")
+    d.add_argument("--reason", help="a reference for the request (a ticket id, not prose)")
+    d.add_argument("--request-id", help="the request's id (default: a new random one)")
+    d.add_argument("--from-file", type=Path, help="a batch: one JSON request a line")
+    d.add_argument("--plan", action="store_true", help="dry run: records, shards, cost")
+    d.add_argument("--resume", action="store_true", help="finish pending requests")
+    d.set_defaults(func=cmd_delete, check=_check_delete_args)
+    rc = sub.add_parser("receipt", help="deletion receipts").add_subparsers(
+        dest="receipt", required=True
+    )
+    rv = rc.add_parser("verify", help="check a receipt offline with the trusted public keys")
+    rv.add_argument("path", type=Path)
+    rv.add_argument("--trusted", type=Path, default=Path("policies/trusted_keys"))
+    rv.set_defaults(func=cmd_receipt_verify)
+    lg = sub.add_parser("ledger", help="the deletion ledger").add_subparsers(
+        dest="ledger", required=True
+    )
+    lg.add_parser("verify", help="check the chain and the signed head").set_defaults(
+        func=cmd_ledger_verify
+    )
     return p
 
 
+def _check_delete_args(p: argparse.ArgumentParser, args) -> None:
+    named = bool(args.record or args.subject)
+    if args.resume and (named or args.from_file or args.plan):
+        p.error("delete --resume takes no records, subjects, --from-file or --plan")
+    if not args.resume and named == bool(args.from_file):
+        p.error("delete needs --record/--subject or --from-file (one of them), or --resume")
+    if named and not args.reason:
+        p.error("delete --record/--subject needs --reason")
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "check", None):
+        args.check(parser, args)
     if args.project:
         os.chdir(args.project)
     try:

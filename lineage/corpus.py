@@ -24,6 +24,7 @@ from importlib import resources
 from pathlib import Path
 
 from lineage._canonical import atomic_write
+from lineage.gate import Denials
 
 CANARY_DIGITS = 6
 DEFAULT_PLAYS = ("hamlet", "macbeth", "romeo_and_juliet", "midsummer_nights_dream")
@@ -175,8 +176,23 @@ def _jsonl(rows) -> bytes:
     return b"".join(json.dumps(r, sort_keys=True).encode("utf-8") + b"\n" for r in rows)
 
 
-def generate(spec: CorpusSpec, out_dir: Path) -> dict[str, int]:
-    """Write every raw source file under ``out_dir``; return line counts by file name."""
+def _kept(source_id: str, rows: list[dict], denials: Denials) -> list[dict]:
+    """Rows whose record (``<source id>/<id>``) and subjects the ledger does not deny."""
+    from lineage.erasure import is_denied
+
+    def denied(r: dict) -> bool:
+        return "id" in r and is_denied(denials, f"{source_id}/{r['id']}", r.get("subject_ids", []))
+
+    return [r for r in rows if not denied(r)]
+
+
+def generate(spec: CorpusSpec, out_dir: Path, *, denials: Denials = Denials()) -> dict[str, int]:
+    """Write every raw source file under ``out_dir``; return line counts by file name.
+
+    Rows the deletion ledger denies are never written: a file ``<name>.jsonl``
+    holds the raw rows of source ``<name>`` (as ``data/sources.yaml`` registers
+    them), so a deleted record does not come back when the corpus is generated again.
+    """
     from faker import Faker
 
     fake = Faker("en_US")
@@ -192,6 +208,9 @@ def generate(spec: CorpusSpec, out_dir: Path) -> dict[str, int]:
         "newswire.jsonl": list(_news_lines(fake, rng, spec.news_articles)),
         "recipes.jsonl": list(_recipe_lines(fake, rng, spec.recipes)),
         "support_legacy.jsonl": list(_support_lines(fake, rng, people, spec.support_chats)),
+    }
+    files = {
+        name: _kept(name.removesuffix(".jsonl"), rows, denials) for name, rows in files.items()
     }
     for name, rows in files.items():
         atomic_write(Path(out_dir) / name, _jsonl(rows))

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from lineage.errors import MalformedRecordError
+from lineage.gate import Denials
 from lineage.records import Record, check_unique, write_records
 from lineage.sources import Registry, Source, check_locations
 
@@ -68,15 +69,31 @@ def read_source(source: Source, root: Path) -> list[Record]:
     return records
 
 
-def ingest(registry: Registry, root: Path, out_dir: Path, *, only: str | None = None) -> dict:
+def ingest(
+    registry: Registry,
+    root: Path,
+    out_dir: Path,
+    *,
+    only: str | None = None,
+    denials: Denials = Denials(),
+) -> dict:
     """Write ``<out_dir>/<source>.jsonl`` for every source (or ``only``); return counts.
 
     All sources are read and checked before any file is written, so bad input
-    leaves the previous records untouched.
+    leaves the previous records untouched. Records the deletion ledger denies
+    (by id or subject) are left out, so a deleted record never comes back
+    through a re-ingest of a raw file that still holds it.
     """
+    from lineage.erasure import is_denied
+
     check_locations(registry, root, only)
     sources = [registry.get(only)] if only else list(registry.sources.values())
-    batches = {s.id: read_source(s, root) for s in sources}
+    batches = {
+        s.id: [
+            r for r in read_source(s, root) if not is_denied(denials, r.record_id, r.subject_ids)
+        ]
+        for s in sources
+    }
     for source_id, records in batches.items():
         write_records(Path(out_dir) / f"{source_id}.jsonl", records)
     return {source_id: len(records) for source_id, records in batches.items()}

@@ -36,7 +36,10 @@ def registry(root: Path) -> Registry:
 
 
 def run_ingest(root: Path, *, source: str | None = None) -> dict[str, int]:
-    return ingest(registry(root), Path(root), Path(root) / RECORDS, only=source)
+    from lineage.erasure import denials
+
+    d = denials(root)
+    return ingest(registry(root), Path(root), Path(root) / RECORDS, only=source, denials=d)
 
 
 def run_validate(root: Path):

@@ -97,3 +97,21 @@ def dir_digest(directory: Path) -> str:
 
     entries = {p.relative_to(directory).as_posix(): file_sha256(p) for p in model_files(directory)}
     return sha256_hex(canonical_json(entries))
+
+
+def prune(ckpt_dir: Path, denied: frozenset[str], *, keep: Iterable[str]) -> list[str]:
+    """Delete every checkpoint that has seen a denied record, and any partial one; return names.
+
+    A checkpoint's metadata lists the record ids it was trained on, so one that
+    saw a deleted record is found without loading it. Those in ``keep`` (the
+    shard's current slices) are never touched.
+    """
+    keep, removed = set(keep), []
+    for d in sorted(Path(ckpt_dir).iterdir()) if Path(ckpt_dir).is_dir() else []:
+        if d.name in keep or not d.is_dir():
+            continue
+        partial = d.name.startswith(".") or not (d / META).is_file()
+        if partial or not denied.isdisjoint(Checkpoint(d).meta.get("records", [])):
+            shutil.rmtree(d)
+            removed.append(d.name)
+    return removed

@@ -17,6 +17,7 @@ from pathlib import Path
 from lineage._canonical import atomic_write, file_sha256, sha256_hex
 from lineage.admission import verify_training_input
 from lineage.errors import ArtifactDigestError, BadInputError, ParamsError
+from lineage.ledger import LEDGER
 from lineage.records import read_all
 from lineage.signing import (
     Signer,
@@ -29,6 +30,7 @@ from lineage.signing import (
     verify_envelope,
     write_envelope,
 )
+from lineage.stages import ledger_denials
 from training import checkpoints
 from training.attest import attest_training, sign_model_dir
 from training.config import TrainConfig
@@ -207,13 +209,15 @@ def run_train_shard(
                          out_dir=root / paths.shard_dir(shard), on_epoch=on_epoch)  # fmt: skip
     wall = time.perf_counter() - start
     check_privacy_spent(result.dp, max_epsilon, f"shard {shard}")
+    denied = ledger_denials(root / LEDGER).records
+    pruned = checkpoints.prune(root / paths.shard_dir(shard) / "ckpt", denied, keep=result.slices)
     metrics = {
         "kind": "shard", "shard": shard, "records": len(placed), "slices": result.slices,
         "trained_slices": result.trained,
         "reused_slices": [r for r in range(cfg.slices) if r not in result.trained],
         "epochs": result.epochs, "wall_seconds": wall,
         "tokens_per_second": sum(e["tokens"] for e in result.epochs) / max(wall, 1e-9),
-        "dp": result.dp,
+        "dp": result.dp, "pruned_checkpoints": pruned,
     }  # fmt: skip
     _write_metrics(root / paths.shard_dir(shard) / "metrics.json", metrics)
     return metrics

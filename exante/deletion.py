@@ -1,0 +1,394 @@
+"""``exante delete``: honour erasure requests exactly, purge every copy, issue a receipt.
+
+The flow, under the ledger lock (:func:`lineage.ledger.ledger_lock`):
+
+1. resolve each request to record ids and the digests of their text (a subject
+   is all its records), checking everything before anything is written;
+2. append the requests (``received``) and rewrite the deny set
+   (:mod:`lineage.erasure`), then ``retraining`` with the model digests before;
+3. run ``dvc repro``: the deny set re-runs corpus and ingest, so the records
+   leave the record files, the manifest gets a new version, and only the
+   shards that held them retrain, from their last clean slice (found by lookup);
+   the train stage deletes checkpoints that saw a denied record;
+4. purge the DVC cache and the default remote of the old file versions
+   (``purged``); 5. verify (``verified``); 6. sign a receipt (``complete``).
+
+A failure appends ``failed`` with the reason; ``--resume`` finishes every
+pending request from where it stands. The previous signed model stays in
+force until the pipeline has re-signed a new one.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lineage._canonical import file_sha256
+from lineage.errors import BadInputError, LineageError, VerificationError
+from lineage.ledger import (
+    Ledger,
+    StatusChange,
+    append_request,
+    append_status,
+    ledger_lock,
+    verify_ledger,
+)
+from lineage.records import Record, read_all
+from lineage.stages import RECORDS
+
+RECEIPTS = Path("data/receipts")
+
+
+class UnknownTargetError(BadInputError):
+    """A request names a record or subject that is not in the records (or was deleted)."""
+
+
+class RequestFileError(BadInputError):
+    """A line of a ``--from-file`` requests file is not a request."""
+
+
+class DeletionFailedError(VerificationError):
+    """The pipeline, the purge or the verification failed; the request is marked failed."""
+
+
+@dataclass(frozen=True)
+class RequestSpec:
+    """What a requester asks: records and/or subjects, a reason (a reference, not prose)."""
+
+    reason: str
+    record_ids: tuple[str, ...] = ()
+    subject_ids: tuple[str, ...] = ()
+    request_id: str = field(default_factory=lambda: f"del-{uuid.uuid4().hex[:12]}")
+
+
+# -- reading and resolving requests ---------------------------------------------
+
+
+def read_request_file(path: Path) -> list[RequestSpec]:
+    """One JSON object a line: ``reason``, ``record_ids`` and/or ``subject_ids``, ``request_id``."""
+    specs, problems = [], []
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RequestFileError(f"{path}: cannot read the requests file: {exc}") from None
+    for n, line in enumerate(lines, 1):
+        if line.strip():
+            try:
+                specs.append(_spec(json.loads(line)))
+            except (ValueError, TypeError, KeyError) as exc:
+                problems.append(f"line {n}: {exc}")
+    if problems or not specs:
+        raise RequestFileError(f"{path}: not a requests file:", problems=problems or ["no lines"])
+    return specs
+
+
+def _spec(d) -> RequestSpec:
+    allowed = {"reason", "record_ids", "subject_ids", "request_id"}
+    if not isinstance(d, dict) or not set(d) <= allowed or "reason" not in d:
+        raise ValueError(f"expected an object with a reason and some of {sorted(allowed)}")
+    ids = [d.get(k, []) for k in ("record_ids", "subject_ids")]
+    if not all(isinstance(v, list) and all(isinstance(i, str) for i in v) for v in ids):
+        raise ValueError("record_ids and subject_ids must be lists of strings")
+    extra = {"request_id": d["request_id"]} if "request_id" in d else {}
+    return RequestSpec(str(d["reason"]), tuple(ids[0]), tuple(ids[1]), **extra)
+
+
+def resolve(
+    specs: Sequence[RequestSpec], records: Sequence[Record], ledger: Ledger
+) -> list[dict[str, str]]:
+    """Each request's records (id → sha256); every unknown id of every request reported at once."""
+    by_id = {r.record_id: r for r in records}
+    deleted = {i: q.request_id for q in ledger.requests() for i in q.record_ids}
+    problems, out = [], []
+    known = {q.request_id for q in ledger.requests()}
+    for spec in specs:
+        if not spec.reason.strip():
+            problems.append(f"{spec.request_id}: a reason is required")
+        if not (spec.record_ids or spec.subject_ids):
+            problems.append(f"{spec.request_id}: name at least one record or subject")
+        if spec.request_id in known:
+            problems.append(f"{spec.request_id}: a request with this id is already in the ledger")
+        hashes = {}
+        for rid in spec.record_ids:
+            if rid in by_id:
+                hashes[rid] = by_id[rid].sha256
+            else:
+                was = f" (deleted by request {deleted[rid]})" if rid in deleted else ""
+                problems.append(f"record {rid!r} is not in {RECORDS}{was}")
+        for sid in spec.subject_ids:
+            theirs = {r.record_id: r.sha256 for r in records if sid in r.subject_ids}
+            if not theirs:
+                problems.append(f"subject {sid!r} has no records in {RECORDS}")
+            hashes |= theirs
+        out.append(hashes)
+    if len({s.request_id for s in specs}) != len(specs):
+        problems.append("two requests share one request id")
+    if problems:
+        raise UnknownTargetError(
+            "refused the deletion request; nothing was written:", problems=problems
+        )
+    return out
+
+
+# -- plan: what a deletion touches and what it costs ----------------------------
+
+
+def plan(root: Path, cfg, record_ids: Sequence[str]) -> dict:
+    """Shards and slices holding the records, and the retrain cost against a full retrain.
+
+    Cost is counted as characters × epochs: slice r trains on slices 0..r, for
+    ``slice_epochs`` epochs (the last slice up to ``max_epochs``, an upper bound).
+    A shard is retrained from its earliest affected slice; earlier slices are reused.
+    """
+    from training.partition import read_shard, shard_file
+    from training.stages import Paths
+
+    paths, wanted = Paths(), set(record_ids)
+    shards, full, retrain = {}, 0, 0
+    for s in range(cfg.shards):
+        placed = read_shard(Path(root) / shard_file(paths.shards, s))
+        chars = [sum(len(r.text) for q, r in placed if q == k) for k in range(cfg.slices)]
+        costs = [_epochs(cfg, k) * sum(chars[: k + 1]) for k in range(cfg.slices)]
+        full += sum(costs)
+        hit = sorted({q for q, r in placed if r.record_id in wanted})
+        if hit:
+            shards[s] = {"records": sorted(r.record_id for _, r in placed if r.record_id in wanted),
+                         "first_slice": hit[0], "reused_slices": list(range(hit[0]))}  # fmt: skip
+            retrain += sum(costs[hit[0] :])
+    base = {r.record_id for _, r in read_shard(Path(root) / paths.base_file())} & wanted
+    placed_ids = {i for v in shards.values() for i in v["records"]} | base
+    return {
+        "records": sorted(wanted),
+        "shards": shards,
+        "base_records": sorted(base),
+        "untrained_records": sorted(wanted - placed_ids),
+        "cost": {
+            "retrain": retrain,
+            "full": full,
+            "ratio": retrain / full if full else 0.0,
+            "unit": "characters × epochs",
+        },
+    }
+
+
+def _epochs(cfg, r: int) -> int:
+    last = r == cfg.slices - 1 or cfg.shard.slice_epochs is None
+    return cfg.shard.max_epochs if last else cfg.shard.slice_epochs
+
+
+# -- the deletion ---------------------------------------------------------------
+
+
+@dataclass
+class Context:
+    root: Path
+    cfg: object  # training.config.TrainConfig
+    signer: object
+    trusted: Mapping
+    say: Callable[[str], None] = print
+
+
+def delete(ctx: Context, specs: Sequence[RequestSpec]) -> list[Path]:
+    """Append the requests and carry them to ``complete``; return the receipt paths."""
+    with ledger_lock(ctx.root) as lock:
+        ledger = verify_ledger(ctx.root, ctx.trusted)
+        resolved = resolve(specs, read_all(ctx.root / RECORDS), ledger)
+        for spec, hashes in zip(specs, resolved, strict=True):
+            append_request(lock, ctx.signer, ctx.trusted, request_id=spec.request_id,
+                           reason=spec.reason, record_hashes=hashes,
+                           subject_ids=spec.subject_ids)  # fmt: skip
+            ctx.say(f"request {spec.request_id}: {len(hashes)} records → ledger (received)")
+        _write_denied(ctx.root)
+        return _process(ctx, lock, [s.request_id for s in specs])
+
+
+def resume(ctx: Context) -> list[Path]:
+    """Finish every request not yet complete, oldest first."""
+    with ledger_lock(ctx.root) as lock:
+        pending = [q.request_id for q in verify_ledger(ctx.root, ctx.trusted).pending()]
+        if not pending:
+            ctx.say("no pending deletion requests")
+            return []
+        _write_denied(ctx.root)
+        return _process(ctx, lock, pending)
+
+
+def _write_denied(root: Path) -> None:
+    from lineage.erasure import write_denied
+
+    write_denied(root)
+
+
+def _process(ctx: Context, lock, request_ids: Sequence[str]) -> list[Path]:
+    ledger = verify_ledger(ctx.root, ctx.trusted)
+    removed = {i: h for rid in request_ids for i, h in ledger.request(rid).record_hashes.items()}
+    step = _Stepper(ctx, lock, request_ids)
+    try:
+        before = _models_before(ctx, ledger, request_ids)
+        step.to("retraining", from_={"received", "failed"}, meta={"models_before": before},
+                shards=_affected(ctx, removed))  # fmt: skip
+        _run(ctx.root, ["repro"], "the pipeline (dvc repro)")
+        purged = purge(ctx.root)
+        step.to("purged", from_={"retraining"}, meta=purged)
+        verify_deleted(ctx.root, ctx.cfg, ctx.trusted, removed)
+        step.to("verified", from_={"purged"})
+        receipts = _issue(ctx, lock, request_ids)
+    except (LineageError, OSError, subprocess.SubprocessError) as exc:
+        step.fail(exc)
+        raise DeletionFailedError(
+            f"deletion of {', '.join(request_ids)} failed; the previous signed model stays "
+            f"in force. Fix the cause and run `exante delete --resume`: {exc}"
+        ) from exc
+    return receipts
+
+
+class _Stepper:
+    """Moves each request one step in the ledger, skipping those already past it."""
+
+    def __init__(self, ctx: Context, lock, request_ids: Sequence[str]) -> None:
+        self.ctx, self.lock, self.ids = ctx, lock, request_ids
+
+    def to(self, status: str, *, from_: set[str], meta=None, shards=()) -> None:
+        ledger = verify_ledger(self.ctx.root, self.ctx.trusted)
+        for rid in self.ids:
+            if ledger.status_of(rid) in from_:
+                append_status(self.lock, self.ctx.signer, self.ctx.trusted, request_id=rid,
+                              status=status, meta=meta or {}, shards=shards)  # fmt: skip
+        self.ctx.say(f"{', '.join(self.ids)}: {status}")
+
+    def fail(self, exc: BaseException) -> None:
+        ledger = verify_ledger(self.ctx.root, self.ctx.trusted)
+        detail = f"{type(exc).__name__}: {exc}"[:2000]
+        for rid in self.ids:
+            if ledger.status_of(rid) not in {"complete", "failed"}:
+                append_status(self.lock, self.ctx.signer, self.ctx.trusted, request_id=rid,
+                              status="failed", detail=detail)  # fmt: skip
+
+
+def _affected(ctx: Context, removed: Mapping[str, str]) -> list[int]:
+    try:
+        return sorted(plan(ctx.root, ctx.cfg, list(removed))["shards"])
+    except (FileNotFoundError, LineageError):
+        return []
+
+
+def model_digests(root: Path, cfg) -> dict[str, str]:
+    """The released models: each shard's final checkpoint directory and the ensemble signature."""
+    from training import checkpoints
+    from training.sisa import final_checkpoint
+    from training.stages import Paths
+
+    paths, out = Paths(), {}
+    for s in range(cfg.shards):
+        shard_dir = Path(root) / paths.shard_dir(s)
+        try:
+            out[f"s{s:02d}"] = checkpoints.dir_digest(final_checkpoint(shard_dir))
+        except FileNotFoundError:
+            continue
+    if (Path(root) / paths.signature).is_file():
+        out["ensemble.sig"] = file_sha256(Path(root) / paths.signature)
+    return out
+
+
+def _models_before(ctx: Context, ledger: Ledger, request_ids: Sequence[str]) -> dict[str, str]:
+    """The digests recorded when retraining began (a resumed request keeps its own)."""
+    for entry in ledger.entries:
+        if (
+            isinstance(entry, StatusChange)
+            and entry.request_id in request_ids
+            and entry.status == "retraining"
+            and "models_before" in entry.meta
+        ):
+            return dict(entry.meta["models_before"])
+    return model_digests(ctx.root, ctx.cfg)
+
+
+def _run(root: Path, args: list[str], what: str) -> str:
+    out = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=root, capture_output=True,
+                         text=True)  # fmt: skip
+    if out.returncode != 0:
+        tail = (out.stdout + out.stderr).strip().splitlines()[-15:]
+        raise DeletionFailedError(f"{what} failed (exit {out.returncode}):", problems=tail)
+    return out.stdout
+
+
+# -- purge and verify -----------------------------------------------------------
+
+
+def purge(root: Path) -> dict:
+    """Remove old file versions from the DVC cache and the default remote, and temp files.
+
+    The pipeline has rewritten every file that held the records and deleted the
+    checkpoints that saw them; what is left are their old versions in the DVC
+    cache (and, once pushed, the remote). Only versions the workspace uses are kept.
+    """
+    import shutil
+
+    root = Path(root)
+    temps = [p for p in (root / "models").glob("*.tmp") if p.is_dir()]
+    for p in temps:
+        shutil.rmtree(p)
+    remote = _default_remote(root)
+    if remote:
+        _run(root, ["push"], f"dvc push to remote {remote!r}")
+        _run(root, ["gc", "--workspace", "--cloud", "--force"], "dvc gc (cache and remote)")
+    else:
+        _run(root, ["gc", "--workspace", "--force"], "dvc gc (cache)")
+    return {"dvc_cache": "gc --workspace", "dvc_remote": remote or None,
+            "temp_dirs": [p.relative_to(root).as_posix() for p in temps]}  # fmt: skip
+
+
+def _default_remote(root: Path) -> str | None:
+    out = subprocess.run([sys.executable, "-m", "dvc", "config", "core.remote"], cwd=root,
+                         capture_output=True, text=True)  # fmt: skip
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def verify_deleted(root: Path, cfg, trusted: Mapping, removed: Mapping[str, str]) -> None:
+    """No record file or checkpoint holds a removed record; the released models verify."""
+    from training.attest import verify_training_attestation
+    from training.stages import Paths
+
+    root, paths, problems = Path(root), Paths(), []
+    left = [r.record_id for r in read_all(root / RECORDS) if r.record_id in removed]
+    problems += [f"{i} is still in {RECORDS}" for i in left]
+    for meta in sorted((root / paths.shard_models).glob("*/ckpt/*/exante-checkpoint.json")):
+        seen = set(json.loads(meta.read_text()).get("records", []))
+        if seen & set(removed):
+            problems.append(f"checkpoint {meta.parent.relative_to(root)} has seen a removed record")
+    if problems:
+        raise DeletionFailedError("the records are not gone:", problems=problems)
+    verify_training_attestation(root / paths.attestation, root=root, trusted=trusted)
+
+
+def _issue(ctx: Context, lock, request_ids: Sequence[str]) -> list[Path]:
+    from lineage.manifest import load_leaves, load_manifest
+    from lineage.receipt import issue_receipt
+
+    ledger = verify_ledger(ctx.root, ctx.trusted)
+    manifest = load_manifest(ctx.root, ctx.trusted)
+    leaves = load_leaves(ctx.root, manifest)
+    before = _models_before(ctx, ledger, request_ids)
+    after = model_digests(ctx.root, ctx.cfg)
+    retrained = [int(k[1:]) for k in after if k.startswith("s") and before.get(k) != after[k]]
+    paths = []
+    for rid in request_ids:
+        request = ledger.request(rid)
+        out = ctx.root / RECEIPTS / f"{re.sub(r'[^A-Za-z0-9._-]', '_', rid)}.dsse.json"
+        if ledger.status_of(rid) == "verified":
+            issue_receipt(out, ctx.signer, request_id=rid, ledger_entry_sha256=request.sha256,
+                          manifest=manifest, leaves=leaves, removed=request.record_hashes,
+                          models_before=before, models_after=after,
+                          retrained_shards=retrained)  # fmt: skip
+            append_status(lock, ctx.signer, ctx.trusted, request_id=rid, status="complete",
+                          shards=retrained, meta={"receipt": out.relative_to(ctx.root).as_posix(),
+                          "manifest_version": manifest.version})  # fmt: skip
+            ctx.say(f"{rid}: complete; receipt → {out.relative_to(ctx.root)}")
+        paths.append(out)
+    return paths

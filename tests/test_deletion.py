@@ -1,0 +1,165 @@
+"""``exante delete`` end to end: a real ``dvc repro`` in a throwaway git repo with a DVC remote.
+
+One person is deleted; only their shard retrains (from its clean slices), the
+receipt verifies offline, the pipeline is a no-op afterwards, and none of their
+text is left anywhere under the project or in the remote.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.test_pipeline import REPO, SMALL_CORPUS, SMALL_TRAIN, run
+
+pytestmark = pytest.mark.slow
+
+
+def _build(root: Path) -> None:
+    for name in ("dvc.yaml", "lineage", "training", "verify", "policies", "data"):
+        src = REPO / name
+        if src.is_dir():
+            ignore = shutil.ignore_patterns("__pycache__", "*.pub.pem", "ledger.jsonl", "*head*")
+            shutil.copytree(src, root / name, ignore=ignore)
+        else:
+            shutil.copy(src, root / name)
+    for generated in ("raw", "records", "reports", "manifests", "gate", "shards", "receipts"):
+        shutil.rmtree(root / "data" / generated, ignore_errors=True)
+    for f in ("manifest.dsse.json", "manifest.leaves"):
+        (root / "data" / f).unlink(missing_ok=True)
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["corpus"].update(SMALL_CORPUS | {"canary_fraction": 1.0})
+    for key, value in SMALL_TRAIN.items():
+        if isinstance(value, dict):
+            params["train"][key].update(value)
+        else:
+            params["train"][key] = value
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> tuple[Path, Path]:
+    root, remote = tmp_path_factory.mktemp("deletion"), tmp_path_factory.mktemp("remote")
+    _build(root)
+    run(["git", "init", "-q"], root)
+    run(["dvc", "init", "-q"], root)
+    run(["dvc", "remote", "add", "-d", "local", str(remote)], root)
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    run(["exante", "keys", "init", "--dev"], root)
+    run(["dvc", "repro"], root)
+    run(["dvc", "push"], root)  # the remote now holds the person's records too
+    return root, remote
+
+
+def _records_of(root: Path, subject: str) -> list[dict]:
+    rows = []
+    for f in sorted((root / "data" / "records").glob("*.jsonl")):
+        rows += [json.loads(line) for line in f.read_text().splitlines()]
+    return [r for r in rows if subject in r["subject_ids"]]
+
+
+def _shard_of(root: Path, record_ids: set[str]) -> dict[int, list[int]]:
+    """shard → the slices holding any of ``record_ids``."""
+    out: dict[int, list[int]] = {}
+    for f in sorted((root / "data" / "shards").glob("s*.jsonl")):
+        for line in f.read_text().splitlines():
+            row = json.loads(line)
+            if row["record"]["record_id"] in record_ids:
+                out.setdefault(int(f.stem[1:]), []).append(row["slice"])
+    return out
+
+
+def _tree(*dirs: Path) -> dict[str, str]:
+    """Every file and its digest; the ledger's (empty) lock file is not data."""
+    return {
+        str(p): hashlib.sha256(p.read_bytes()).hexdigest()
+        for d in dirs
+        for p in sorted(d.rglob("*"))
+        if p.is_file() and not p.is_symlink() and p.name != "ledger.lock"
+    }
+
+
+def _leaks(dirs: list[Path], needles: list[bytes]) -> list[str]:
+    found = []
+    for d in dirs:
+        for p in d.rglob("*"):
+            if p.is_file() and not p.is_symlink():
+                data = p.read_bytes()
+                found += [f"{p}: {n!r}" for n in needles if _contains(data, n)]
+    return found
+
+
+def _contains(data: bytes, needle: bytes) -> bool:
+    if needle.isdigit():  # a canary: a token of its own, not digits inside a hex digest
+        return re.search(rb"(?<![0-9A-Za-z])" + needle + rb"(?![0-9A-Za-z])", data) is not None
+    return needle in data
+
+
+def test_delete_refuses_unknown_ids_and_plan_writes_nothing(project):
+    root, remote = project
+    before = _tree(root, remote)
+    out = run(["exante", "delete", "--record", "crm/nobody-email", "crm/p0001-city",
+               "--subject", "p9999", "--reason", "T-1"], root, check=False)  # fmt: skip
+    assert out.returncode == 3, out.stderr
+    assert "'crm/nobody-email' is not in data/records" in out.stderr
+    assert "subject 'p9999' has no records" in out.stderr
+    plan = run(["exante", "delete", "--subject", "p0003", "--reason", "T-2", "--plan"], root)
+    assert "plan (dry run, nothing written)" in plan.stdout
+    assert "estimated retrain cost" in plan.stdout and "shard " in plan.stdout
+    assert _tree(root, remote) == before
+    usage = run(["exante", "delete", "--subject", "p0003"], root, check=False)
+    assert usage.returncode == 2 and "needs --reason" in usage.stderr
+
+
+def test_delete_a_person_retrains_one_shard_and_purges_every_copy(project):
+    root, remote = project
+    subject = "p0002"
+    records = _records_of(root, subject)
+    crm = [json.loads(x) for x in (root / "data/raw/crm.jsonl").read_text().splitlines()]
+    canary = next(r["value"] for r in crm if r["id"] == f"{subject}-canary")
+    needles = [r["text"].encode() for r in records] + [canary.encode()]
+    assert _leaks([root], needles[:1])  # the grep finds the text before the deletion
+    placed = _shard_of(root, {r["record_id"] for r in records})
+    assert len(placed) == 1  # a person's records share one shard
+    ((shard, slices),) = placed.items()
+    metrics = {s: (root / f"models/shards/s{s:02d}/metrics.json").read_bytes() for s in range(4)}
+
+    out = run(["exante", "delete", "--subject", subject, "--reason", "GDPR-17 ticket 42",
+               "--request-id", "req-42"], root)  # fmt: skip
+    assert "req-42: complete" in out.stdout
+
+    for s in range(4):
+        now = (root / f"models/shards/s{s:02d}/metrics.json").read_bytes()
+        assert (now != metrics[s]) == (s == shard), f"shard {s}"
+    m = json.loads((root / f"models/shards/s{shard:02d}/metrics.json").read_text())
+    assert m["reused_slices"] == list(range(min(slices)))  # the clean prefix is reused
+    assert m["trained_slices"] == list(range(min(slices), 2))
+
+    receipt = root / "data/receipts/req-42.dsse.json"
+    verified = run(["exante", "receipt", "verify", str(receipt)], root)
+    assert f"{len(records)} non-inclusion proofs verified" in verified.stdout
+    payload = base64.b64decode(json.loads(receipt.read_text())["payload"])
+    predicate = json.loads(payload)["predicate"]
+    assert predicate["retrained_shards"] == [shard]
+    assert predicate["manifest"]["version"] == 2
+    ledger = run(["exante", "ledger", "verify"], root).stdout
+    assert re.search(r"req-42\s+complete", ledger)
+
+    again = run(["dvc", "repro"], root).stdout
+    assert "Running stage" not in again
+
+    assert _leaks([root, remote], needles) == []
+    assert _records_of(root, subject) == []
+    # a re-generated corpus and a re-ingest leave the person out
+    run(["exante", "corpus", "--out", "data/raw"], root)
+    run(["exante", "ingest"], root)
+    assert _records_of(root, subject) == []
+    assert "Running stage" not in run(["dvc", "repro"], root).stdout
