@@ -24,6 +24,7 @@ import json
 import re
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -228,17 +229,19 @@ def _write_denied(root: Path) -> None:
 def _process(ctx: Context, lock, request_ids: Sequence[str]) -> list[Path]:
     ledger = verify_ledger(ctx.root, ctx.trusted)
     removed = {i: h for rid in request_ids for i, h in ledger.request(rid).record_hashes.items()}
-    step = _Stepper(ctx, lock, request_ids)
+    step, started = _Stepper(ctx, lock, request_ids), time.perf_counter()
     try:
         before = _models_before(ctx, ledger, request_ids)
-        step.to("retraining", from_={"received", "failed"}, meta={"models_before": before},
-                shards=_affected(ctx, removed))  # fmt: skip
+        shards, ratio = _affected(ctx, removed)
+        step.to("retraining", from_={"received", "failed"}, shards=shards,
+                meta={"models_before": before, "estimated_cost_ratio": ratio})  # fmt: skip
         _run(ctx.root, ["repro"], "the pipeline (dvc repro)")
         purged = purge(ctx.root)
         step.to("purged", from_={"retraining"}, meta=purged)
         verify_deleted(ctx.root, ctx.cfg, ctx.trusted, removed)
         step.to("verified", from_={"purged"})
-        receipts = _issue(ctx, lock, request_ids)
+        evidence = _log_evidence(ctx, request_ids, removed, started)
+        receipts = _issue(ctx, lock, request_ids, evidence)
     except (LineageError, OSError, subprocess.SubprocessError) as exc:
         step.fail(exc)
         raise DeletionFailedError(
@@ -271,11 +274,13 @@ class _Stepper:
                               status="failed", detail=detail)  # fmt: skip
 
 
-def _affected(ctx: Context, removed: Mapping[str, str]) -> list[int]:
+def _affected(ctx: Context, removed: Mapping[str, str]) -> tuple[list[int], float | None]:
+    """The shards holding the records, and the plan's cost ratio (None before any partition)."""
     try:
-        return sorted(plan(ctx.root, ctx.cfg, list(removed))["shards"])
+        p = plan(ctx.root, ctx.cfg, list(removed))
     except (FileNotFoundError, LineageError):
-        return []
+        return [], None
+    return sorted(p["shards"]), p["cost"]["ratio"]
 
 
 def model_digests(root: Path, cfg) -> dict[str, str]:
@@ -296,8 +301,8 @@ def model_digests(root: Path, cfg) -> dict[str, str]:
     return out
 
 
-def _models_before(ctx: Context, ledger: Ledger, request_ids: Sequence[str]) -> dict[str, str]:
-    """The digests recorded when retraining began (a resumed request keeps its own)."""
+def _retraining_meta(ledger: Ledger, request_ids: Sequence[str]) -> Mapping:
+    """What was recorded when retraining began (a resumed request keeps its own)."""
     for entry in ledger.entries:
         if (
             isinstance(entry, StatusChange)
@@ -305,8 +310,13 @@ def _models_before(ctx: Context, ledger: Ledger, request_ids: Sequence[str]) -> 
             and entry.status == "retraining"
             and "models_before" in entry.meta
         ):
-            return dict(entry.meta["models_before"])
-    return model_digests(ctx.root, ctx.cfg)
+            return entry.meta
+    return {}
+
+
+def _models_before(ctx: Context, ledger: Ledger, request_ids: Sequence[str]) -> dict[str, str]:
+    meta = _retraining_meta(ledger, request_ids)
+    return dict(meta["models_before"]) if meta else model_digests(ctx.root, ctx.cfg)
 
 
 def _run(root: Path, args: list[str], what: str) -> str:
@@ -367,7 +377,32 @@ def verify_deleted(root: Path, cfg, trusted: Mapping, removed: Mapping[str, str]
     verify_training_attestation(root / paths.attestation, root=root, trusted=trusted)
 
 
-def _issue(ctx: Context, lock, request_ids: Sequence[str]) -> list[Path]:
+def _log_evidence(ctx: Context, request_ids, removed, started: float) -> dict:
+    """The deletion's MLflow run: shards retrained, slices reused and trained, time, cost."""
+    from training.stages import Paths
+    from verify.evidence import log_deletion
+
+    ledger = verify_ledger(ctx.root, ctx.trusted)
+    before, after = _models_before(ctx, ledger, request_ids), model_digests(ctx.root, ctx.cfg)
+    shards = [int(k[1:]) for k in after if k.startswith("s") and before.get(k) != after[k]]
+    units = [json.loads((ctx.root / Paths().shard_dir(s) / "metrics.json").read_text())
+             for s in shards]  # fmt: skip
+    metrics = {
+        "records_removed": len(removed), "shards_retrained": len(shards),
+        "slices_reused": sum(len(m["reused_slices"]) for m in units),
+        "slices_trained": sum(len(m["trained_slices"]) for m in units),
+        "retrain_wall_seconds": sum(m["wall_seconds"] for m in units),
+        "wall_seconds": time.perf_counter() - started,
+    }  # fmt: skip
+    ratio = _retraining_meta(ledger, request_ids).get("estimated_cost_ratio")
+    if ratio is not None:
+        metrics["estimated_cost_ratio"] = ratio
+    run_id = log_deletion(ctx.root, request_ids=list(request_ids), metrics=metrics,
+                          tags={"retrained_shards": ",".join(map(str, shards))})  # fmt: skip
+    return {"mlflow_run_id": run_id}
+
+
+def _issue(ctx: Context, lock, request_ids: Sequence[str], evidence: Mapping) -> list[Path]:
     from lineage.manifest import load_leaves, load_manifest
     from lineage.receipt import issue_receipt
 
@@ -388,7 +423,7 @@ def _issue(ctx: Context, lock, request_ids: Sequence[str]) -> list[Path]:
                           retrained_shards=retrained)  # fmt: skip
             append_status(lock, ctx.signer, ctx.trusted, request_id=rid, status="complete",
                           shards=retrained, meta={"receipt": out.relative_to(ctx.root).as_posix(),
-                          "manifest_version": manifest.version})  # fmt: skip
+                          "manifest_version": manifest.version, **evidence})  # fmt: skip
             ctx.say(f"{rid}: complete; receipt → {out.relative_to(ctx.root)}")
         paths.append(out)
     return paths

@@ -13,12 +13,15 @@ import json
 import os
 import re
 import shutil
+import signal
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.test_pipeline import REPO, SMALL_CORPUS, SMALL_TRAIN, run
+from tests.test_pipeline import BIN, REPO, SMALL_CORPUS, SMALL_TRAIN, run
 
 pytestmark = pytest.mark.slow
 
@@ -152,6 +155,7 @@ def test_delete_a_person_retrains_one_shard_and_purges_every_copy(project):
     assert predicate["manifest"]["version"] == 2
     ledger = run(["exante", "ledger", "verify"], root).stdout
     assert re.search(r"req-42\s+complete", ledger)
+    _check_mlflow_run(root, "req-42", slices_reused=min(slices))
 
     again = run(["dvc", "repro"], root).stdout
     assert "Running stage" not in again
@@ -163,3 +167,98 @@ def test_delete_a_person_retrains_one_shard_and_purges_every_copy(project):
     run(["exante", "ingest"], root)
     assert _records_of(root, subject) == []
     assert "Running stage" not in run(["dvc", "repro"], root).stdout
+
+
+def _slice1_records(root: Path, n: int) -> tuple[int, list[str]]:
+    """``n`` crm records in slice 1 of one shard (a shard that holds that many)."""
+    for f in sorted((root / "data" / "shards").glob("s*.jsonl")):
+        rows = [json.loads(line) for line in f.read_text().splitlines()]
+        ids = [r["record"]["record_id"] for r in rows if r["slice"] == 1]
+        ids = [i for i in ids if i.startswith("crm/")]
+        if len(ids) >= n:
+            return int(f.stem[1:]), ids[:n]
+    raise AssertionError("no shard has enough records in slice 1")
+
+
+def _b_statuses(ledger: Path) -> bytes:
+    """Status entries of the batch (canonical JSON puts ``request_id`` before ``seq``)."""
+    lines = ledger.read_bytes().splitlines()
+    return b"\n".join(x for x in lines if b'"kind":"status"' in x and b'"request_id":"b' in x)
+
+
+def _status(root: Path, request_id: str) -> str:
+    out = run(["exante", "ledger", "verify"], root).stdout
+    return re.search(rf"{re.escape(request_id)}\s+(\w+)", out).group(1)
+
+
+def test_a_killed_batch_is_finished_by_resume_retraining_its_shard_once(project):
+    root, remote = project
+    shard, ids = _slice1_records(root, 2)
+    texts = [
+        json.loads(line)["text"].encode()
+        for line in (root / "data/records/crm.jsonl").read_text().splitlines()
+        if json.loads(line)["record_id"] in ids
+    ]
+    metrics = {s: (root / f"models/shards/s{s:02d}/metrics.json").read_bytes() for s in range(4)}
+    requests = root.parent / "batch.jsonl"
+    requests.write_text("".join(
+        json.dumps({"request_id": f"b{n}", "reason": "T-7", "record_ids": [i]}) + "\n"
+        for n, i in enumerate(ids)
+    ))  # fmt: skip
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    proc = subprocess.Popen(["exante", "delete", "--from-file", str(requests)], cwd=root, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)  # fmt: skip
+    ledger, deadline = root / "data/ledger.jsonl", time.monotonic() + 120
+    while b'"request_id":"b1","schema_version":1,"seq":' not in _b_statuses(ledger):
+        assert proc.poll() is None and time.monotonic() < deadline, "never reached retraining"
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)  # the command and its dvc repro, mid-pipeline
+    proc.wait()
+    assert _status(root, "b0") == "retraining" and _status(root, "b1") == "retraining"
+
+    run(["exante", "delete", "--resume"], root)
+    assert _status(root, "b0") == "complete" and _status(root, "b1") == "complete"
+    for s in range(4):
+        now = (root / f"models/shards/s{s:02d}/metrics.json").read_bytes()
+        assert (now != metrics[s]) == (s == shard), f"shard {s}"
+    m = json.loads((root / f"models/shards/s{shard:02d}/metrics.json").read_text())
+    assert (m["reused_slices"], m["trained_slices"]) == ([0], [1])  # once, from the clean slice
+    for n in range(2):
+        run(["exante", "receipt", "verify", f"data/receipts/b{n}.dsse.json"], root)
+    assert _leaks([root, remote], texts) == []
+    assert "Running stage" not in run(["dvc", "repro"], root).stdout
+
+
+def test_a_failed_purge_is_marked_failed_and_resumed(project):
+    root, remote = project
+    _, (record,) = _slice1_records(root, 1)
+    aside = remote.with_name(remote.name + ".aside")
+    remote.rename(aside)
+    remote.write_text("not a directory")  # dvc push fails: the remote is unusable
+    try:
+        out = run(["exante", "delete", "--record", record, "--reason", "T-9",
+                   "--request-id", "f1"], root, check=False)  # fmt: skip
+    finally:
+        remote.unlink()
+        aside.rename(remote)
+    assert out.returncode == 1, out.stderr
+    assert "exante delete --resume" in out.stderr and "dvc push" in out.stderr
+    assert _status(root, "f1") == "failed"
+    run(["exante", "delete", "--resume"], root)
+    assert _status(root, "f1") == "complete"
+    run(["exante", "receipt", "verify", "data/receipts/f1.dsse.json"], root)
+
+
+def _check_mlflow_run(root: Path, request_id: str, *, slices_reused: int) -> None:
+    import mlflow
+
+    client = mlflow.MlflowClient(f"sqlite:///{root / 'mlruns.db'}")
+    experiment = client.get_experiment_by_name("exante-deletion")
+    (found,) = client.search_runs(
+        [experiment.experiment_id], filter_string=f"tags.`exante.request_ids` = '{request_id}'"
+    )
+    assert found.info.status == "FINISHED"
+    m = found.data.metrics
+    assert m["shards_retrained"] == 1 and m["slices_reused"] == slices_reused
+    assert 0 < m["estimated_cost_ratio"] < 1 and m["wall_seconds"] > 0

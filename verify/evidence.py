@@ -290,3 +290,26 @@ def _redact(uri: str) -> str:
         return uri
     netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
     return urlunsplit(parts._replace(netloc=netloc))
+
+
+def log_deletion(
+    root: Path,
+    *,
+    request_ids: list[str],
+    tags: Mapping[str, str],
+    metrics: Mapping[str, float],
+    experiment: str = "exante-deletion",
+) -> str:
+    """One run per deletion: requests (ids only), shards retrained, slices reused, cost.
+
+    Ids and numbers only: the run outlives the data, so it holds no record text.
+    """
+    c, uri = client(root), tracking_uri(root)
+    now = int(time.time() * 1000)
+    run_tags = {f"{TAG_PREFIX}{k}": str(v) for k, v in tags.items()}
+    run_tags[f"{TAG_PREFIX}request_ids"] = ",".join(request_ids)
+    with _store_errors(uri):
+        experiment_id = _experiment_id(c, experiment, _artifact_location(root, uri))
+        with _run(c, experiment_id, "delete", run_tags) as run_id:
+            c.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()])
+    return run_id
