@@ -60,6 +60,7 @@ test-all: lint
 bench: env
 	$(PY) bench/bench_manifest.py
 	$(PY) bench/bench_training.py
+	$(PY) bench/bench_deletion.py
 
 clean:
 	rm -rf data/raw data/records data/reports data/manifest.dsse.json data/manifest.leaves data/manifests data/gate data/shards models mlruns.db mlartifacts

@@ -242,6 +242,7 @@ def _process(ctx: Context, lock, request_ids: Sequence[str]) -> list[Path]:
         step.to("verified", from_={"purged"})
         evidence = _log_evidence(ctx, request_ids, removed, started)
         receipts = _issue(ctx, lock, request_ids, evidence)
+        _track_ledger(ctx.root)
     except (LineageError, OSError, subprocess.SubprocessError) as exc:
         step.fail(exc)
         raise DeletionFailedError(
@@ -326,6 +327,19 @@ def _run(root: Path, args: list[str], what: str) -> str:
         tail = (out.stdout + out.stderr).strip().splitlines()[-15:]
         raise DeletionFailedError(f"{what} failed (exit {out.returncode}):", problems=tail)
     return out.stdout
+
+
+def _track_ledger(root: Path) -> None:
+    """Put the ledger, its signed head and the receipts under DVC control (and on the remote).
+
+    They hold ids and digests, never text, so their old versions may stay.
+    """
+    from lineage.ledger import HEAD, LEDGER
+
+    targets = [LEDGER.as_posix(), HEAD.as_posix(), RECEIPTS.as_posix()]
+    _run(root, ["add", "-q", *targets], "dvc add (the ledger and receipts)")
+    if _default_remote(root):
+        _run(root, ["push", "-q", *(f"{t}.dvc" for t in targets)], "dvc push (the ledger)")
 
 
 # -- purge and verify -----------------------------------------------------------

@@ -29,8 +29,14 @@ def denied_bytes(d: Denials) -> bytes:
 
 
 def denials(root: Path) -> Denials:
-    """The ledger's deny set, provided ``data/ledger.denied.json`` says the same."""
+    """The ledger's deny set, once the ledger verifies and ``data/ledger.denied.json`` agrees."""
+    from lineage.ledger import verify_ledger
+    from lineage.signing import load_trusted_keys
+    from lineage.stages import TRUSTED
+
     root = Path(root)
+    if (root / LEDGER).exists():  # a tampered ledger stops the stage: it could let records back
+        verify_ledger(root, load_trusted_keys(root / TRUSTED))
     d = ledger_denials(root / LEDGER)
     path = root / DENIED
     written = path.read_bytes() if path.exists() else denied_bytes(Denials())

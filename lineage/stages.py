@@ -91,6 +91,17 @@ def ledger_denials(path: Path) -> Denials:
     return Denials(frozenset(records), frozenset(subjects))
 
 
+def _verify_ledger_if_signed(root: Path, path: Path, trusted) -> None:
+    """exante's own ledger must verify (chain and signed head) before the gate trusts it.
+
+    An edited or truncated ledger would otherwise let a deleted record back in.
+    """
+    from lineage.ledger import LEDGER, verify_ledger
+
+    if path.resolve() == (root / LEDGER).resolve():
+        verify_ledger(root, trusted)
+
+
 def run_gate(root: Path, signer: Signer, *, purpose: str, as_of: date) -> tuple[Decision, dict]:
     """Evaluate every policy over the signed records and sign the decision."""
     root = Path(root)
@@ -102,6 +113,7 @@ def run_gate(root: Path, signer: Signer, *, purpose: str, as_of: date) -> tuple[
     denials = Denials()
     for policy, _ in policies.values():
         if policy.deny.ledger:
+            _verify_ledger_if_signed(root, root / policy.deny.ledger, trusted)
             more = ledger_denials(root / policy.deny.ledger)
             denials = Denials(denials.records | more.records, denials.subjects | more.subjects)
     decision = evaluate(

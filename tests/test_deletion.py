@@ -159,6 +159,8 @@ def test_delete_a_person_retrains_one_shard_and_purges_every_copy(project):
 
     again = run(["dvc", "repro"], root).stdout
     assert "Running stage" not in again
+    assert (root / "data/ledger.jsonl.dvc").is_file()  # the ledger is under DVC control
+    assert "up to date" in run(["dvc", "status"], root).stdout
 
     assert _leaks([root, remote], needles) == []
     assert _records_of(root, subject) == []
@@ -167,6 +169,27 @@ def test_delete_a_person_retrains_one_shard_and_purges_every_copy(project):
     run(["exante", "ingest"], root)
     assert _records_of(root, subject) == []
     assert "Running stage" not in run(["dvc", "repro"], root).stdout
+
+
+def test_the_retrained_shard_is_bit_identical_to_training_from_scratch(project, tmp_path):
+    """The proof that deletion is exact: retrain-from-the-clean-slice == from scratch."""
+    import safetensors.torch as st
+    import torch
+
+    from training.sisa import final_checkpoint
+
+    root, _ = project
+    receipt = json.loads((root / "data/receipts/req-42.dsse.json").read_text())
+    (shard,) = json.loads(base64.b64decode(receipt["payload"]))["predicate"]["retrained_shards"]
+    copy = tmp_path / "scratch"
+    shutil.copytree(root, copy, symlinks=True)
+    shutil.rmtree(copy / f"models/shards/s{shard:02d}")  # no checkpoint to start from
+    run(["exante", "train", "shard", "--shard", str(shard)], copy)
+    m = json.loads((copy / f"models/shards/s{shard:02d}/metrics.json").read_text())
+    assert m["reused_slices"] == [] and m["trained_slices"] == [0, 1]
+    a = st.load_file(final_checkpoint(root / f"models/shards/s{shard:02d}") / "model.safetensors")
+    b = st.load_file(final_checkpoint(copy / f"models/shards/s{shard:02d}") / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 def _slice1_records(root: Path, n: int) -> tuple[int, list[str]]:
@@ -262,3 +285,72 @@ def _check_mlflow_run(root: Path, request_id: str, *, slices_reused: int) -> Non
     m = found.data.metrics
     assert m["shards_retrained"] == 1 and m["slices_reused"] == slices_reused
     assert 0 < m["estimated_cost_ratio"] < 1 and m["wall_seconds"] > 0
+
+
+def _entries(root: Path) -> list[dict]:
+    return [json.loads(x) for x in (root / "data/ledger.jsonl").read_text().splitlines()]
+
+
+def test_two_concurrent_deletions_are_serialized_and_both_honoured(project):
+    root, _ = project
+    _, ids = _slice1_records(root, 2)
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    procs = [
+        subprocess.Popen(
+            ["exante", "delete", "--record", rid, "--reason", "T-8", "--request-id", f"c{n}"],
+            cwd=root,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for n, rid in enumerate(ids)
+    ]
+    for proc in procs:
+        _, err = proc.communicate(timeout=900)
+        assert proc.returncode == 0, err
+    # one deletion ran from received to complete before the other was received
+    mine = [e["request_id"] for e in _entries(root) if e.get("request_id") in {"c0", "c1"}]
+    assert mine == sorted(mine, key=lambda r: r != mine[0])
+    for n in range(2):
+        assert _status(root, f"c{n}") == "complete"
+        run(["exante", "receipt", "verify", f"data/receipts/c{n}.dsse.json"], root)
+    assert not {r["record_id"] for r in _records_of_all(root)} & set(ids)
+
+
+def _records_of_all(root: Path) -> list[dict]:
+    rows = []
+    for f in sorted((root / "data" / "records").glob("*.jsonl")):
+        rows += [json.loads(line) for line in f.read_text().splitlines()]
+    return rows
+
+
+@pytest.mark.parametrize("status", ["received", "purged"])
+def test_a_kill_at_another_point_keeps_the_ledger_honest_and_resume_finishes(project, status):
+    root, _ = project
+    _, (record,) = _slice1_records(root, 1)
+    rid = f"k-{status}"
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    proc = subprocess.Popen(["exante", "delete", "--record", record, "--reason", "T-10",
+                             "--request-id", rid], cwd=root, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+    deadline = time.monotonic() + 300
+
+    def reached() -> bool:
+        for e in _entries(root):
+            if e.get("request_id") == rid and (e.get("status") == status or status == "received"):
+                return True
+        return False
+
+    while not reached():
+        assert proc.poll() is None and time.monotonic() < deadline, f"never reached {status}"
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert _status(root, rid) != "complete"
+    run(["exante", "ledger", "verify"], root)  # a kill never leaves a broken chain
+    run(["exante", "delete", "--resume"], root)
+    assert _status(root, rid) == "complete"
+    run(["exante", "receipt", "verify", f"data/receipts/{rid}.dsse.json"], root)
+    assert record not in {r["record_id"] for r in _records_of_all(root)}
+    assert "Running stage" not in run(["dvc", "repro"], root).stdout

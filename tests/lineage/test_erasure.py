@@ -69,3 +69,14 @@ def test_a_stale_deny_file_stops_ingest(proj):
     assert (proj.root / DENIED).read_text() == (
         '{"record_ids":["crm/p0003-email"],"subject_ids":[]}\n'
     )
+
+
+def test_a_ledger_cut_short_stops_ingest(proj):
+    """Dropping the last request (and rewriting the deny file) is caught by the signed head."""
+    from lineage.errors import VerificationError
+
+    _request(proj, record_hashes={"crm/p0003-email": "0" * 64})
+    (proj.root / "data" / "ledger.jsonl").write_bytes(b"")
+    (proj.root / DENIED).write_text('{"record_ids":[],"subject_ids":[]}\n')
+    with pytest.raises(VerificationError):
+        run_ingest(proj.root)

@@ -228,8 +228,17 @@ def test_malformed_ledger_line_is_named(tmp_path: Path, line: str) -> None:
         ledger_denials(ledger)
 
 
+def _sign_request(project: Project, **kw) -> None:
+    from lineage.ledger import append_request, ledger_lock
+    from lineage.signing import load_trusted_keys
+
+    trusted = load_trusted_keys(project.root / "policies" / "trusted_keys")
+    with ledger_lock(project.root) as lock:
+        append_request(lock, project.signer, trusted, request_id="r1", reason="T-1", **kw)
+
+
 def test_the_gate_stage_reads_the_policy_ledger(project: Project) -> None:
-    (project.root / "data" / "ledger.jsonl").write_text(json.dumps({"subject_ids": ["p0001"]}))
+    _sign_request(project, record_hashes={}, subject_ids=["p0001"])
     decision, _ = run_gate(project.root, project.signer, purpose="research", as_of=AS_OF)
     p0001 = {
         r.record_id for r in read_all(project.root / "data/records") if "p0001" in r.subject_ids
@@ -327,3 +336,14 @@ def test_malformed_policies_report_every_problem(tmp_path: Path) -> None:
     assert any(p.startswith("b.yaml: licenses.marketing.[key]: ") for p in problems)
     assert any(p.startswith("c.yaml: not valid YAML") for p in problems)
     assert len(problems) == 3
+
+
+def test_the_gate_refuses_an_edited_ledger(project: Project) -> None:
+    """Dropping a subject from the ledger would let them back in: the chain catches it."""
+    from lineage.errors import TamperedLedgerEntryError
+
+    _sign_request(project, record_hashes={}, subject_ids=["p0001"])
+    ledger = project.root / "data" / "ledger.jsonl"
+    ledger.write_bytes(ledger.read_bytes().replace(b'"p0001"', b'"p0009"'))
+    with pytest.raises(TamperedLedgerEntryError):
+        run_gate(project.root, project.signer, purpose="research", as_of=AS_OF)
