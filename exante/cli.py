@@ -248,20 +248,20 @@ def _print_summary(report: dict, evidence: dict, cfg) -> None:
 
 def cmd_generate(args) -> int:
     from training.ensemble import Ensemble
-    from training.stages import final_dirs
+    from training.stages import released_dirs
 
     cfg = _train_cfg()
-    ensemble = Ensemble.from_dirs(final_dirs(Path("."), cfg), rule=args.rule or cfg.ensemble)
+    ensemble = Ensemble.from_dirs(released_dirs(Path("."), cfg), rule=args.rule or cfg.ensemble)
     print(args.prompt + ensemble.generate(args.prompt, max_new_tokens=args.max_new_tokens))
     return 0
 
 
 def cmd_score(args) -> int:
     from training.ensemble import Ensemble
-    from training.stages import final_dirs
+    from training.stages import released_dirs
 
     cfg = _train_cfg()
-    ensemble = Ensemble.from_dirs(final_dirs(Path("."), cfg), rule=args.rule or cfg.ensemble)
+    ensemble = Ensemble.from_dirs(released_dirs(Path("."), cfg), rule=args.rule or cfg.ensemble)
     logp = ensemble.sequence_logprob(args.text, prompt=args.prompt)
     n = len(args.text.encode("utf-8")) + 1
     print(f"log p = {logp:.4f} nats over {n} tokens ({-logp / n / 0.6931:.4f} bits/token)")

@@ -9,13 +9,15 @@ The flow, under the ledger lock (:func:`lineage.ledger.ledger_lock`):
 3. run ``dvc repro``: the deny set re-runs corpus and ingest, so the records
    leave the record files, the manifest gets a new version, and only the
    shards that held them retrain, from their last clean slice (found by lookup);
-   the train stage deletes checkpoints that saw a denied record;
-4. purge the DVC cache and the default remote of the old file versions
-   (``purged``); 5. verify (``verified``); 6. sign a receipt (``complete``).
+   the ensemble is re-signed and attested;
+4. delete the slice checkpoints that saw a denied record, then purge the DVC
+   cache and the default remote of the old file versions (``purged``);
+5. verify (``verified``); 6. sign a receipt (``complete``).
 
 A failure appends ``failed`` with the reason; ``--resume`` finishes every
-pending request from where it stands. The previous signed model stays in
-force until the pipeline has re-signed a new one.
+pending request from where it stands. The previous release (``models/ensemble``,
+its signature, its attestation and the checkpoints it names) stays in force until
+the pipeline's attest stage replaces it.
 """
 
 from __future__ import annotations
@@ -236,7 +238,7 @@ def _process(ctx: Context, lock, request_ids: Sequence[str]) -> list[Path]:
         step.to("retraining", from_={"received", "failed"}, shards=shards,
                 meta={"models_before": before, "estimated_cost_ratio": ratio})  # fmt: skip
         _run(ctx.root, ["repro"], "the pipeline (dvc repro)")
-        purged = purge(ctx.root)
+        purged = purge(ctx.root, ctx.cfg)
         step.to("purged", from_={"retraining"}, meta=purged)
         verify_deleted(ctx.root, ctx.cfg, ctx.trusted, removed)
         step.to("verified", from_={"purged"})
@@ -345,7 +347,7 @@ def _track_ledger(root: Path) -> None:
 # -- purge and verify -----------------------------------------------------------
 
 
-def purge(root: Path) -> dict:
+def purge(root: Path, cfg) -> dict:
     """Remove old file versions from the DVC cache and the default remote, and temp files.
 
     The pipeline has rewritten every file that held the records and deleted the
@@ -358,6 +360,9 @@ def purge(root: Path) -> dict:
     temps = [p for p in (root / "models").glob("*.tmp") if p.is_dir()]
     for p in temps:
         shutil.rmtree(p)
+    pruned = prune_checkpoints(root, cfg)
+    if pruned:  # the shard directories changed after the pipeline: record them in dvc.lock
+        _run(root, ["commit", "-f", "-q"], "dvc commit (after pruning checkpoints)")
     remote = _default_remote(root)
     if remote:
         _run(root, ["push"], f"dvc push to remote {remote!r}")
@@ -365,7 +370,29 @@ def purge(root: Path) -> dict:
     else:
         _run(root, ["gc", "--workspace", "--force"], "dvc gc (cache)")
     return {"dvc_cache": "gc --workspace", "dvc_remote": remote or None,
-            "temp_dirs": [p.relative_to(root).as_posix() for p in temps]}  # fmt: skip
+            "temp_dirs": [p.relative_to(root).as_posix() for p in temps],
+            "pruned_checkpoints": pruned}  # fmt: skip
+
+
+def prune_checkpoints(root: Path, cfg) -> dict[str, list[str]]:
+    """Delete every slice checkpoint that saw a record the ledger denies.
+
+    This runs after the pipeline has attested the new models, not in the train
+    stage: until then the previous release's checkpoints, which its attestation
+    names, stay on disk, so a crash mid-retrain leaves that release verifiable.
+    """
+    from lineage.ledger import LEDGER
+    from lineage.stages import ledger_denials
+    from training import checkpoints
+    from training.stages import Paths, slice_dirs
+
+    paths, denied, out = Paths(), ledger_denials(Path(root) / LEDGER).records, {}
+    for s in range(cfg.shards):
+        keep = [d.name for d in slice_dirs(root, s, paths)]
+        gone = checkpoints.prune(Path(root) / paths.shard_dir(s) / "ckpt", denied, keep=keep)
+        if gone:
+            out[f"s{s:02d}"] = gone
+    return out
 
 
 def _default_remote(root: Path) -> str | None:

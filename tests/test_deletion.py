@@ -23,7 +23,8 @@ import yaml
 
 from tests.test_pipeline import BIN, REPO, SMALL_CORPUS, SMALL_TRAIN, run
 
-pytestmark = pytest.mark.slow
+# The first three run by default (one deletion, end to end); the crash and concurrency
+# tests each run more deletions and are opt-in (`make test-all`).
 
 
 def _build(root: Path) -> None:
@@ -214,6 +215,7 @@ def _status(root: Path, request_id: str) -> str:
     return re.search(rf"{re.escape(request_id)}\s+(\w+)", out).group(1)
 
 
+@pytest.mark.slow
 def test_a_killed_batch_is_finished_by_resume_retraining_its_shard_once(project):
     root, remote = project
     shard, ids = _slice1_records(root, 2)
@@ -253,6 +255,7 @@ def test_a_killed_batch_is_finished_by_resume_retraining_its_shard_once(project)
     assert "Running stage" not in run(["dvc", "repro"], root).stdout
 
 
+@pytest.mark.slow
 def test_a_failed_purge_is_marked_failed_and_resumed(project):
     root, remote = project
     _, (record,) = _slice1_records(root, 1)
@@ -291,6 +294,7 @@ def _entries(root: Path) -> list[dict]:
     return [json.loads(x) for x in (root / "data/ledger.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.slow
 def test_two_concurrent_deletions_are_serialized_and_both_honoured(project):
     root, _ = project
     _, ids = _slice1_records(root, 2)
@@ -325,6 +329,7 @@ def _records_of_all(root: Path) -> list[dict]:
     return rows
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("status", ["received", "purged"])
 def test_a_kill_at_another_point_keeps_the_ledger_honest_and_resume_finishes(project, status):
     root, _ = project

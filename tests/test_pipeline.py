@@ -130,6 +130,23 @@ def test_training_is_attested_and_logged_to_mlflow(pipeline):
     assert "trained  shard " in out and "attested in models/attestation.dsse.json" in out
 
 
+def test_generate_serves_the_signed_release_and_refuses_a_modified_one(pipeline, tmp_path):
+    out = run(["exante", "score", "1998.", "--prompt", "Ralph Floyd was born in "], pipeline)
+    assert "log p = " in out.stdout
+    weights = pipeline / "models" / "ensemble" / "s01" / "model.safetensors"
+    kept = tmp_path / "kept"
+    shutil.copy2(weights, kept)
+    try:
+        data = bytearray(weights.read_bytes())
+        data[-1] ^= 1
+        weights.write_bytes(bytes(data))
+        refused = run(["exante", "generate", "Ralph Floyd was born in "], pipeline, check=False)
+        assert refused.returncode == 1, refused.stderr
+        assert "models/ensemble/s01/model.safetensors" in refused.stderr
+    finally:
+        shutil.copy2(kept, weights)
+
+
 def test_changing_one_shards_data_retrains_only_that_shard(pipeline):
     """A person's record changes upstream: only the shard holding that person retrains."""
     placed = json.loads(run(["exante", "trace", "crm/p0002-city", "--json"], pipeline).stdout)[

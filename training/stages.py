@@ -17,7 +17,6 @@ from pathlib import Path
 from lineage._canonical import atomic_write, file_sha256, sha256_hex
 from lineage.admission import verify_training_input
 from lineage.errors import ArtifactDigestError, BadInputError, ParamsError
-from lineage.ledger import LEDGER
 from lineage.records import read_all
 from lineage.signing import (
     Signer,
@@ -30,7 +29,6 @@ from lineage.signing import (
     verify_envelope,
     write_envelope,
 )
-from lineage.stages import ledger_denials
 from training import checkpoints
 from training.attest import attest_training, sign_model_dir
 from training.config import TrainConfig
@@ -209,15 +207,13 @@ def run_train_shard(
                          out_dir=root / paths.shard_dir(shard), on_epoch=on_epoch)  # fmt: skip
     wall = time.perf_counter() - start
     check_privacy_spent(result.dp, max_epsilon, f"shard {shard}")
-    denied = ledger_denials(root / LEDGER).records
-    pruned = checkpoints.prune(root / paths.shard_dir(shard) / "ckpt", denied, keep=result.slices)
     metrics = {
         "kind": "shard", "shard": shard, "records": len(placed), "slices": result.slices,
         "trained_slices": result.trained,
         "reused_slices": [r for r in range(cfg.slices) if r not in result.trained],
         "epochs": result.epochs, "wall_seconds": wall,
         "tokens_per_second": sum(e["tokens"] for e in result.epochs) / max(wall, 1e-9),
-        "dp": result.dp, "pruned_checkpoints": pruned,
+        "dp": result.dp,
     }  # fmt: skip
     _write_metrics(root / paths.shard_dir(shard) / "metrics.json", metrics)
     return metrics
@@ -235,6 +231,23 @@ def slice_dirs(root: Path, shard: int, paths: Paths = Paths()) -> list[Path]:
 
 def final_dirs(root: Path, cfg: TrainConfig, paths: Paths = Paths()) -> list[Path]:
     return [slice_dirs(root, s, paths)[-1] for s in range(cfg.shards)]
+
+
+def released_dirs(root: Path, cfg: TrainConfig, paths: Paths = Paths()) -> list[Path]:
+    """The released shard models (``models/ensemble``), once the attestation verifies.
+
+    Serving reads the release, not the shard directories: while a deletion
+    retrains, the shard directories move on, but the previous signed release
+    stays what is served until the attest stage replaces it. A release whose
+    files do not match the signed attestation is refused.
+    """
+    from training.attest import verify_training_attestation
+
+    root = Path(root)
+    verify_training_attestation(
+        root / paths.attestation, root=root, trusted=load_trusted_keys(root / paths.trusted)
+    )
+    return [root / paths.ensemble / f"s{s:02d}" for s in range(cfg.shards)]
 
 
 def build_ensemble_dir(root: Path, cfg: TrainConfig, paths: Paths = Paths()) -> Path:
