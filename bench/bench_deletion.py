@@ -17,8 +17,9 @@ checks, receipt) by the full retrain's training time. The base model is not
 retrained by either: it holds no deletable record. SISA's expected ratio for
 one uniformly placed record, with equal work per slice, is (1/S)(R+1)/(2R);
 this project's schedule is not uniform (the last slice trains to
-convergence), so the plan's own estimate (characters x epochs) is printed too.
-Target: one deletion's training ratio <= 1.2x the plan's estimate.
+convergence), so the plan's own estimate (characters x epochs) is printed too,
+for the deleted record and averaged over every CRM record.
+Target: one deletion's training ratio <= 1.2x SISA's expected ratio.
 
     python bench/bench_deletion.py                 # seed 0, a batch of 10
     python bench/bench_deletion.py --batch 0       # one deletion only
@@ -32,6 +33,7 @@ import json
 import os
 import random
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -41,6 +43,7 @@ from pathlib import Path
 import safetensors.torch as st
 import torch
 
+from exante.deletion import plan
 from exante.params import load_params
 from training.config import TrainConfig
 from training.sisa import final_checkpoint
@@ -75,8 +78,6 @@ def retrained(before: dict[int, dict], after: dict[int, dict]) -> list[int]:
 
 
 def deletion(root: Path, cfg: TrainConfig, records: list[str], tag: str) -> dict:
-    from exante.deletion import plan
-
     estimate = plan(root, cfg, records)["cost"]["ratio"]
     before = shard_metrics(root, cfg.shards)
     if len(records) == 1:
@@ -136,6 +137,7 @@ def main() -> int:
         os.environ.pop("MLFLOW_TRACKING_URI", None)
         rng = random.Random(args.seed)
         pool = crm_records(root)
+        expected = statistics.fmean(plan(root, cfg, [r])["cost"]["ratio"] for r in pool)
         picked = rng.sample(pool, 1 + args.batch)
         results = {"one": deletion(root, cfg, picked[:1], "one")}
         if args.batch:
@@ -144,7 +146,10 @@ def main() -> int:
 
     theory = (1 / S) * (R + 1) / (2 * R)
     print(f"full retrain (S={S} shards from scratch, base reused): {full:.1f} s of training")
-    print(f"SISA's expected ratio for one record, uniform slices: {theory:.3f}")
+    print(
+        f"SISA's expected ratio for one record, uniform slices: {theory:.3f}; "
+        f"the plan's estimate averaged over the {len(pool)} CRM records: {expected:.3f}"
+    )
     for name, r in results.items():
         ratio, whole = r["train_seconds"] / full, r["command_seconds"] / full
         print(
@@ -159,9 +164,9 @@ def main() -> int:
         else f"exactness: shards {differ} differ from training from scratch"
     )
     one = results["one"]
-    missed = one["train_seconds"] / full > 1.2 * one["estimate"] or bool(differ)
+    missed = one["train_seconds"] / full > 1.2 * theory or bool(differ)
     if missed:
-        print("MISSED: one deletion's training ratio > 1.2x the plan's estimate, or inexact")
+        print(f"MISSED: one deletion's training ratio > 1.2 x {theory:.3f}, or inexact")
     return 1 if (args.check and missed) else 0
 
 

@@ -19,40 +19,17 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 
-from tests.test_pipeline import BIN, REPO, SMALL_CORPUS, SMALL_TRAIN, run
+from tests.test_pipeline import BIN, SMALL_CORPUS, build_project, run
 
 # The first three run by default (one deletion, end to end); the crash and concurrency
 # tests each run more deletions and are opt-in (`make test-all`).
 
 
-def _build(root: Path) -> None:
-    for name in ("dvc.yaml", "lineage", "training", "verify", "policies", "data"):
-        src = REPO / name
-        if src.is_dir():
-            ignore = shutil.ignore_patterns("__pycache__", "*.pub.pem", "ledger.jsonl", "*head*")
-            shutil.copytree(src, root / name, ignore=ignore)
-        else:
-            shutil.copy(src, root / name)
-    for generated in ("raw", "records", "reports", "manifests", "gate", "shards", "receipts"):
-        shutil.rmtree(root / "data" / generated, ignore_errors=True)
-    for f in ("manifest.dsse.json", "manifest.leaves"):
-        (root / "data" / f).unlink(missing_ok=True)
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["corpus"].update(SMALL_CORPUS | {"canary_fraction": 1.0})
-    for key, value in SMALL_TRAIN.items():
-        if isinstance(value, dict):
-            params["train"][key].update(value)
-        else:
-            params["train"][key] = value
-    (root / "params.yaml").write_text(yaml.safe_dump(params))
-
-
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> tuple[Path, Path]:
     root, remote = tmp_path_factory.mktemp("deletion"), tmp_path_factory.mktemp("remote")
-    _build(root)
+    build_project(root, SMALL_CORPUS | {"canary_fraction": 1.0})
     run(["git", "init", "-q"], root)
     run(["dvc", "init", "-q"], root)
     run(["dvc", "remote", "add", "-d", "local", str(remote)], root)

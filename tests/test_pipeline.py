@@ -41,29 +41,40 @@ def run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedPr
     return out
 
 
-@pytest.fixture(scope="module")
-def pipeline(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("pipeline")
-    for name in ("dvc.yaml", "lineage", "training", "verify", "policies", "data"):
+def build_project(root: Path, corpus: dict) -> None:
+    """A project with this checkout's code, policies and source registry, and nothing else.
+
+    Nothing of the checkout's own pipeline state is copied (records, ledger,
+    receipts, keys): a developer who has run `exante delete` here gets the
+    same tests as a clean clone.
+    """
+    from lineage.erasure import DENIED, denied_bytes
+    from lineage.gate import Denials
+
+    for name in ("dvc.yaml", "lineage", "training", "verify", "policies"):
         src = REPO / name
         if src.is_dir():
-            shutil.copytree(
-                src, root / name, ignore=shutil.ignore_patterns("__pycache__", "*.pub.pem")
-            )
+            ignore = shutil.ignore_patterns("__pycache__", "*.pub.pem")
+            shutil.copytree(src, root / name, ignore=ignore)
         else:
             shutil.copy(src, root / name)
-    for generated in ("raw", "records", "reports", "manifests", "gate", "shards"):
-        shutil.rmtree(root / "data" / generated, ignore_errors=True)
-    for f in ("manifest.dsse.json", "manifest.leaves"):
-        (root / "data" / f).unlink(missing_ok=True)
+    (root / "data").mkdir()
+    shutil.copy(REPO / "data" / "sources.yaml", root / "data" / "sources.yaml")
+    (root / DENIED).write_bytes(denied_bytes(Denials()))
     params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["corpus"].update(SMALL_CORPUS)
+    params["corpus"].update(corpus)
     for key, value in SMALL_TRAIN.items():
         if isinstance(value, dict):
             params["train"][key].update(value)
         else:
             params["train"][key] = value
     (root / "params.yaml").write_text(yaml.safe_dump(params))
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("pipeline")
+    build_project(root, SMALL_CORPUS)
     run(["git", "init", "-q"], root)
     run(["dvc", "init", "-q"], root)
     os.environ.pop("MLFLOW_TRACKING_URI", None)  # the default: a sqlite store in the project
