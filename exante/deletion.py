@@ -200,6 +200,7 @@ class Context:
 def delete(ctx: Context, specs: Sequence[RequestSpec]) -> list[Path]:
     """Append the requests and carry them to ``complete``; return the receipt paths."""
     with ledger_lock(ctx.root) as lock:
+        _recover(ctx, lock)
         ledger = verify_ledger(ctx.root, ctx.trusted)
         resolved = resolve(specs, read_all(ctx.root / RECORDS), ledger)
         for spec, hashes in zip(specs, resolved, strict=True):
@@ -214,12 +215,28 @@ def delete(ctx: Context, specs: Sequence[RequestSpec]) -> list[Path]:
 def resume(ctx: Context) -> list[Path]:
     """Finish every request not yet complete, oldest first."""
     with ledger_lock(ctx.root) as lock:
+        _recover(ctx, lock)
         pending = [q.request_id for q in verify_ledger(ctx.root, ctx.trusted).pending()]
         if not pending:
             ctx.say("no pending deletion requests")
             return []
         _write_denied(ctx.root)
         return _process(ctx, lock, pending)
+
+
+def _recover(ctx: Context, lock) -> None:
+    from lineage.ledger import roll_back_interrupted_append
+
+    if (line := roll_back_interrupted_append(lock, ctx.trusted)) is not None:
+        entry = json.loads(line)
+        rid = entry["request_id"]
+        ctx.say(
+            f"rolled back an interrupted ledger append: request {rid} was never acknowledged; "
+            "send it again"
+            if entry["kind"] == "request"
+            else f"rolled back an interrupted ledger append ({rid}: {entry['status']}); "
+            "that step is redone now"
+        )
 
 
 def _write_denied(root: Path) -> None:
@@ -362,7 +379,8 @@ def purge(root: Path, cfg) -> dict:
         shutil.rmtree(p)
     pruned = prune_checkpoints(root, cfg)
     if pruned:  # the shard directories changed after the pipeline: record them in dvc.lock
-        _run(root, ["commit", "-f", "-q"], "dvc commit (after pruning checkpoints)")
+        stages = [f"train@{int(s[1:])}" for s in sorted(pruned)] + ["attest"]
+        _run(root, ["commit", "-f", "-q", *stages], "dvc commit (after pruning checkpoints)")
     remote = _default_remote(root)
     if remote:
         _run(root, ["push"], f"dvc push to remote {remote!r}")

@@ -409,9 +409,14 @@ def _check_head(head: LedgerHead, hashes: list[str], path: Path) -> None:
         )
     if n > m:
         which = f"line {n} was" if n == m + 1 else f"lines {m + 1} to {n} were"
+        hint = (
+            "; if a deletion was interrupted, `exante delete --resume` rolls that one entry back"
+            if n == m + 1
+            else ""
+        )
         raise UnsignedLedgerEntryError(
             f"{path}: {which} appended after the head was signed; "
-            "only a deletion appends, and it signs the head"
+            f"only a deletion appends, and it signs the head{hint}"
         )
 
 
@@ -575,6 +580,33 @@ def _append(lock: LedgerLock, signer: Signer, trusted: Mapping, fields: dict) ->
         raise LedgerEntryError(f"refused a ledger entry: {problem}")
     _write(lock.root, (*ledger.entries, entry), signer)
     return entry
+
+
+def roll_back_interrupted_append(lock: LedgerLock, trusted: Mapping) -> bytes | None:
+    """Drop the one entry a crash left between writing the ledger and signing its head.
+
+    An append renames the new ledger into place and then the new head, so a
+    kill between the two leaves exactly one line the head does not cover. It
+    was never acknowledged, and an unsigned line cannot be told from a forged
+    one, so it is removed (the step it recorded is redone by ``--resume``),
+    never signed. The rest must be exactly the bytes the head signed; anything
+    else is left for :func:`verify_ledger` to report. Returns the line removed.
+    """
+    if not lock.held:
+        raise LedgerEntryError("the ledger lock was released; recover inside `with ledger_lock()`")
+    root = Path(lock.root)
+    head = _load_head(root / HEAD, trusted)
+    data = _read(root / LEDGER)
+    if head is None or not data.endswith(b"\n"):
+        return None
+    lines = data.split(b"\n")[:-1]
+    if len(lines) != head.entries + 1:
+        return None
+    kept = b"".join(line + b"\n" for line in lines[:-1])
+    if sha256_hex(kept) != head.ledger_sha256:
+        return None
+    atomic_write(root / LEDGER, kept)
+    return lines[-1]
 
 
 def _write(root: Path, entries: tuple[Entry, ...], signer: Signer) -> None:

@@ -171,11 +171,14 @@ def test_the_retrained_shard_is_bit_identical_to_training_from_scratch(project, 
 
 
 def _slice1_records(root: Path, n: int) -> tuple[int, list[str]]:
-    """``n`` crm records in slice 1 of one shard (a shard that holds that many)."""
+    """``n`` crm records in slice 1 of one shard, not yet named by the ledger."""
+    ledger = root / "data/ledger.jsonl"
+    rows = [json.loads(x) for x in ledger.read_text().splitlines()] if ledger.exists() else []
+    named = {i for r in rows for i in r.get("record_ids", [])}
     for f in sorted((root / "data" / "shards").glob("s*.jsonl")):
         rows = [json.loads(line) for line in f.read_text().splitlines()]
         ids = [r["record"]["record_id"] for r in rows if r["slice"] == 1]
-        ids = [i for i in ids if i.startswith("crm/")]
+        ids = [i for i in ids if i.startswith("crm/") and i not in named]
         if len(ids) >= n:
             return int(f.stem[1:]), ids[:n]
     raise AssertionError("no shard has enough records in slice 1")
@@ -183,7 +186,7 @@ def _slice1_records(root: Path, n: int) -> tuple[int, list[str]]:
 
 def _b_statuses(ledger: Path) -> bytes:
     """Status entries of the batch (canonical JSON puts ``request_id`` before ``seq``)."""
-    lines = ledger.read_bytes().splitlines()
+    lines = ledger.read_bytes().splitlines() if ledger.exists() else []
     return b"\n".join(x for x in lines if b'"kind":"status"' in x and b'"request_id":"b' in x)
 
 
@@ -268,7 +271,8 @@ def _check_mlflow_run(root: Path, request_id: str, *, slices_reused: int) -> Non
 
 
 def _entries(root: Path) -> list[dict]:
-    return [json.loads(x) for x in (root / "data/ledger.jsonl").read_text().splitlines()]
+    ledger = root / "data/ledger.jsonl"
+    return [json.loads(x) for x in ledger.read_text().splitlines()] if ledger.exists() else []
 
 
 @pytest.mark.slow
@@ -329,9 +333,16 @@ def test_a_kill_at_another_point_keeps_the_ledger_honest_and_resume_finishes(pro
         time.sleep(0.02)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    assert _status(root, rid) != "complete"
-    run(["exante", "ledger", "verify"], root)  # a kill never leaves a broken chain
-    run(["exante", "delete", "--resume"], root)
+    check = run(["exante", "ledger", "verify"], root, check=False)
+    if check.returncode == 0:
+        assert not re.search(rf"{rid}\s+complete", check.stdout)
+    else:  # killed between the ledger's rename and its head's: one unsigned line
+        assert "appended after the head was signed" in check.stderr, check.stderr
+        assert "exante delete --resume" in check.stderr
+    resumed = run(["exante", "delete", "--resume"], root).stdout
+    if f"request {rid} was never acknowledged; send it again" in resumed:
+        assert status == "received"  # only a request can be rolled back before it is acknowledged
+        run(["exante", "delete", "--record", record, "--reason", "T-10", "--request-id", rid], root)
     assert _status(root, rid) == "complete"
     run(["exante", "receipt", "verify", f"data/receipts/{rid}.dsse.json"], root)
     assert record not in {r["record_id"] for r in _records_of_all(root)}

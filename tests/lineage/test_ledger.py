@@ -44,6 +44,7 @@ from lineage.ledger import (
     append_request,
     append_status,
     ledger_lock,
+    roll_back_interrupted_append,
     verify_ledger,
 )
 from lineage.signing import (
@@ -504,3 +505,41 @@ def test_a_released_lock_cannot_append(tmp_path: Path, keys: Keys) -> None:
     with pytest.raises(LedgerEntryError, match="released"):
         request(lock, keys, "r", "crm/a")
     assert not (tmp_path / LEDGER).exists()
+
+
+def _crash_before_the_head(root: Path, keys: Keys, append) -> bytes:
+    """An append whose process died after the ledger rename, before the head's."""
+    head = (root / HEAD).read_bytes()
+    with ledger_lock(root) as lock:
+        append(lock)
+    (root / HEAD).write_bytes(head)
+    return (root / LEDGER).read_bytes()
+
+
+def test_an_interrupted_append_is_rolled_back_not_signed(root: Path, keys: Keys) -> None:
+    before = (root / LEDGER).read_bytes()
+    _crash_before_the_head(root, keys, lambda lock: status(lock, keys, "req-1", "verified"))
+    with pytest.raises(UnsignedLedgerEntryError, match="exante delete --resume"):
+        verify_ledger(root, keys.trusted)
+    with ledger_lock(root) as lock:
+        line = roll_back_interrupted_append(lock, keys.trusted)
+    assert b'"status":"verified"' in line
+    assert (root / LEDGER).read_bytes() == before
+    assert verify_ledger(root, keys.trusted).status_of("req-1") == "purged"
+    with ledger_lock(root) as lock:
+        assert roll_back_interrupted_append(lock, keys.trusted) is None  # nothing left to undo
+
+
+def test_more_than_one_unsigned_line_is_not_rolled_back(root: Path, keys: Keys) -> None:
+    """Two lines past the head is not what a crash leaves: it stays for verify to report."""
+
+    def two(lock) -> None:
+        status(lock, keys, "req-1", "verified")
+        status(lock, keys, "req-1", "complete")
+
+    after = _crash_before_the_head(root, keys, two)
+    with ledger_lock(root) as lock:
+        assert roll_back_interrupted_append(lock, keys.trusted) is None
+    assert (root / LEDGER).read_bytes() == after
+    with pytest.raises(UnsignedLedgerEntryError, match="lines 6 to 7"):
+        verify_ledger(root, keys.trusted)
