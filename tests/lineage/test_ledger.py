@@ -11,7 +11,6 @@ import json
 import multiprocessing
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -49,9 +48,6 @@ from lineage.ledger import (
 )
 from lineage.signing import (
     Signer,
-    generate_key,
-    load_signer,
-    load_trusted_keys,
     parse_statement,
     read_envelope,
     sign_envelope,
@@ -60,25 +56,7 @@ from lineage.signing import (
     write_envelope,
 )
 from lineage.stages import ledger_denials
-
-
-@dataclass(frozen=True)
-class Keys:
-    signer: Signer
-    trusted: dict
-    stranger: Signer
-
-
-@pytest.fixture(scope="module")
-def keys(tmp_path_factory: pytest.TempPathFactory) -> Keys:
-    root = tmp_path_factory.mktemp("keys")
-    generate_key(root / "ok.key.pem", root / "trusted", name="ok")
-    generate_key(root / "stranger.key.pem", root / "elsewhere", name="stranger")
-    return Keys(
-        load_signer(root / "ok.key.pem"),
-        load_trusted_keys(root / "trusted"),
-        load_signer(root / "stranger.key.pem"),
-    )
+from tests.lineage.conftest import Keys
 
 
 def digests(*record_ids: str) -> dict[str, str]:

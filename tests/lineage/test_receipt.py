@@ -12,7 +12,6 @@ import base64
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import NamedTuple
 
 import pytest
 
@@ -33,9 +32,6 @@ from lineage.merkle import sort_key
 from lineage.receipt import Receipt, issue_receipt, verify_receipt
 from lineage.signing import (
     Signer,
-    generate_key,
-    load_signer,
-    load_trusted_keys,
     make_statement,
     parse_statement,
     sign_envelope,
@@ -51,24 +47,6 @@ REMOVED = {rid: sha for rid, sha in ALL if rid in GONE}
 KEPT = [leaf for leaf in ALL if leaf[0] not in REMOVED]
 BEFORE = {"shard-0": "a" * 64, "shard-1": "b" * 64, "ensemble": "c" * 64}
 AFTER = {"shard-0": "a" * 64, "shard-1": "d" * 64, "ensemble": "e" * 64}
-
-
-class Keys(NamedTuple):
-    signer: Signer
-    trusted: dict
-    stranger: Signer
-
-
-@pytest.fixture(scope="module")
-def keys(tmp_path_factory: pytest.TempPathFactory) -> Keys:
-    root = tmp_path_factory.mktemp("keys")
-    generate_key(root / "ok.key.pem", root / "trusted", name="ok")
-    generate_key(root / "stranger.key.pem", root / "elsewhere", name="stranger")
-    return Keys(
-        load_signer(root / "ok.key.pem"),
-        load_trusted_keys(root / "trusted"),
-        load_signer(root / "stranger.key.pem"),
-    )
 
 
 def manifest_of(leaves: list[tuple[str, str]], version: int) -> SignedManifest:
