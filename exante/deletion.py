@@ -259,8 +259,9 @@ def _process(ctx: Context, lock, request_ids: Sequence[str]) -> list[Path]:
         step.to("purged", from_={"retraining"}, meta=purged)
         verify_deleted(ctx.root, ctx.cfg, ctx.trusted, removed)
         step.to("verified", from_={"purged"})
-        evidence = _log_evidence(ctx, request_ids, removed, started)
-        receipts = _issue(ctx, lock, request_ids, evidence)
+        models = _models(ctx, request_ids)
+        evidence = _log_evidence(ctx, request_ids, removed, started, models)
+        receipts = _issue(ctx, lock, request_ids, evidence, models)
         _track_ledger(ctx.root)
     except (LineageError, OSError, subprocess.SubprocessError) as exc:
         step.fail(exc)
@@ -436,14 +437,34 @@ def verify_deleted(root: Path, cfg, trusted: Mapping, removed: Mapping[str, str]
     verify_training_attestation(root / paths.attestation, root=root, trusted=trusted)
 
 
-def _log_evidence(ctx: Context, request_ids, removed, started: float) -> dict:
+@dataclass(frozen=True)
+class _Models:
+    """The released models before the deletion (as recorded when it began) and after it."""
+
+    before: Mapping[str, str]
+    after: Mapping[str, str]
+    estimated_cost_ratio: float | None
+
+    @property
+    def retrained(self) -> list[int]:
+        return [int(k[1:]) for k in self.after if k.startswith("s")
+                and self.before.get(k) != self.after[k]]  # fmt: skip
+
+
+def _models(ctx: Context, request_ids: Sequence[str]) -> _Models:
+    """Hashes the released models once, for both the evidence and the receipts."""
+    ledger = verify_ledger(ctx.root, ctx.trusted)
+    ratio = _retraining_meta(ledger, request_ids).get("estimated_cost_ratio")
+    before = _models_before(ctx, ledger, request_ids)
+    return _Models(before, model_digests(ctx.root, ctx.cfg), ratio)
+
+
+def _log_evidence(ctx: Context, request_ids, removed, started: float, models: _Models) -> dict:
     """The deletion's MLflow run: shards retrained, slices reused and trained, time, cost."""
     from training.stages import Paths
     from verify.evidence import log_deletion
 
-    ledger = verify_ledger(ctx.root, ctx.trusted)
-    before, after = _models_before(ctx, ledger, request_ids), model_digests(ctx.root, ctx.cfg)
-    shards = [int(k[1:]) for k in after if k.startswith("s") and before.get(k) != after[k]]
+    shards = models.retrained
     units = [json.loads((ctx.root / Paths().shard_dir(s) / "metrics.json").read_text())
              for s in shards]  # fmt: skip
     metrics = {
@@ -453,24 +474,23 @@ def _log_evidence(ctx: Context, request_ids, removed, started: float) -> dict:
         "retrain_wall_seconds": sum(m["wall_seconds"] for m in units),
         "wall_seconds": time.perf_counter() - started,
     }  # fmt: skip
-    ratio = _retraining_meta(ledger, request_ids).get("estimated_cost_ratio")
-    if ratio is not None:
-        metrics["estimated_cost_ratio"] = ratio
+    if models.estimated_cost_ratio is not None:
+        metrics["estimated_cost_ratio"] = models.estimated_cost_ratio
     run_id = log_deletion(ctx.root, request_ids=list(request_ids), metrics=metrics,
                           tags={"retrained_shards": ",".join(map(str, shards))})  # fmt: skip
     return {"mlflow_run_id": run_id}
 
 
-def _issue(ctx: Context, lock, request_ids: Sequence[str], evidence: Mapping) -> list[Path]:
+def _issue(
+    ctx: Context, lock, request_ids: Sequence[str], evidence: Mapping, models: _Models
+) -> list[Path]:
     from lineage.manifest import load_leaves, load_manifest
     from lineage.receipt import issue_receipt
 
     ledger = verify_ledger(ctx.root, ctx.trusted)
     manifest = load_manifest(ctx.root, ctx.trusted)
     leaves = load_leaves(ctx.root, manifest)
-    before = _models_before(ctx, ledger, request_ids)
-    after = model_digests(ctx.root, ctx.cfg)
-    retrained = [int(k[1:]) for k in after if k.startswith("s") and before.get(k) != after[k]]
+    before, after, retrained = models.before, models.after, models.retrained
     paths = []
     for rid in request_ids:
         request = ledger.request(rid)

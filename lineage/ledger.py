@@ -93,6 +93,17 @@ class _Entry:
     prev: str
     request_id: str
 
+    def _common(self) -> dict:
+        """The fields every entry has (``_COMMON``); each kind adds its own."""
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "seq": self.seq,
+            "prev": self.prev,
+            "kind": self.kind,
+            "request_id": self.request_id,
+            "status": self.status,
+        }
+
     @property
     def line(self) -> bytes:
         """The entry's line in the ledger, without its newline."""
@@ -120,13 +131,7 @@ class Request(_Entry):
         return tuple(sorted(self.record_hashes))
 
     def to_dict(self) -> dict:
-        return {
-            "schema_version": SCHEMA_VERSION,
-            "seq": self.seq,
-            "prev": self.prev,
-            "kind": self.kind,
-            "request_id": self.request_id,
-            "status": self.status,
+        return self._common() | {
             "reason": self.reason,
             "record_ids": list(self.record_ids),
             "subject_ids": list(self.subject_ids),
@@ -147,13 +152,7 @@ class StatusChange(_Entry):
     kind: ClassVar[str] = "status"
 
     def to_dict(self) -> dict:
-        return {
-            "schema_version": SCHEMA_VERSION,
-            "seq": self.seq,
-            "prev": self.prev,
-            "kind": self.kind,
-            "request_id": self.request_id,
-            "status": self.status,
+        return self._common() | {
             "at": self.at,
             "detail": self.detail,
             "shards": list(self.shards),

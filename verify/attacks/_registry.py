@@ -3,30 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TypeVar
 
 import torch
 
+from verify._registry import Registry
 from verify.attacks._errors import DuplicateAttackError
 
 # model -> a new, attacked model; the input is never modified
 Attack = Callable[[torch.nn.Module], torch.nn.Module]
-ATTACKS: dict[str, Attack] = {}
-
-_F = TypeVar("_F", bound=Attack)
-
-
-def register(name: str) -> Callable[[_F], _F]:
-    """Record an attack under ``name``; a second claim on a name raises, it never overwrites."""
-
-    def claim(fn: _F) -> _F:
-        if name in ATTACKS:
-            held = ATTACKS[name]
-            raise DuplicateAttackError(
-                f"attack name {name!r} is already registered by "
-                f"{held.__module__}.{held.__qualname__}: choose another name"
-            )
-        ATTACKS[name] = fn
-        return fn
-
-    return claim
+ATTACKS = Registry("attack", DuplicateAttackError)
+register = ATTACKS.register
