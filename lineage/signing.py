@@ -17,13 +17,13 @@ import json
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from lineage._canonical import atomic_write, canonical_json, sha256_hex
+from lineage._canonical import atomic_write, canonical_json, file_sha256, sha256_hex
 from lineage.errors import (
     EnvelopeFormatError,
     ForeignSignatureError,
@@ -264,3 +264,35 @@ def read_envelope(path: Path, *, what: str) -> dict:
 
 def write_envelope(path: Path, envelope: dict) -> None:
     atomic_write(Path(path), json.dumps(envelope, indent=2, sort_keys=True).encode() + b"\n")
+
+
+def read_statement(
+    path: Path, trusted: Mapping, predicate_type: str, *, what: str, schema_version: int
+) -> dict:
+    """A signed Statement file, checked: trusted signature, predicate type, schema version."""
+    payload = verify_envelope(read_envelope(path, what=what), trusted, what=what)
+    statement = parse_statement(payload, predicate_type, what=what)
+    if statement["predicate"].get("schema_version") != schema_version:
+        raise EnvelopeFormatError(f"{what}: schema_version is not {schema_version}")
+    return statement
+
+
+def safe_subject_name(name: str) -> bool:
+    """A relative POSIX path that stays under the root it is resolved against."""
+    p = PurePosixPath(name)
+    return bool(name) and not p.is_absolute() and ".." not in p.parts and "\\" not in name
+
+
+def subject_problems_on_disk(subjects: Mapping[str, str], root: Path, *, what: str) -> list[str]:
+    """Each subject (path under ``root`` → sha256) that is missing or differs; names are checked."""
+    unsafe = [n for n in subjects if not safe_subject_name(n)]
+    if unsafe:
+        raise EnvelopeFormatError(f"{what}: subject names escape the project root: {unsafe}")
+    problems = []
+    for name, digest in sorted(subjects.items()):
+        path = Path(root) / name
+        if not path.is_file():
+            problems.append(f"{name}: missing")
+        elif file_sha256(path) != digest:
+            problems.append(f"{name}: modified (sha256 differs from the signed digest)")
+    return problems

@@ -23,7 +23,7 @@ import subprocess
 import tempfile
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import model_signing
 from cryptography.exceptions import InvalidSignature
@@ -34,7 +34,6 @@ from lineage._canonical import atomic_write, canonical_json, file_sha256
 from lineage.errors import (
     ArtifactDigestError,
     BadInputError,
-    EnvelopeFormatError,
     KeyFileError,
     VerificationError,
 )
@@ -42,11 +41,10 @@ from lineage.signing import (
     Signer,
     load_signer,
     make_statement,
-    parse_statement,
-    read_envelope,
+    read_statement,
     sign_envelope,
+    subject_problems_on_disk,
     subjects_of,
-    verify_envelope,
     write_envelope,
 )
 
@@ -211,33 +209,11 @@ def attest_training(
     return predicate
 
 
-def _safe_name(name: str) -> bool:
-    p = PurePosixPath(name)
-    return bool(name) and not p.is_absolute() and ".." not in p.parts and "\\" not in name
-
-
-def _digest_problems_on_disk(subjects: Mapping[str, str], root: Path) -> list[str]:
-    problems = []
-    for name, digest in sorted(subjects.items()):
-        path = root / name
-        if not path.is_file():
-            problems.append(f"{name}: missing")
-        elif file_sha256(path) != digest:
-            problems.append(f"{name}: modified (sha256 differs from the signed digest)")
-    return problems
-
-
 def verify_training_attestation(path: Path, *, root: Path, trusted: Mapping) -> dict:
     """Check the signature, then re-hash every checkpoint under ``root``; return the predicate."""
-    payload = verify_envelope(read_envelope(path, what=WHAT), trusted, what=WHAT)
-    statement = parse_statement(payload, PREDICATE_TYPE, what=WHAT)
-    if statement["predicate"].get("schema_version") != SCHEMA_VERSION:
-        raise EnvelopeFormatError(f"{WHAT}: schema_version is not {SCHEMA_VERSION}")
-    subjects = subjects_of(statement)
-    unsafe = [n for n in subjects if not _safe_name(n)]
-    if unsafe:
-        raise EnvelopeFormatError(f"{WHAT}: subject names escape the project root: {unsafe}")
-    problems = _digest_problems_on_disk(subjects, Path(root))
+    statement = read_statement(path, trusted, PREDICATE_TYPE, what=WHAT,
+                               schema_version=SCHEMA_VERSION)  # fmt: skip
+    problems = subject_problems_on_disk(subjects_of(statement), Path(root), what=WHAT)
     if problems:
         raise ArtifactDigestError(
             f"{WHAT} {path}: checkpoints differ from what was signed; do not use them. "
