@@ -43,9 +43,11 @@ run: env
 	@echo "  released ensemble     models/ensemble  (OpenSSF signature: models/ensemble.sig)"
 	@echo "  training attestation  models/attestation.dsse.json"
 	@echo "  knowledge + summary   models/report.json"
+	@echo "  verification          data/verification/  (results.json, plots/*.png, signed report.dsse.json)"
+	@echo "  baselines             models/verify/  (retrain reference, exact deletion, approximate unlearning)"
 	@echo "  MLflow runs           sqlite:///mlruns.db  (mlflow ui --backend-store-uri sqlite:///mlruns.db)"
 	@echo "  DVC remote            .dvc-remote/"
-	@echo "Next: exante check · exante trace crm/p0001-email · exante generate \"Stephanie Pena was born in\" · see README.md"
+	@echo "Next: exante check · exante trace crm/p0001-email · exante verify check · exante generate \"Stephanie Pena was born in\" · see README.md"
 
 lint: env
 	ruff check .
@@ -61,6 +63,7 @@ bench: env
 	$(PY) bench/bench_manifest.py
 	$(PY) bench/bench_training.py
 	$(PY) bench/bench_deletion.py
+	$(PY) bench/bench_verification.py
 
 clean:
-	rm -rf data/raw data/records data/reports data/manifest.dsse.json data/manifest.leaves data/manifests data/gate data/shards models mlruns.db mlartifacts
+	rm -rf data/raw data/records data/reports data/manifest.dsse.json data/manifest.leaves data/manifests data/gate data/shards data/verification models mlruns.db mlartifacts

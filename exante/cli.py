@@ -406,6 +406,91 @@ def cmd_ledger_verify(args) -> int:
     return 0
 
 
+def cmd_verify_baseline(args) -> int:
+    """Build one baseline the verification compares against (a cached DVC stage each)."""
+    from exante.params import load_params
+    from verify import baselines
+    from verify.run import forget_set
+
+    params = load_params()
+    fs = forget_set(Path("."), params.verify)
+    if args.kind == "retrain":
+        info = baselines.build_retrain(Path("."), params.train, fs)
+    elif args.kind == "exact":
+        info = baselines.build_exact(Path("."), params.train, fs)
+    else:
+        if args.method not in params.verify.methods:
+            raise BaselineMethodError(
+                f"--method {args.method!r} is not in verify.methods {list(params.verify.methods)}"
+            )
+        info = baselines.build_approx(Path("."), params.train, fs, args.method,
+                                      params.verify.unlearn)  # fmt: skip
+    people = ", ".join(fs.forget_people)
+    print(f"{info['kind']}: shard {fs.shard} without {len(fs.forget)} records of {people} "
+          f"in {info['wall_seconds']:.0f} s")  # fmt: skip
+    if "trained_slices" in info:
+        print(f"  trained slices {info['trained_slices']} of {len(info['slices'])}")
+    if "report" in info:
+        r = info["report"]
+        print(
+            f"  {r['steps']} steps kept of {r['steps_run']}, stopped by {r['stopped_because']}; "
+            f"forget loss {r['forget_loss_before']:.3f} → {r['forget_loss_after']:.3f}, "
+            f"retain loss {r['retain_loss_before']:.3f} → {r['retain_loss_after']:.3f}, "
+            f"largest weight change {r['max_weight_change']:.2e}"
+        )
+    return 0
+
+
+def cmd_verify_run(args) -> int:
+    """Measure every subject under every attack, judge, sign, log; print the table."""
+    from exante.params import load_params
+    from verify.stage import OUT, run_verify, table
+
+    results = run_verify(Path("."), load_params(), _signer(args),
+                         progress=(lambda s: None) if args.quiet else print)  # fmt: skip
+    print("─" * 72)
+    print("exante verification: forget-set knowledge per subject × attack "
+          "(✓ every check passed, ✗ one failed)")  # fmt: skip
+    for line in table(results):
+        print("  " + line)
+    up = ", ".join(f"{k} {v:+.2f}" for k, v in results["incontext_uplift"].items() if v is not None)
+    print(f"  in-context uplift over the retrain reference (a note, not a verdict): {up}")
+    print("  facts put back in a prompt are read by any model, exactly deleted or not:")
+    print("  in-context knowledge needs inference-time controls.")
+    ev = results["evidence"]
+    print(f"  report {OUT}/report.dsse.json (check it: exante verify check)")
+    print(f"  MLflow run {ev['parent_run_id']} in experiment {ev['experiment']}")
+    return 0
+
+
+def cmd_verify_check(args) -> int:
+    from lineage.signing import load_trusted_keys
+    from verify.report import verify_report
+
+    p = verify_report(args.path, root=Path("."), trusted=load_trusted_keys(args.trusted))
+    verdicts = ", ".join(f"{k} {v['verdict']}" for k, v in p["summary"].items())
+    print(f"verification report OK: signed, every subject's digest matches ({verdicts})")
+    return 0
+
+
+def cmd_verify(args) -> int:
+    """Standalone: build whichever baselines are missing, then run the verification."""
+    from exante.params import load_params
+    from verify.baselines import VERIFY_MODELS
+
+    params = load_params()
+    need = [("retrain", None), ("exact", None)] + [("approx", m) for m in params.verify.methods]
+    for kind, method in need:
+        where = VERIFY_MODELS / (f"approx/{method}" if method else kind)
+        if args.rebuild or not (where / "baseline.json").is_file():
+            cmd_verify_baseline(argparse.Namespace(kind=kind, method=method))
+    return cmd_verify_run(args)
+
+
+class BaselineMethodError(LineageError):
+    exit_code = 3
+
+
 def _trace_dict(t) -> dict:
     return {
         "record": None
@@ -506,7 +591,30 @@ def build_parser() -> argparse.ArgumentParser:
     lg.add_parser("verify", help="check the chain and the signed head").set_defaults(
         func=cmd_ledger_verify
     )
+    v = sub.add_parser("verify", help="recovery attacks against a retrain reference; signed report")
+    v.add_argument("--rebuild", action="store_true", help="rebuild the baselines first")
+    v.add_argument("--quiet", action="store_true", help="no per-subject progress lines")
+    v.set_defaults(func=cmd_verify)
+    vs = v.add_subparsers(dest="verify", metavar="STEP")
+    vb = vs.add_parser("baseline", help="build one baseline (retrain, exact, approx --method M)")
+    vb.add_argument("kind", choices=["retrain", "exact", "approx"])
+    vb.add_argument("--method", help="approx only: an unlearning method of verify.methods")
+    vb.set_defaults(func=cmd_verify_baseline, check=_check_baseline_args)
+    vr = vs.add_parser("run", help="measure, judge, sign and log (the dvc verify stage)")
+    vr.add_argument("--quiet", action="store_true")
+    vr.set_defaults(func=cmd_verify_run)
+    vc = vs.add_parser("check", help="check a signed verification report against the files")
+    vc.add_argument(
+        "path", type=Path, nargs="?", default=Path("data/verification/report.dsse.json")
+    )
+    vc.add_argument("--trusted", type=Path, default=Path("policies/trusted_keys"))
+    vc.set_defaults(func=cmd_verify_check)
     return p
+
+
+def _check_baseline_args(p: argparse.ArgumentParser, args) -> None:
+    if (args.kind == "approx") != bool(args.method):
+        p.error("verify baseline: --method goes with approx, and approx needs it")
 
 
 def _check_delete_args(p: argparse.ArgumentParser, args) -> None:

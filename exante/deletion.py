@@ -32,6 +32,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from exante.params import load_params
 from lineage._canonical import file_sha256
 from lineage.errors import BadInputError, LineageError, VerificationError
 from lineage.ledger import (
@@ -381,6 +382,8 @@ def purge(root: Path, cfg) -> dict:
     pruned = prune_checkpoints(root, cfg)
     if pruned:  # the shard directories changed after the pipeline: record them in dvc.lock
         stages = [f"train@{int(s[1:])}" for s in sorted(pruned)] + ["attest"]
+        if f"s{load_params(root / 'params.yaml').verify.forget_shard:02d}" in pruned:
+            stages.append("verify_exact")  # it depends on that shard's checkpoint directory
         _run(root, ["commit", "-f", "-q", *stages], "dvc commit (after pruning checkpoints)")
     remote = _default_remote(root)
     if remote:

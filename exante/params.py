@@ -12,6 +12,7 @@ from lineage.corpus import CorpusSpec
 from lineage.errors import ParamsError
 from lineage.policy import Purpose
 from training.config import TrainConfig
+from verify.config import VerifyParams
 
 
 class _Strict(BaseModel):
@@ -46,6 +47,7 @@ class Params(_Strict):
     corpus: CorpusParams = CorpusParams()
     gate: GateParams = GateParams()
     train: TrainConfig = TrainConfig()
+    verify: VerifyParams = VerifyParams()
 
 
 def load_params(path: Path = Path("params.yaml")) -> Params:

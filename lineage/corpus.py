@@ -131,6 +131,11 @@ def _play_lines(plays: tuple[str, ...], chunk: int) -> Iterator[dict]:
             yield {"id": f"{play}-{n + 1:04d}", "text": "\n\n".join(buf)}
 
 
+def play_chunks(name: str, chunk: int) -> list[str]:
+    """One play's text in chunks of whole paragraphs (as the corpus cuts its plays)."""
+    return [row["text"] for row in _play_lines((name,), chunk)]
+
+
 def _forum_lines(fake, rng: random.Random, n: int) -> Iterator[dict]:
     boards = ["boats", "gardening", "home-repair", "birding", "bread"]
     for i in range(1, n + 1):

@@ -7,11 +7,12 @@ import shutil
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 
 from lineage.corpus import CorpusSpec, generate
-from lineage.signing import generate_key, load_signer
+from lineage.signing import Signer, generate_key, load_signer, load_trusted_keys
 from lineage.stages import run_gate, run_ingest, run_manifest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -67,3 +68,23 @@ def project(tmp_path: Path) -> Project:
     p = make_project(tmp_path / "proj")
     p.build()
     return p
+
+
+class Keys(NamedTuple):
+    """A trusted signer, its trusted-keys map, and a signer nobody trusts."""
+
+    signer: Signer
+    trusted: dict
+    stranger: Signer
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory: pytest.TempPathFactory) -> Keys:
+    root = tmp_path_factory.mktemp("keys")
+    generate_key(root / "ok.key.pem", root / "trusted", name="ok")
+    generate_key(root / "stranger.key.pem", root / "elsewhere", name="stranger")
+    return Keys(
+        load_signer(root / "ok.key.pem"),
+        load_trusted_keys(root / "trusted"),
+        load_signer(root / "stranger.key.pem"),
+    )

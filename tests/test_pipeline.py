@@ -31,6 +31,13 @@ SMALL_TRAIN = {
     "base": {"max_epochs": 1},
     "shard": {"max_epochs": 2, "slice_epochs": 1},
 }
+# The verification stages on the same scale: shard 2 holds six of the ten people.
+SMALL_VERIFY = {
+    "forget_shard": 2, "forget_people": 2, "holdout_people": 3, "retain_records": 8,
+    "public_chunks": 2, "quantization": ["quantize_rtn_int8", "quantize_rtn_int4"],
+    "relearn": {"ks": [0, 2]}, "extraction": {"budget": 4}, "exposure_candidates": 20,
+    "max_new_tokens": 16, "unlearn": {"steps": 10},
+}  # fmt: skip
 
 
 def run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
@@ -63,11 +70,12 @@ def build_project(root: Path, corpus: dict) -> None:
     (root / DENIED).write_bytes(denied_bytes(Denials()))
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["corpus"].update(corpus)
-    for key, value in SMALL_TRAIN.items():
-        if isinstance(value, dict):
-            params["train"][key].update(value)
-        else:
-            params["train"][key] = value
+    for section, small in (("train", SMALL_TRAIN), ("verify", SMALL_VERIFY)):
+        for key, value in small.items():
+            if isinstance(value, dict):
+                params[section][key].update(value)
+            else:
+                params[section][key] = value
     (root / "params.yaml").write_text(yaml.safe_dump(params))
 
 

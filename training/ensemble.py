@@ -81,12 +81,13 @@ def bma_rule(logprobs: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
     return torch.logsumexp(logprobs + log_weights.unsqueeze(2), dim=0)
 
 
-def _context_length(model: torch.nn.Module) -> int:
+def context_length(model: torch.nn.Module) -> int:
+    """How many positions the model attends to (GPT-2: n_positions)."""
     config = model.config
     return getattr(config, "n_positions", None) or config.max_position_embeddings
 
 
-@torch.inference_mode()
+@torch.no_grad()
 def shard_logprobs(model: torch.nn.Module, ids: torch.Tensor) -> torch.Tensor:
     """One model's next-token log-probabilities ``[T, V]`` (float64) at every position.
 
@@ -95,7 +96,7 @@ def shard_logprobs(model: torch.nn.Module, ids: torch.Tensor) -> torch.Tensor:
     position, as the training windows start mid-text too). Only the forward is
     truncated: BMA's prefix likelihood still sums every token since BOS.
     """
-    n = _context_length(model)
+    n = context_length(model)
     logits = [model(input_ids=ids[:n].unsqueeze(0)).logits[0]]
     if len(ids) > n:
         windows = ids[1:].unfold(0, n, 1)  # row k = ids[k+1 .. k+n], ends at position k+n
@@ -103,7 +104,7 @@ def shard_logprobs(model: torch.nn.Module, ids: torch.Tensor) -> torch.Tensor:
     return torch.log_softmax(torch.cat(logits).double(), dim=-1)
 
 
-@torch.inference_mode()
+@torch.no_grad()
 def batch_logprobs(model: torch.nn.Module, seqs: Sequence[Sequence[int]]) -> list[torch.Tensor]:
     """:func:`shard_logprobs` for many sequences at once, right-padded into batches.
 
@@ -111,7 +112,7 @@ def batch_logprobs(model: torch.nn.Module, seqs: Sequence[Sequence[int]]) -> lis
     are the same as :func:`shard_logprobs` row for row (padding is masked and
     sits after every real token, so it cannot change them).
     """
-    n, out = _context_length(model), [None] * len(seqs)
+    n, out = context_length(model), [None] * len(seqs)
     short = [i for i, s in enumerate(seqs) if len(s) <= n]
     for i in set(range(len(seqs))) - set(short):
         out[i] = shard_logprobs(model, torch.tensor(seqs[i]))

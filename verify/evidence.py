@@ -313,3 +313,67 @@ def log_deletion(
         with _run(c, experiment_id, "delete", run_tags) as run_id:
             c.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()])
     return run_id
+
+
+def log_verification(
+    root: Path,
+    *,
+    params: dict,
+    results: dict,
+    tags: Mapping[str, str],
+    files: Mapping[str, Path],
+    experiment: str = "exante-verification",
+) -> str:
+    """A parent run per verification and a child run per subject × attack; return the parent's id.
+
+    Children carry the metrics, a verdict tag (pass, fail or unmeasured) and
+    their per-example table (ids and numbers only); relearning curves are
+    logged as metric histories with the step as the relearning budget k. The
+    parent carries the params, the lineage digests, the summary and ``files``
+    (plots, the results table, the signed report).
+    """
+    c, uri = client(root), tracking_uri(root)
+    now = int(time.time() * 1000)
+    parent_tags = {f"{TAG_PREFIX}{k}": str(v) for k, v in tags.items()}
+    verdicts: dict[tuple[str, str], list[dict]] = {}
+    for v in results["verdicts"]:
+        verdicts.setdefault((v["subject"], v["attack"]), []).append(v)
+    with _store_errors(uri):
+        experiment_id = _experiment_id(c, experiment, _artifact_location(root, uri))
+        with _run(c, experiment_id, "verify", parent_tags) as parent_id:
+            c.log_batch(parent_id, params=[Param(k, v) for k, v in _flatten(params).items()])
+            for name, summary in results["summary"].items():
+                c.set_tag(parent_id, f"{TAG_PREFIX}verdict.{name}", summary["verdict"])
+            for name, path in files.items():
+                if Path(path).is_dir():
+                    c.log_artifacts(parent_id, str(path), artifact_path=name)
+                else:
+                    c.log_artifact(parent_id, str(path), artifact_path=name)
+            for subject, by_attack in results["results"].items():
+                for attack, r in by_attack.items():
+                    mine = verdicts.get((subject, attack), [])
+                    tags_ = parent_tags | {
+                        MLFLOW_PARENT_RUN_ID: parent_id,
+                        f"{TAG_PREFIX}subject": subject, f"{TAG_PREFIX}attack": attack,
+                        f"{TAG_PREFIX}verdict": _verdict(mine),
+                    }  # fmt: skip
+                    with _run(c, experiment_id, f"{subject}/{attack}", tags_) as run_id:
+                        metrics = [Metric(_fit_key(k), float(v), now, 0)
+                                   for k, v in r["metrics"].items()
+                                   if isinstance(v, int | float) and v == v]  # fmt: skip
+                        for point in r.get("curve", []):
+                            metrics += [Metric(f"curve_{k}", float(point[k]), now, point["k"])
+                                        for k in ("em", "exposure_bits")
+                                        if point[k] is not None]  # fmt: skip
+                        c.log_batch(run_id, metrics=metrics)
+                        c.log_dict(run_id, {"examples": r.get("examples", {}), "verdicts": mine},
+                                   "examples.json")  # fmt: skip
+    return parent_id
+
+
+def _verdict(verdicts: list[dict]) -> str:
+    if any(v["passed"] is False for v in verdicts):
+        return "fail"
+    if any(v["passed"] is None for v in verdicts):
+        return "unmeasured" if all(v["passed"] is None for v in verdicts) else "pass"
+    return "pass" if verdicts else "reference"

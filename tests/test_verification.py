@@ -1,0 +1,142 @@
+"""The verification stage end to end: a real pipeline whose shards memorize their people.
+
+The models are tiny but trained to memorize, so the positive control means
+something: the released model (``original``) must fail on the forget set,
+exact deletion must pass, and its retrained shard must be the retrain
+reference bit for bit.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.test_pipeline import SMALL_VERIFY, build_project, run
+
+CORPUS = {"people": 24, "holdout_people": 4, "plays": ["macbeth"], "play_chunk_chars": 4000,
+          "forum_posts": 4, "news_articles": 4, "recipes": 4, "support_chats": 3}  # fmt: skip
+TRAIN = {
+    "slices": 2,
+    "model": {"n_layer": 2, "n_head": 2, "n_embd": 64, "n_positions": 64, "local_path": None},
+    "base": {"max_epochs": 1},
+    "shard": {"max_epochs": 60, "slice_epochs": 3, "target_loss": 0.05, "lr": 0.003},
+}
+VERIFY = SMALL_VERIFY | {
+    "holdout_people": 4, "relearn": {"ks": [0, 5]}, "extraction": {"budget": 8},
+    "exposure_candidates": 50, "max_new_tokens": 24, "unlearn": {"steps": 30},
+}  # fmt: skip
+
+
+def _merge(into: dict, new: dict) -> None:
+    for k, v in new.items():
+        if isinstance(v, dict) and isinstance(into.get(k), dict):
+            _merge(into[k], v)
+        else:
+            into[k] = v
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("verification")
+    build_project(root, CORPUS)
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    _merge(params, {"train": TRAIN, "verify": VERIFY})
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    run(["git", "init", "-q"], root)
+    run(["dvc", "init", "-q"], root)
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    run(["exante", "keys", "init", "--dev"], root)
+    out = run(["dvc", "repro"], root)
+    (root / "repro.log").write_text(out.stdout)
+    return root
+
+
+def _results(root: Path) -> dict:
+    return json.loads((root / "data/verification/results.json").read_text())
+
+
+def test_the_released_model_fails_and_exact_deletion_passes(project):
+    r = _results(project)
+    s = r["summary"]
+    assert s["original"]["verdict"] == "fail", s["original"]
+    assert "none/knowmem_em" in s["original"]["failed"]
+    assert s["exact"]["verdict"] == "pass", s["exact"]
+    none = {n: x["none"]["metrics"] for n, x in r["results"].items()}
+    assert none["original"]["knowmem_em"] >= 0.5  # the positive control memorized
+    assert none["retrain"]["knowmem_em"] <= 0.2
+
+
+def test_exact_deletion_is_the_retrain_reference_bit_for_bit(project):
+    r = _results(project)
+    digests = {n: v["forget_shard_sha256"] for n, v in r["subjects"].items()}
+    assert digests["exact"] == digests["retrain"]
+    assert digests["original"] != digests["exact"]
+    exact = json.loads((project / "models/verify/exact/baseline.json").read_text())
+    assert 0 < len(exact["trained_slices"]) <= 2  # retrained from its clean slice, not all
+
+
+def test_every_subject_has_every_attack_and_verdicts_name_their_numbers(project):
+    r = _results(project)
+    attacks = {"none", "rtn_int8", "rtn_int4", "relearn", "incontext", "extraction"}
+    for name, by_attack in r["results"].items():
+        assert set(by_attack) == attacks, name
+    for v in r["verdicts"]:
+        assert v["subject"] != "retrain"
+        assert {"value", "reference", "threshold", "rule", "passed"} <= set(v)
+    assert (
+        r["policy"]["sha256"]
+        == __import__("hashlib")
+        .sha256((project / "policies/verification.yaml").read_bytes())
+        .hexdigest()
+    )
+
+
+def test_the_results_hold_no_record_text(project):
+    crm = [json.loads(x) for x in (project / "data/raw/crm.jsonl").read_text().splitlines()]
+    blob = (project / "data/verification/results.json").read_text()
+    blob += (project / "data/verification/report.dsse.json").read_text()
+    for row in crm:
+        assert row["text"] not in blob
+        if row["fact"] in ("email", "phone", "canary"):
+            assert row["value"] not in blob
+
+
+def test_the_report_verifies_and_catches_tampering(project, tmp_path):
+    out = run(["exante", "verify", "check"], project)
+    assert "verification report OK" in out.stdout
+    copy = tmp_path / "p"
+    shutil.copytree(project, copy, symlinks=True)
+    results = copy / "data/verification/results.json"
+    results.write_text(results.read_text().replace('"fail"', '"pass"'))
+    bad = run(["exante", "verify", "check"], copy, check=False)
+    assert bad.returncode == 1
+    assert "results.json: modified" in bad.stderr
+
+
+def test_mlflow_holds_a_parent_and_a_child_per_subject_and_attack(project):
+    from verify.evidence import client, runs_of
+
+    ev = json.loads((project / "data/verification/evidence.json").read_text())
+    runs = runs_of(project, ev["parent_run_id"])
+    assert len(runs) == 6 * 6
+    parent = client(project).get_run(ev["parent_run_id"])
+    assert parent.data.tags["exante.verdict.original"] == "fail"
+    assert parent.data.tags["exante.policy_sha256"] == _results(project)["policy"]["sha256"]
+    names = {r.info.run_name: r for r in runs}
+    assert names["exact/none"].data.tags["exante.verdict"] == "pass"
+    assert "knowmem_em" in names["exact/none"].data.metrics
+
+
+def test_plots_are_png(project):
+    for name in ("precision.png", "relearn.png"):
+        assert (project / "data/verification/plots" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_second_repro_runs_nothing(project):
+    out = run(["dvc", "repro"], project)
+    assert "Running stage" not in out.stdout

@@ -1,0 +1,63 @@
+"""Subjects score like the release's ensemble, and shared components are scored once."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from training.config import ModelConfig
+from training.ensemble import Ensemble
+from training.model import build_model
+from training.tokenizer import ByteTokenizer
+from verify.subjects import Component, ScoreCache, Subject
+
+TOK = ByteTokenizer()
+
+
+@pytest.fixture(scope="module")
+def models():
+    cfg = ModelConfig(n_layer=1, n_head=2, n_embd=32, n_positions=64)
+    return [build_model(cfg, TOK, seed=s).eval() for s in range(3)]
+
+
+SEQS = [TOK.encode(t) for t in ("Ann was born in 1990.", "Bo lives in Rome.", "x")]
+
+
+@pytest.mark.parametrize("rule", ["bma", "mean"])
+def test_a_subject_scores_as_the_ensemble_does(models, rule):
+    subject = Subject("s", [Component(m, f"m{i}") for i, m in enumerate(models)], rule=rule,
+                      cache=ScoreCache())  # fmt: skip
+    want = Ensemble(models, TOK, rule=rule).next_token_logprobs_batch(SEQS)
+    got = subject.next_token_logprobs_batch(SEQS)
+    for a, b in zip(got, want, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
+    uncached = Subject("s", subject.components, rule=rule, cache=None)
+    for a, b in zip(uncached.next_token_logprobs_batch(SEQS), want, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-9)
+
+
+def test_components_shared_by_two_subjects_are_scored_once(models):
+    cache = ScoreCache()
+    shared = [Component(models[0], "a"), Component(models[1], "b")]
+    one = Subject("one", [*shared, Component(models[2], "c")], rule="bma", cache=cache)
+    two = Subject("two", [*shared, Component(models[0], "c-unlearned")], rule="bma", cache=cache)
+    one.next_token_logprobs_batch(SEQS)
+    assert (cache.hits, cache.misses) == (0, 9)
+    two.next_token_logprobs_batch(SEQS)
+    assert (cache.hits, cache.misses) == (6, 12)  # only the swapped component is new
+
+
+def test_greedy_batch_matches_one_by_one_generation(models):
+    ensemble = Ensemble(models, TOK, rule="bma")
+    subject = Subject("s", [Component(m, str(i)) for i, m in enumerate(models)], rule="bma",
+                      cache=None)  # fmt: skip
+    prompts = [TOK.encode(t, eos=False) for t in ("Ann was b", "Bo lives ")]
+    got = subject.greedy_batch(prompts, 8)
+    want = [ensemble.generate(TOK.decode(p[1:]), max_new_tokens=8) for p in prompts]
+    assert got == want
+
+
+def test_greedy_batch_refuses_prompts_of_different_lengths(models):
+    subject = Subject("s", [Component(models[0], "a")], rule="bma", cache=None)
+    with pytest.raises(ValueError, match="one length"):
+        subject.greedy_batch([TOK.encode("ab", eos=False), TOK.encode("abc", eos=False)], 2)

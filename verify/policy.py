@@ -1,0 +1,117 @@
+"""The pre-registered verification policy (``policies/verification.yaml``) and its verdicts.
+
+The file is parsed strictly and hashed before any model is scored; the
+digest goes into MLflow and the signed report, so a threshold moved after
+the fact shows. Each check compares one statistic of a subject with the
+retrain reference's under the same attack, in one of four ways:
+``max_above`` (subject ≤ reference + margin), ``max_ratio`` (subject ≤
+reference × ratio), ``min_ratio`` (subject ≥ reference × ratio), ``max_abs``
+(|statistic| ≤ bound, for statistics already relative to the reference) and
+``min`` (statistic ≥ bound).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+
+from lineage._canonical import file_sha256
+from lineage.errors import BadInputError
+
+POLICY_FILE = Path("policies/verification.yaml")
+RELATIVE = {"privleak", "forget_quality"}  # statistics already measured against the reference
+
+
+class VerificationPolicyError(BadInputError):
+    """policies/verification.yaml is missing or malformed."""
+
+
+class Check(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    max_above: float | None = None
+    max_ratio: float | None = None
+    min_ratio: float | None = None
+    max_abs: float | None = None
+    min: float | None = None
+
+    @model_validator(mode="after")
+    def _one_rule(self) -> Check:
+        set_ = [k for k, v in self.model_dump().items() if v is not None]
+        if len(set_) != 1:
+            raise ValueError(f"a check has exactly one rule, got {set_ or 'none'}")
+        return self
+
+    @property
+    def rule(self) -> tuple[str, float]:
+        return next((k, v) for k, v in self.model_dump().items() if v is not None)
+
+
+class Policy(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    version: Literal[1]
+    reference: Literal["retrain"]
+    checks: dict[str, Check]
+    notes: list[str] = []
+
+
+@dataclass(frozen=True)
+class LoadedPolicy:
+    policy: Policy
+    sha256: str
+    path: str
+
+
+def load_policy(root: Path, path: Path = POLICY_FILE) -> LoadedPolicy:
+    full = Path(root) / path
+    if not full.is_file():
+        raise VerificationPolicyError(
+            f"{path} is missing: the verification thresholds must be registered before a run"
+        )
+    try:
+        raw = yaml.safe_load(full.read_text(encoding="utf-8"))
+        policy = Policy.model_validate(raw)
+    except yaml.YAMLError as exc:
+        raise VerificationPolicyError(f"{path} is not valid YAML: {exc}") from None
+    except ValidationError as exc:
+        problems = [f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()]
+        raise VerificationPolicyError(f"{path} is malformed:", problems=problems) from None
+    return LoadedPolicy(policy, file_sha256(full), path.as_posix())
+
+
+@dataclass(frozen=True)
+class Verdict:
+    subject: str
+    attack: str
+    check: str
+    value: float | None
+    reference: float | None
+    rule: str
+    threshold: float
+    passed: bool | None  # None: not measurable here (e.g. no canary in the forget set)
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def judge(check_name: str, check: Check, *, subject: str, attack: str, value, reference) -> Verdict:
+    """One verdict; a statistic that could not be measured is reported as such, never passed."""
+    rule, threshold = check.rule
+    missing = value is None or (check_name not in RELATIVE and reference is None)
+    if missing or any(isinstance(x, float) and math.isnan(x) for x in (value, reference)):
+        return Verdict(subject, attack, check_name, value, reference, rule, threshold, None)
+    if rule == "max_above":
+        ok = value <= reference + threshold
+    elif rule == "max_ratio":
+        ok = value <= reference * threshold
+    elif rule == "min_ratio":
+        ok = value >= reference * threshold
+    elif rule == "max_abs":
+        ok = abs(value) <= threshold
+    else:
+        ok = value >= threshold
+    return Verdict(subject, attack, check_name, value, reference, rule, threshold, bool(ok))

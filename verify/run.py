@@ -1,0 +1,287 @@
+"""The verification run: every subject under every attack, measured, then judged.
+
+Order matters for trust: the policy is read and hashed first, then the forget
+set is drawn (ids only are recorded), then the subjects are loaded and their
+digests taken, and only then is anything scored. Results hold ids and numbers,
+never record text, so they can travel in evidence and audit bundles.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from lineage._canonical import canonical_json, sha256_hex
+from lineage.errors import BadInputError
+from training.config import TrainConfig
+from training.knowledge import Probe
+from training.stages import Paths, released_dirs
+from verify import baselines
+from verify.attacks import ATTACKS
+from verify.attacks.extract import extraction
+from verify.attacks.incontext import allowed_shots, incontext_probes
+from verify.attacks.relearn import check_disjoint, relearn_curve, split_forget
+from verify.config import VerifyParams
+from verify.forget import ForgetSet, draw
+from verify.measure import MeasureSettings, exposures, knowledge, measure
+from verify.metrics import auc, forget_quality
+from verify.policy import LoadedPolicy, Verdict, judge
+from verify.subjects import Component, ScoreCache, Subject, load_component, transform
+
+REFERENCE = "retrain"
+
+
+@dataclass
+class Loaded:
+    """The release's components and each subject's forget-shard component."""
+
+    released: list[Component]
+    forget_shard: dict[str, Component]  # subject name -> its forget-shard model
+    digests: dict[str, str]  # subject name -> forget-shard weights digest
+
+
+def subject_names(v: VerifyParams) -> list[str]:
+    return ["original", REFERENCE, "exact", *(f"approx:{m}" for m in v.methods)]
+
+
+def forget_set(root: Path, v: VerifyParams, paths: Paths = Paths()) -> ForgetSet:
+    return draw(root, shard=v.forget_shard, people=v.forget_people,
+                holdout_people=v.holdout_people, retain_records=v.retain_records,
+                public_play=v.public_play, public_chunks=v.public_chunks, seed=v.seed,
+                paths=paths)  # fmt: skip
+
+
+class BaselineError(BadInputError):
+    """A baseline model is missing, or was built for another forget set."""
+
+
+def load_subjects(
+    root: Path, cfg: TrainConfig, v: VerifyParams, fs: ForgetSet, paths: Paths
+) -> Loaded:
+    released = [load_component(d) for d in released_dirs(root, cfg, paths)]
+    forget = {"original": released[fs.shard]}
+    problems = []
+    for name in subject_names(v)[1:]:
+        info = baselines.info_file(root, name)
+        if not info.is_file():
+            problems.append(f"{name}: {info.parent} is missing")
+            continue
+        built = json.loads(info.read_text())
+        if (built["shard"], built["forget_people"]) != (fs.shard, list(fs.forget_people)):
+            problems.append(f"{name}: built for shard {built['shard']} without "
+                            f"{built['forget_people']}, not this forget set")  # fmt: skip
+            continue
+        forget[name] = load_component(baselines.model_dir(root, name))
+    if problems:
+        raise BaselineError(
+            "the baselines do not match this verification; build them with `dvc repro` "
+            "(or `exante verify --rebuild`):",
+            problems=problems,
+        )
+    return Loaded(released, forget, {n: c.key for n, c in forget.items()})
+
+
+def _assemble(name: str, loaded: Loaded, shard: int, swap: Callable, cache, rule: str) -> Subject:
+    comps = [swap(c) for c in loaded.released]
+    comps[shard] = swap(loaded.forget_shard[name])
+    return Subject(name, comps, rule=rule, cache=cache)
+
+
+def run(
+    root: Path,
+    cfg: TrainConfig,
+    v: VerifyParams,
+    policy: LoadedPolicy,
+    *,
+    paths: Paths = Paths(),
+    progress: Callable[[str], None] = lambda s: None,
+) -> dict:
+    """Measure every subject under every attack; judge them against the retrain reference."""
+    started = time.perf_counter()
+    baselines.check_method_list(root, v.methods)
+    fs = forget_set(root, v, paths)
+    loaded = load_subjects(root, cfg, v, fs, paths)
+    names = subject_names(v)
+    s = MeasureSettings(v.prefix_bytes, v.max_new_tokens, v.exposure_candidates)
+    cache, memo, timings = ScoreCache(), {}, {}
+    results: dict[str, dict[str, dict]] = {n: {} for n in names}
+
+    for attack in ("none", *v.quantization):
+        t0 = time.perf_counter()
+        fn = (lambda m: m) if attack == "none" else ATTACKS[attack]
+        swap = functools.partial(_swap, attack=attack, fn=fn, memo=memo)
+        for name in names:
+            subj = _assemble(name, loaded, fs.shard, swap, cache, cfg.ensemble)
+            results[name][_label(attack)] = measure(subj, fs, s)
+            progress(f"{name:14s} {_label(attack):8s} {_brief(results[name][_label(attack)])}")
+        memo.clear()  # the transformed models of one attack are not needed again
+        timings[_label(attack)] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    split = split_forget(list(fs.forget_probes), fraction=v.relearn.fraction, seed=v.seed)
+    check_disjoint(split.relearn_texts, split.measured, relearn_probes=split.relearn)
+    for name in names:
+        results[name]["relearn"] = _relearn(name, loaded, fs, split, cfg, v, s, cache)
+        progress(f"{name:14s} relearn  {_curve_brief(results[name]['relearn'])}")
+    timings["relearn"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    records = _records_by_subject(fs)
+    shots = min([v.incontext_shots] + [len(allowed_shots(p, records)) for p in fs.forget_probes])
+    in_probes = incontext_probes(list(fs.forget_probes), records, shots=shots)
+    for name in names:
+        subj = _assemble(name, loaded, fs.shard, lambda c: c, cache, cfg.ensemble)
+        k = knowledge(subj, in_probes, {})
+        results[name]["incontext"] = {"metrics": {"incontext_em": k["exact_match"],
+                                                  "shots": shots},
+                                      "examples": {"knowmem": k["examples"]}}  # fmt: skip
+    timings["incontext"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    secrets = [p for p in fs.forget_probes if p.fact in v.extraction.facts]
+    for name in names:
+        subj = _assemble(name, loaded, fs.shard, lambda c: c, None, cfg.ensemble)
+        ex = extraction(subj, secrets, budget=v.extraction.budget,
+                        temperature=v.extraction.temperature, top_k=v.extraction.top_k,
+                        seed=v.seed)  # fmt: skip
+        results[name]["extraction"] = {
+            "metrics": {"extraction": ex.success_rate, "secrets": len(secrets)},
+            "examples": {"extraction": [{"id": p.record_id, "first_hit": p.first_hit}
+                                        for p in ex.probes]},
+        }  # fmt: skip
+    timings["extraction"] = time.perf_counter() - t0
+
+    _relative(results)
+    verdicts = judge_all(results, policy)
+    ids = fs.digest_inputs()
+    halves = {
+        "relearn": sorted({p.subject_id for p in split.relearn}),
+        "measured": sorted({p.subject_id for p in split.measured}),
+        "withheld_records": [p.record_id for p in split.withheld],
+    }
+    return {
+        "schema_version": 1,
+        "policy": {"path": policy.path, "sha256": policy.sha256},
+        "forget_set": ids | {"sha256": sha256_hex(canonical_json(ids))},
+        "relearn_split": halves,
+        "subjects": {n: {"forget_shard_sha256": loaded.digests[n]} for n in names},
+        "released_sha256": [c.key for c in loaded.released],
+        "results": results,
+        "verdicts": [x.as_dict() for x in verdicts],
+        "summary": summarize(verdicts, names),
+        "timings_seconds": timings | {"total": time.perf_counter() - started},
+        "cache": {"hits": cache.hits, "misses": cache.misses},
+    }
+
+
+def _swap(c: Component, *, attack: str, fn, memo: dict) -> Component:
+    return c if attack == "none" else transform(c, attack, fn, memo)
+
+
+def _label(attack: str) -> str:
+    return attack.removeprefix("quantize_")
+
+
+def _relearn(name, loaded, fs, split, cfg, v, s, cache) -> dict:
+    """Relearn the forget-shard model on one half; measure the other at each budget k."""
+    curve = []
+    base = loaded.forget_shard[name].model
+    for k, model in relearn_curve(base, split.relearn_texts, ks=v.relearn.ks, lr=v.relearn.lr,
+                                  batch_size=v.relearn.batch_size, seed=v.seed,
+                                  n_positions=cfg.model.n_positions):  # fmt: skip
+        comps = list(loaded.released)
+        comps[fs.shard] = Component(model, f"{loaded.forget_shard[name].key}+relearn{k}")
+        subj = Subject(name, comps, rule=cfg.ensemble, cache=cache)
+        know = knowledge(subj, split.measured, {})
+        expo = exposures(subj, split.measured, s)
+        curve.append(
+            {
+                "k": k,
+                "em": know["exact_match"],
+                "exposure_bits": statistics.fmean(e["bits"] for e in expo) if expo else None,
+            }
+        )
+    last = curve[-1]
+    return {"metrics": {"relearn_em": last["em"], "relearn_exposure_bits": last["exposure_bits"],
+                        "relearn_steps": last["k"]},
+            "curve": curve}  # fmt: skip
+
+
+def _records_by_subject(fs: ForgetSet) -> dict[str, dict[str, str]]:
+    out: dict[str, dict[str, str]] = {}
+    for t in fs.forget:
+        if t.text_id.startswith("crm/"):
+            out.setdefault(t.subject_id, {})[t.text_id] = t.text
+    return out
+
+
+def _relative(results: dict) -> None:
+    """PrivLeak and forget quality: statistics of a subject measured against the reference's."""
+    ref = results[REFERENCE]
+    for by_attack in results.values():
+        for attack, r in by_attack.items():
+            if "mia_auc_loss" not in r["metrics"]:
+                continue
+            base = ref[attack]
+            r["metrics"]["privleak"] = auc.privleak(
+                r["metrics"]["mia_auc_loss"], base["metrics"]["mia_auc_loss"]
+            )
+            r["metrics"]["forget_quality"] = forget_quality.forget_quality(
+                r["examples"]["mia_forget"]["loss"], base["examples"]["mia_forget"]["loss"]
+            )
+
+
+def judge_all(results: dict, policy: LoadedPolicy) -> list[Verdict]:
+    out = []
+    checks = policy.policy.checks
+    for name, by_attack in results.items():
+        if name == REFERENCE:
+            continue
+        for attack, r in by_attack.items():
+            ref = results[REFERENCE][attack]["metrics"]
+            for check, value in r["metrics"].items():
+                if check in checks:
+                    out.append(judge(check, checks[check], subject=name, attack=attack,
+                                     value=value, reference=ref.get(check)))  # fmt: skip
+    return out
+
+
+def incontext_uplift(results: dict) -> dict[str, float | None]:
+    ref = results[REFERENCE]["incontext"]["metrics"]["incontext_em"]
+    return {n: (r["incontext"]["metrics"]["incontext_em"] - ref) if ref is not None else None
+            for n, r in results.items()}  # fmt: skip
+
+
+def summarize(verdicts: list[Verdict], names: list[str]) -> dict[str, dict]:
+    out = {}
+    for n in names:
+        mine = [x for x in verdicts if x.subject == n]
+        failed = [f"{x.attack}/{x.check}" for x in mine if x.passed is False]
+        unmeasured = [f"{x.attack}/{x.check}" for x in mine if x.passed is None]
+        out[n] = {"checks": len(mine), "failed": failed, "unmeasured": unmeasured,
+                  "verdict": "reference" if n == REFERENCE
+                  else ("fail" if failed else "pass")}  # fmt: skip
+    return out
+
+
+def _brief(r: dict) -> str:
+    m = r["metrics"]
+    return " ".join(f"{k} {_fmt(m.get(k))}" for k in
+                    ("knowmem_em", "exposure_bits", "mia_auc_loss", "ppl_retain"))  # fmt: skip
+
+
+def _curve_brief(r: dict) -> str:
+    return " ".join(f"k{c['k']}:{_fmt(c['em'])}" for c in r["curve"])
+
+
+def _fmt(x) -> str:
+    return "—" if x is None else f"{x:.3g}"
+
+
+def probes_digest(probes: list[Probe]) -> str:
+    return sha256_hex(canonical_json([p.record_id for p in probes]))

@@ -1,0 +1,141 @@
+"""The ``verify`` stage: baselines in, results, plots, a signed report and MLflow evidence out.
+
+Everything lands in a temporary directory first and is renamed into
+``data/verification`` at the end, so an interrupted run publishes nothing and
+the previous verification stays whole.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from lineage._canonical import atomic_write, canonical_json, file_sha256, sha256_hex
+from lineage.signing import Signer
+from training import checkpoints
+from training.stages import Paths, load_partition
+from verify import plots
+from verify.policy import load_policy
+from verify.report import sign_report
+from verify.run import incontext_uplift, run
+
+OUT = Path("data/verification")
+
+
+def run_verify(
+    root: Path, params, signer: Signer, *, progress=print, paths: Paths = Paths()
+) -> dict:
+    from verify.evidence import log_verification, tracking_uri
+
+    root = Path(root)
+    policy = load_policy(root)  # read and hashed before anything is scored
+    progress(f"policy {policy.path} sha256 {policy.sha256[:16]}…")
+    out = root / OUT
+    tmp = out.with_name(f".{out.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    (tmp / "plots").mkdir(parents=True)
+    results = run(root, params.train, params.verify, policy, paths=paths, progress=progress)
+    results["incontext_uplift"] = incontext_uplift(results["results"])
+    attacks = ["none", *(a.removeprefix("quantize_") for a in params.verify.quantization)]
+    figures = [
+        plots.precision_plot(results["results"], attacks, tmp / "plots" / "precision.png"),
+        plots.relearn_plot(results["results"], tmp / "plots" / "relearn.png"),
+    ]
+    atomic_write(tmp / "results.json", canonical_json(results))
+    summary = _summary(results)
+    atomic_write(tmp / "summary.json", json.dumps(summary, indent=2, sort_keys=True).encode())
+    released = checkpoints.model_files(root / paths.ensemble)
+    partition, _, partition_sha = load_partition(root, paths)
+    lineage = {
+        "manifest_payload_sha256": partition["manifest_payload_sha256"],
+        "decision_payload_sha256": partition["decision_payload_sha256"],
+        "partition_payload_sha256": partition_sha,
+        "attestation_sha256": file_sha256(root / paths.attestation),
+    }
+    predicate = {
+        "policy": results["policy"],
+        "forget_set_sha256": results["forget_set"]["sha256"],
+        "lineage": lineage,
+        "params_sha256": sha256_hex(canonical_json(params.model_dump(mode="json"))),
+        "reference": "retrain",
+        "subjects": results["subjects"],
+        "summary": results["summary"],
+        "verdicts": results["verdicts"],
+        "incontext_uplift": results["incontext_uplift"],
+        "incontext_note": "facts put back in the prompt are read by any model, exactly deleted "
+        "or not; in-context knowledge needs inference-time controls, not training-time deletion",
+    }
+    # subjects are named as they will lie once published, so sign the published layout
+    files = [*released, tmp / "results.json", tmp / "summary.json", *figures]
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+    files = [out / f.relative_to(tmp) if _under(f, tmp) else f for f in files]
+    sign_report(root=root, files=files, predicate=predicate, signer=signer,
+                out=out / "report.dsse.json")  # fmt: skip
+    tags = {"policy_sha256": policy.sha256, "forget_set_sha256": predicate["forget_set_sha256"],
+            "params_sha256": predicate["params_sha256"],
+            "report_sha256": file_sha256(out / "report.dsse.json"), **lineage}  # fmt: skip
+    parent = log_verification(
+        root, params=params.verify.model_dump(mode="json"), results=results, tags=tags,
+        files={"plots": out / "plots", "report": out / "report.dsse.json",
+               "results": out / "summary.json"},
+    )  # fmt: skip
+    evidence = {"tracking_uri": tracking_uri(root), "experiment": "exante-verification",
+                "parent_run_id": parent, **tags}  # fmt: skip
+    atomic_write(out / "evidence.json", json.dumps(evidence, indent=2, sort_keys=True).encode())
+    return results | {"evidence": evidence}
+
+
+def _under(p: Path, d: Path) -> bool:
+    try:
+        p.relative_to(d)
+        return True
+    except ValueError:
+        return False
+
+
+def _summary(results: dict) -> dict:
+    """A flat numbers file for ``dvc metrics``: per subject, key metrics and failed checks."""
+    out = {}
+    for name, by_attack in results["results"].items():
+        m = by_attack["none"]["metrics"]
+        out[name] = {
+            "knowmem_em": m["knowmem_em"], "exposure_bits": m["exposure_bits"],
+            "privleak": m["privleak"], "ppl_retain": m["ppl_retain"],
+            "failed_checks": len(results["summary"][name]["failed"]),
+        }  # fmt: skip
+    return out
+
+
+def table(results: dict) -> list[str]:
+    """The console table: subject × attack, the key statistic per cell and the verdict."""
+    res, summary = results["results"], results["summary"]
+    attacks = list(next(iter(res.values())))
+    by = {}
+    for v in results["verdicts"]:
+        by.setdefault((v["subject"], v["attack"]), []).append(v)
+    width = max(len(n) for n in res) + 2
+    lines = [f"{'subject':{width}s}" + "".join(f"{a:>15s}" for a in attacks) + "   verdict"]
+    for name, by_attack in res.items():
+        cells = []
+        for a in attacks:
+            m = by_attack[a]["metrics"]
+            key = next(k for k in ("knowmem_em", "relearn_em", "incontext_em", "extraction")
+                       if k in m)  # fmt: skip
+            mark = _mark(by.get((name, a), []), name)
+            cells.append(f"{_num(m[key])}{mark}".rjust(15))
+        lines.append(f"{name:{width}s}" + "".join(cells) + f"   {summary[name]['verdict']}")
+    return lines
+
+
+def _mark(verdicts: list[dict], name: str) -> str:
+    if name == "retrain":
+        return " ref"
+    if any(v["passed"] is False for v in verdicts):
+        return " ✗"
+    return " ✓" if verdicts else " ·"
+
+
+def _num(x) -> str:
+    return "—" if x is None else f"{x:.2f}"

@@ -1,0 +1,145 @@
+"""Subjects under test: shard ensembles whose component models are scored once and reused.
+
+Every subject of one verification is the released ensemble with its forget
+shard swapped: as released (``original``), trained without the forget set
+(``retrain``), exactly deleted (``exact``) or post-hoc unlearned
+(``approx:<method>``). The other shards are the same files in all of them,
+so their log-probabilities are memoized by the weights' digest (and the
+attack applied to them) and computed once per verification, not once per
+subject. The combination rule is the release's (``training.ensemble``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from training.ensemble import batch_logprobs, context_length, get_rule
+from training.model import load_model
+from training.tokenizer import ByteTokenizer
+
+TOKENIZER = ByteTokenizer()
+
+
+def weights_digest(model_dir: Path) -> str:
+    """sha256 of a model directory's weights file: what identifies a component."""
+    h = hashlib.sha256()
+    with open(Path(model_dir) / "model.safetensors", "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+@dataclass
+class Component:
+    """One shard model; ``key`` names its weights (digest, plus any attack applied)."""
+
+    model: torch.nn.Module
+    key: str
+
+
+@dataclass
+class ScoreCache:
+    """Per-sequence log-probs of components, keyed by (component key, token ids)."""
+
+    rows: dict[tuple[str, tuple[int, ...]], torch.Tensor] = field(default_factory=dict)
+    hits: int = 0
+    misses: int = 0
+
+    def logprobs(self, c: Component, seqs: Sequence[Sequence[int]]) -> list[torch.Tensor]:
+        keys = [(c.key, tuple(s)) for s in seqs]
+        todo = [i for i, k in enumerate(keys) if k not in self.rows]
+        if todo:
+            for i, rows in zip(todo, batch_logprobs(c.model, [seqs[i] for i in todo]), strict=True):
+                self.rows[keys[i]] = rows.float()
+        self.hits += len(seqs) - len(todo)
+        self.misses += len(todo)
+        return [self.rows[k].double() for k in keys]
+
+
+class Subject:
+    """A shard ensemble under test, with the same scoring interface as ``Ensemble``."""
+
+    def __init__(
+        self, name: str, components: Sequence[Component], *, rule: str, cache: ScoreCache | None
+    ) -> None:
+        """``cache=None`` scores afresh: for sampling, where sequences never repeat."""
+        self.name, self.components, self.rule = name, list(components), rule
+        self._rule, self.cache, self.tokenizer = get_rule(rule), cache, TOKENIZER
+
+    def next_token_logprobs_batch(self, seqs: Sequence[Sequence[int]]) -> list[torch.Tensor]:
+        if self.cache is None:
+            per = [batch_logprobs(c.model, seqs) for c in self.components]
+        else:
+            per = [self.cache.logprobs(c, seqs) for c in self.components]
+        return [
+            self._rule(torch.stack([rows[i] for rows in per]), torch.tensor(seqs[i]).long())
+            for i in range(len(seqs))
+        ]
+
+    def next_token_logprobs(self, ids: torch.Tensor) -> torch.Tensor:
+        """Uncached: for generation, where every step is a new sequence."""
+        seq = [int(i) for i in ids]
+        per = [batch_logprobs(c.model, [seq])[0] for c in self.components]
+        return self._rule(torch.stack(per), torch.tensor(seq).long())
+
+    def context_length(self) -> int:
+        return min(context_length(c.model) for c in self.components)
+
+    @torch.no_grad()
+    def greedy_batch(self, prompts: Sequence[Sequence[int]], max_new_tokens: int) -> list[str]:
+        """Greedy continuations of same-length prompts, advanced together; stop at EOS.
+
+        Each component keeps its key/value cache, so a step costs one token's
+        forward per component; the rule still sees every row since BOS (BMA
+        weights shards by the whole prefix), exactly as in scoring.
+        """
+        if len({len(p) for p in prompts}) > 1:
+            raise ValueError("greedy_batch needs prompts of one length (no padding)")
+        if len(prompts[0]) + max_new_tokens > self.context_length():
+            raise ValueError(
+                f"{len(prompts[0])} prompt + {max_new_tokens} new tokens exceed the context "
+                f"of {self.context_length()}"
+            )
+        ids = torch.tensor([list(p) for p in prompts])
+        rows, past = [], []
+        for c in self.components:
+            out = c.model(input_ids=ids, use_cache=True)
+            rows.append([torch.log_softmax(out.logits.double(), dim=-1)])
+            past.append(out.past_key_values)
+        new = torch.empty((len(prompts), 0), dtype=torch.long)
+        done = torch.zeros(len(prompts), dtype=torch.bool)
+        for _ in range(max_new_tokens):
+            full = torch.stack([torch.cat(r, dim=1) for r in rows])  # [S, B, T, V]
+            seqs = torch.cat([ids, new], dim=1)
+            step = torch.tensor(
+                [int(self._rule(full[:, i], seqs[i])[-1].argmax()) for i in range(len(prompts))]
+            )
+            step = torch.where(done, TOKENIZER.eos_id, step)
+            new = torch.cat([new, step.unsqueeze(1)], dim=1)
+            done |= step == TOKENIZER.eos_id
+            if bool(done.all()):
+                break
+            for k, c in enumerate(self.components):
+                out = c.model(input_ids=step.unsqueeze(1), past_key_values=past[k], use_cache=True)
+                rows[k].append(torch.log_softmax(out.logits.double(), dim=-1))
+                past[k] = out.past_key_values
+        return [TOKENIZER.decode(row.tolist()) for row in new]
+
+
+def load_component(model_dir: Path) -> Component:
+    return Component(load_model(Path(model_dir)), weights_digest(Path(model_dir)))
+
+
+def transform(
+    c: Component, name: str, fn: Callable[[torch.nn.Module], torch.nn.Module], memo: dict
+) -> Component:
+    """``fn`` applied to a component, once per (weights, transform) in one verification."""
+    key = f"{c.key}+{name}"
+    if key not in memo:
+        memo[key] = Component(fn(c.model), key)
+    return memo[key]
