@@ -56,7 +56,7 @@ from lineage.signing import (
     write_envelope,
 )
 from lineage.stages import ledger_denials
-from tests.lineage.conftest import Keys
+from tests.conftest import Keys
 
 
 def digests(*record_ids: str) -> dict[str, str]:
