@@ -69,13 +69,7 @@ def run(dp_cfg: DPConfig, *, seed=7, epochs=None, data=None, schedule=SCHEDULE) 
     return Run(model, before, stats, spent, caught, ends)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Two cores shared with other work: one torch thread is faster and steadier here."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def categories(caught) -> set[type]:

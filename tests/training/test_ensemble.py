@@ -20,13 +20,7 @@ LONG = "The code of Ann Lee is 123456, and she lives at 12 Elm Street in Oslo, N
 PROMPT, SECRET = "The code of Ann Lee is ", "123456"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models on a shared 2-core machine: a second thread costs more than it gives."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def sharp(seed: int) -> torch.nn.Module:

@@ -24,13 +24,7 @@ KNOWN = [("Ada Byron", "4821"), ("Alan Turing", "7305"), ("Grace Hopper", "1968"
 SECRET = Probe("crm/p1-canary", "p1", "canary", CODE.format("Ada Byron"), "4821")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models on a shared 2-core machine: a second thread costs more than it gives."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def memorize(people: list[tuple[str, str]]) -> Ensemble:

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 import pytest
 import torch
 
+from tests.conftest import torch_threads
 from training.config import ModelConfig
 from training.loop import collate, windows
 from training.model import build_model
@@ -47,23 +48,16 @@ def memorize(model: torch.nn.Module, texts: list[str], *, steps: int) -> torch.n
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Iterator[None]:
+def _one_thread(one_thread) -> Iterator[None]:
     """A model this small runs fastest on one thread, and then does not fight other jobs."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")
 def memorized() -> torch.nn.Module:
     """Trained once per session (~2 s); tests must not modify it (``unlearn`` never does)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with torch_threads(1):
         return memorize(tiny_model(), FORGET + RETAIN, steps=200)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def parameters_copy(model: torch.nn.Module) -> dict[str, torch.Tensor]:
