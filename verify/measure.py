@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from training.knowledge import Probe, answer_logprobs, canary_exposure, exact_match
+from training.knowledge import Probe, canary_exposure, exact_match
 from training.loop import windows
 from verify.forget import ForgetSet, Text
 from verify.metrics import auc, knowmem, mia_loss, mia_mink, mia_minkpp, mia_zlib, utility
@@ -121,16 +121,6 @@ def exposures(subject: Subject, probes: Sequence[Probe], s: MeasureSettings) -> 
          "bits": canary_exposure(subject.next_token_logprobs_batch, p, candidates=s.candidates)}
         for p in probes if p.fact == "canary"
     ]  # fmt: skip
-
-
-def answer_logprob(subject: Subject, probes: Sequence[Probe]) -> list[float]:
-    pairs = [(p.prompt, p.answer) for p in probes]
-    rows = answer_logprobs(subject.next_token_logprobs_batch, pairs)
-    out = []
-    for p, r in zip(probes, rows, strict=True):
-        target = torch.tensor(list(p.answer.encode("utf-8"))).unsqueeze(1)
-        out.append(float(r.gather(1, target).sum()))
-    return out
 
 
 def measure(subject: Subject, fs: ForgetSet, s: MeasureSettings) -> dict:

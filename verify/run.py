@@ -19,7 +19,6 @@ from pathlib import Path
 from lineage._canonical import canonical_json, sha256_hex
 from lineage.errors import BadInputError
 from training.config import TrainConfig
-from training.knowledge import Probe
 from training.stages import Paths, released_dirs
 from verify import baselines
 from verify.attacks import ATTACKS
@@ -281,7 +280,3 @@ def _curve_brief(r: dict) -> str:
 
 def _fmt(x) -> str:
     return "—" if x is None else f"{x:.3g}"
-
-
-def probes_digest(probes: list[Probe]) -> str:
-    return sha256_hex(canonical_json([p.record_id for p in probes]))
