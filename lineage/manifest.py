@@ -175,6 +175,9 @@ def build_manifest(
     predicate = build_predicate(registry, records, leaves, version=version + 1, previous=previous)
     envelope = sign_envelope(make_statement(subjects, PREDICATE_TYPE, predicate), signer)
     atomic_write(root / paths.leaves, leaves_data)
+    # Each version keeps its leaves (ids and digests, no text): an auditor can then
+    # prove a deleted record absent from every later version, not just the current one.
+    atomic_write(root / paths.history / f"v{version + 1:06d}.leaves", leaves_data)
     write_envelope(root / paths.history / f"v{version + 1:06d}.dsse.json", envelope)
     write_envelope(root / paths.current, envelope)
     return predicate

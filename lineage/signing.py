@@ -54,7 +54,12 @@ class Signer:
     keyid: str
 
     def sign(self, data: bytes) -> bytes:
-        return self.private_key.sign(data, ec.ECDSA(hashes.SHA256()))
+        """ECDSA with RFC 6979 nonces: the same bytes always get the same signature.
+
+        No nonce from a random source can leak the key, and signed artifacts
+        (audit bundles) are reproducible byte for byte.
+        """
+        return self.private_key.sign(data, ec.ECDSA(hashes.SHA256(), deterministic_signing=True))
 
 
 def signing_key_path(explicit: Path | None = None) -> Path:

@@ -8,6 +8,7 @@ text is left anywhere under the project or in the remote.
 from __future__ import annotations
 
 import base64
+import gzip
 import hashlib
 import json
 import os
@@ -74,6 +75,8 @@ def _leaks(dirs: list[Path], needles: list[bytes]) -> list[str]:
         for p in d.rglob("*"):
             if p.is_file() and not p.is_symlink():
                 data = p.read_bytes()
+                if p.name.endswith(".tar.gz"):  # the audit bundle: search what it holds
+                    data = gzip.decompress(data)
                 found += [f"{p}: {n!r}" for n in needles if _contains(data, n)]
     return found
 
@@ -140,6 +143,8 @@ def test_delete_a_person_retrains_one_shard_and_purges_every_copy(project):
     assert (root / "data/ledger.jsonl.dvc").is_file()  # the ledger is under DVC control
     assert "up to date" in run(["dvc", "status"], root).stdout
 
+    bundle = root / "data/audit/bundle.tar.gz"  # rebuilt with the receipt, searched unpacked
+    assert b"data/receipts/req-42.dsse.json" in gzip.decompress(bundle.read_bytes())
     assert _leaks([root, remote], needles) == []
     assert _records_of(root, subject) == []
     # a re-generated corpus and a re-ingest leave the person out

@@ -118,9 +118,10 @@ def test_editing_one_source_reruns_only_what_depends_on_it(pipeline):
     ran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
     # The decision changed, so the partition and attestation are re-signed; no shard's
     # data changed, so no model is retrained, baselines included. The verification
-    # report names the attestation it verified, so the verify stage runs again.
+    # report names the attestation it verified, so the verify stage runs again, and the
+    # audit bundle is rebuilt around them.
     assert ran == {"ingest@crm", "validate", "manifest", "gate", "partition", "attest", "report",
-                   "verify"}  # fmt: skip
+                   "verify", "audit"}  # fmt: skip
     assert (pipeline / "data" / "manifests" / "v000002.dsse.json").is_file()
     assert run(["exante", "check"], pipeline).returncode == 0
 

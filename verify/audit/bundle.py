@@ -1,0 +1,204 @@
+"""``exante audit bundle``: the project's evidence in one signed, deterministic ``.tar.gz``.
+
+The bundle carries the signed artifacts as the pipeline wrote them (under their
+project paths), the environment, the MLflow runs those artifacts name, a
+self-contained HTML report, and a signed index: an in-toto Statement whose
+subjects are every other file and its sha256. Nothing in it is record
+content: before anything is written, every file is searched for the text of
+every record and every planted secret, and a hit refuses the bundle.
+
+Same inputs, same bytes: members are sorted, mtimes and owners fixed, gzip
+carries no timestamp, and signatures use RFC 6979 nonces.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from lineage._canonical import atomic_write, canonical_json, sha256_hex
+from lineage.signing import Signer, make_statement, sign_envelope
+from verify.audit._files import (
+    INDEX,
+    REPORT,
+    AuditError,
+    BundleInputError,
+    project_files,
+    write_tar_gz,
+)
+
+PREDICATE_TYPE = "https://exante.dev/attestations/audit-bundle/v1"
+SCHEMA_VERSION = 1
+DEFAULT_OUT = Path("data/audit/bundle.tar.gz")
+DEFAULT_HTML = Path("data/audit/report.html")
+
+__all__ = ["AuditError", "BundleInputError", "BundleLeakError", "build_bundle"]
+
+
+class BundleLeakError(AuditError):
+    """A file meant for the bundle holds record content; nothing was written."""
+
+
+def build_bundle(root: Path, *, signer: Signer, out: Path, html_out: Path | None) -> dict:
+    """Collect, check for content, render, index, sign and write; return the index predicate."""
+    from verify.audit.html import render
+
+    root = Path(root)
+    files = project_files(root)
+    files["models/knowledge.json"] = knowledge_summary(root)
+    files.update(environment())
+    files["mlflow/runs.json"] = canonical_json(mlflow_runs(root, files)) + b"\n"
+    files[REPORT] = render(files).encode("utf-8")
+    leaks = content_leaks(files, record_needles(root))
+    if leaks:
+        raise BundleLeakError(
+            "refusing to write the audit bundle: these files hold record content "
+            "(a bundle carries digests, counts and metadata only):",
+            problems=leaks,
+        )
+    predicate = index_predicate(files)
+    subjects = {name: sha256_hex(data) for name, data in files.items()}
+    envelope = sign_envelope(make_statement(subjects, PREDICATE_TYPE, predicate), signer)
+    files[INDEX] = json.dumps(envelope, indent=2, sort_keys=True).encode() + b"\n"
+    atomic_write(Path(out), write_tar_gz(Path(out), files))
+    if html_out is not None:
+        atomic_write(Path(html_out), files[REPORT])
+    return predicate
+
+
+def index_predicate(files: dict[str, bytes]) -> dict:
+    manifest = _payload(files["data/manifest.dsse.json"])["predicate"]
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "content": "digests, counts and metadata only: no record text, no model weights",
+        "manifest": {"version": manifest["version"], "merkle_root": manifest["merkle"]["root"]},
+        "policies": {n: sha256_hex(d) for n, d in files.items() if n.startswith("policies/")},
+        "files": len(files),
+    }
+
+
+def _payload(envelope_bytes: bytes) -> dict:
+    import base64
+
+    return json.loads(base64.b64decode(json.loads(envelope_bytes)["payload"]))
+
+
+def knowledge_summary(root: Path) -> bytes:
+    """``models/report.json`` without its samples: they quote people's facts."""
+    path = Path(root) / "models/report.json"
+    if not path.is_file():
+        raise BundleInputError(f"{path} is missing; run `dvc repro` (or `make run`) first")
+    report = json.loads(path.read_text())
+    report.pop("samples", None)
+    return canonical_json(report) + b"\n"
+
+
+# -- environment and MLflow -----------------------------------------------------------
+
+
+def environment() -> dict[str, bytes]:
+    """What ran the pipeline: installed packages (``pip freeze``) and the platform."""
+    freeze = subprocess.run([sys.executable, "-m", "pip", "freeze"], capture_output=True,
+                            text=True, check=False)  # fmt: skip
+    info = {
+        "python": sys.version.split()[0],
+        "implementation": platform.python_implementation(),
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "pip_freeze_exit_code": freeze.returncode,
+    }
+    return {
+        "environment/pip-freeze.txt": freeze.stdout.encode(),
+        "environment/platform.json": canonical_json(info) + b"\n",
+    }
+
+
+def mlflow_runs(root: Path, files: dict[str, bytes]) -> dict:
+    """The MLflow runs the bundled evidence names (training, verification, deletions), exported."""
+    from verify.evidence import client, runs_of
+
+    parents = {
+        "training": json.loads(files["models/evidence.json"])["parent_run_id"],
+        "verification": json.loads(files["data/verification/evidence.json"])["parent_run_id"],
+    }
+    deletions = _deletion_runs(files.get("data/ledger.jsonl", b""))
+    c, out = client(root), {"parents": parents, "deletions": deletions, "runs": {}}
+    for run_id in [*parents.values(), *deletions.values()]:
+        out["runs"][run_id] = _export(c.get_run(run_id))
+    for run_id in parents.values():
+        for child in runs_of(root, run_id):
+            out["runs"][child.info.run_id] = _export(child)
+    return out
+
+
+def _deletion_runs(ledger: bytes) -> dict[str, str]:
+    runs = {}
+    for line in ledger.splitlines():
+        entry = json.loads(line)
+        if entry.get("status") == "complete" and entry.get("meta", {}).get("mlflow_run_id"):
+            runs[entry["request_id"]] = entry["meta"]["mlflow_run_id"]
+    return runs
+
+
+def _export(run) -> dict:
+    tags = {k: v for k, v in run.data.tags.items() if k.startswith("exante.")}
+    return {
+        "name": run.info.run_name,
+        "experiment_id": run.info.experiment_id,
+        "status": run.info.status,
+        "start_time": run.info.start_time,
+        "end_time": run.info.end_time,
+        "parent_run_id": run.data.tags.get("mlflow.parentRunId"),
+        "metrics": dict(sorted(run.data.metrics.items())),
+        "params": dict(sorted(run.data.params.items())),
+        "tags": dict(sorted(tags.items())),
+    }
+
+
+# -- no record content ----------------------------------------------------------------
+
+
+def record_needles(root: Path) -> list[bytes]:
+    """What must never be in a bundle: every record's text, the people's facts and secrets.
+
+    Texts come from the ingested records (refused ones too) and the raw files;
+    facts are the CRM values and the holdout people's (never trained on, but
+    probed by the verification). A short number alone (a birth year) is not a
+    needle: it would match counts and sizes; a planted secret is.
+    """
+    needles: set[str] = set()
+    for path in [*Path(root).glob("data/records/*.jsonl"), *Path(root).glob("data/raw/*.jsonl")]:
+        for line in path.read_bytes().splitlines():
+            row = json.loads(line)
+            needles.add(row.get("text") or "")
+            if path.name == "crm.jsonl" and isinstance(row.get("value"), str):
+                needles.add(row["value"] if _distinctive(row["value"], row.get("fact")) else "")
+            if path.name == "holdout_people.jsonl":
+                needles.update(
+                    str(v) for k, v in row.items() if v is not None and _distinctive(str(v), k)
+                )
+    return sorted(n.encode("utf-8") for n in needles if n.strip())
+
+
+def _distinctive(value: str, fact: str | None) -> bool:
+    return fact == "canary" or (len(value) >= 6 and not value.isdigit())
+
+
+def content_leaks(files: dict[str, bytes], needles: list[bytes]) -> list[str]:
+    """``name: needle`` for each file that holds a needle (a digit secret must stand alone)."""
+    leaks = []
+    for name, data in files.items():
+        for needle in needles:
+            if _contains(data, needle):
+                leaks.append(f"{name}: {needle[:40]!r}")
+    return leaks
+
+
+def _contains(data: bytes, needle: bytes) -> bool:
+    if needle.isdigit():  # a secret of digits: a token of its own, not part of a digest
+        return re.search(rb"(?<![0-9A-Za-z])" + needle + rb"(?![0-9A-Za-z])", data) is not None
+    return needle in data
