@@ -112,3 +112,97 @@ def one_thread():
     """
     with torch_threads(1):
         yield
+
+
+# -- one real deletion, shared by the deletion and audit tests ---------------------------
+
+
+@dataclass
+class Deletion:
+    """A pipeline project with a DVC remote, after one person's ``exante delete``.
+
+    What the tests need of the state before is captured first: the person's
+    records and canary, where they were placed, the shard metrics, and every
+    record text and secret of the project (for the content searches).
+    """
+
+    root: Path
+    remote: Path
+    subject: str
+    records: list[dict]
+    canary: str
+    placed: dict[int, list[int]]
+    metrics_before: dict[int, bytes]
+    needles_before: list[bytes]
+    stdout: str
+
+
+def records_of(root: Path, subject: str) -> list[dict]:
+    import json
+
+    rows = []
+    for f in sorted((root / "data" / "records").glob("*.jsonl")):
+        rows += [json.loads(line) for line in f.read_text().splitlines()]
+    return [r for r in rows if subject in r["subject_ids"]]
+
+
+def shard_of(root: Path, record_ids: set[str]) -> dict[int, list[int]]:
+    """shard → the slices holding any of ``record_ids``."""
+    import json
+
+    out: dict[int, list[int]] = {}
+    for f in sorted((root / "data" / "shards").glob("s*.jsonl")):
+        for line in f.read_text().splitlines():
+            row = json.loads(line)
+            if row["record"]["record_id"] in record_ids:
+                out.setdefault(int(f.stem[1:]), []).append(row["slice"])
+    return out
+
+
+def project_needles(root: Path) -> list[bytes]:
+    """Every record's text, every planted secret, the holdout people's names and secrets."""
+    import json
+
+    out = set()
+    for f in root.glob("data/records/*.jsonl"):
+        out |= {json.loads(line)["text"] for line in f.read_text().splitlines()}
+    for line in (root / "data/raw/crm.jsonl").read_text().splitlines():
+        row = json.loads(line)
+        out |= {row["value"]} if row["fact"] in ("canary", "email", "phone") else set()
+    for line in (root / "data/raw/holdout_people.jsonl").read_text().splitlines():
+        row = json.loads(line)
+        out |= {row["name"], row["email"]} | ({row["canary"]} if row["canary"] else set())
+    return sorted(x.encode() for x in out)
+
+
+@pytest.fixture(scope="session")
+def deletion(tmp_path_factory) -> Deletion:
+    import json
+
+    from tests.test_pipeline import SMALL_CORPUS, build_project, run
+
+    root, remote = tmp_path_factory.mktemp("deletion"), tmp_path_factory.mktemp("remote")
+    build_project(root, SMALL_CORPUS | {"canary_fraction": 1.0})
+    run(["git", "init", "-q"], root)
+    run(["dvc", "init", "-q"], root)
+    run(["dvc", "remote", "add", "-d", "local", str(remote)], root)
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    run(["exante", "keys", "init", "--dev"], root)
+    run(["dvc", "repro"], root)
+    run(["dvc", "push"], root)  # the remote now holds the person's records too
+    subject = "p0002"
+    records = records_of(root, subject)
+    crm = [json.loads(x) for x in (root / "data/raw/crm.jsonl").read_text().splitlines()]
+    before = Deletion(
+        root, remote, subject, records,
+        canary=next(r["value"] for r in crm if r["id"] == f"{subject}-canary"),
+        placed=shard_of(root, {r["record_id"] for r in records}),
+        metrics_before={s: (root / f"models/shards/s{s:02d}/metrics.json").read_bytes()
+                        for s in range(4)},
+        needles_before=project_needles(root),
+        stdout="",
+    )  # fmt: skip
+    out = run(["exante", "delete", "--subject", subject, "--reason", "GDPR-17 ticket 42",
+               "--request-id", "req-42"], root)  # fmt: skip
+    before.stdout = out.stdout
+    return before

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -20,43 +19,21 @@ import pytest
 
 from lineage._canonical import sha256_hex
 from lineage.signing import generate_key, load_signer, make_statement, sign_envelope
-from tests.test_pipeline import REPO, SMALL_CORPUS, build_project, run
+from tests.conftest import Deletion
+from tests.test_pipeline import REPO, run
 from verify.audit import verify_bundle
 from verify.audit._files import INDEX, read_tar_gz, write_tar_gz
 from verify.audit.bundle import PREDICATE_TYPE, index_predicate
 
-SUBJECT = "p0004"
 BUNDLE = Path("data/audit/bundle.tar.gz")
 HTML = Path("data/audit/report.html")
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory) -> dict:
-    root = tmp_path_factory.mktemp("audit")
-    build_project(root, SMALL_CORPUS | {"canary_fraction": 1.0})
-    run(["git", "init", "-q"], root)
-    run(["dvc", "init", "-q"], root)
-    os.environ.pop("MLFLOW_TRACKING_URI", None)
-    run(["exante", "keys", "init", "--dev"], root)
-    run(["dvc", "repro"], root)
-    needles = _needles(root)  # before the deletion: the deleted person's text included
-    run(["exante", "delete", "--subject", SUBJECT, "--reason", "Art. 17 request"], root)
-    pub = next((root / "policies/trusted_keys").glob("*.pub.pem"))
-    return {"root": root, "needles": needles, "pub": pub}
-
-
-def _needles(root: Path) -> list[bytes]:
-    """Every record's text, every planted secret, the holdout people's names and secrets."""
-    out = set()
-    for f in root.glob("data/records/*.jsonl"):
-        out |= {json.loads(line)["text"] for line in f.read_text().splitlines()}
-    for line in (root / "data/raw/crm.jsonl").read_text().splitlines():
-        row = json.loads(line)
-        out |= {row["value"]} if row["fact"] in ("canary", "email", "phone") else set()
-    for line in (root / "data/raw/holdout_people.jsonl").read_text().splitlines():
-        row = json.loads(line)
-        out |= {row["name"], row["email"]} | ({row["canary"]} if row["canary"] else set())
-    return sorted(x.encode() for x in out)
+def project(deletion: Deletion) -> dict:
+    """The shared project (tests/conftest.py) after its one deletion, request req-42."""
+    pub = next((deletion.root / "policies/trusted_keys").glob("*.pub.pem"))
+    return {"root": deletion.root, "needles": deletion.needles_before, "pub": pub}
 
 
 def _contains(data: bytes, needle: bytes) -> bool:
@@ -263,7 +240,7 @@ def test_the_report_renders_in_chromium_without_console_errors(project, tmp_path
     assert 'data-toc="8"' in dom.stdout  # the script ran and found every section
     count = _statement(read_tar_gz(root / BUNDLE), "data/manifest.dsse.json")["predicate"]
     assert f"<b>{count['record_count']}</b>records in the signed manifest" in dom.stdout
-    for text in ("What the model was trained on", "Deletion history", "Art. 17 request",
+    for text in ("What the model was trained on", "Deletion history", "GDPR-17 ticket 42", "req-42",
                  "GDPR Art. 17", "DSM Directive Art. 4(3)", "What is and is not proven",
                  "approx:gd", "exact"):  # fmt: skip
         assert text in dom.stdout, text

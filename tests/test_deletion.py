@@ -21,42 +21,17 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_pipeline import BIN, SMALL_CORPUS, build_project, run
+from tests.conftest import Deletion, records_of
+from tests.test_pipeline import BIN, run
 
 # The first three run by default (one deletion, end to end); the crash and concurrency
 # tests each run more deletions and are opt-in (`make test-all`).
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory) -> tuple[Path, Path]:
-    root, remote = tmp_path_factory.mktemp("deletion"), tmp_path_factory.mktemp("remote")
-    build_project(root, SMALL_CORPUS | {"canary_fraction": 1.0})
-    run(["git", "init", "-q"], root)
-    run(["dvc", "init", "-q"], root)
-    run(["dvc", "remote", "add", "-d", "local", str(remote)], root)
-    os.environ.pop("MLFLOW_TRACKING_URI", None)
-    run(["exante", "keys", "init", "--dev"], root)
-    run(["dvc", "repro"], root)
-    run(["dvc", "push"], root)  # the remote now holds the person's records too
-    return root, remote
-
-
-def _records_of(root: Path, subject: str) -> list[dict]:
-    rows = []
-    for f in sorted((root / "data" / "records").glob("*.jsonl")):
-        rows += [json.loads(line) for line in f.read_text().splitlines()]
-    return [r for r in rows if subject in r["subject_ids"]]
-
-
-def _shard_of(root: Path, record_ids: set[str]) -> dict[int, list[int]]:
-    """shard → the slices holding any of ``record_ids``."""
-    out: dict[int, list[int]] = {}
-    for f in sorted((root / "data" / "shards").glob("s*.jsonl")):
-        for line in f.read_text().splitlines():
-            row = json.loads(line)
-            if row["record"]["record_id"] in record_ids:
-                out.setdefault(int(f.stem[1:]), []).append(row["slice"])
-    return out
+def project(deletion: Deletion) -> tuple[Path, Path]:
+    """The shared project (tests/conftest.py), after its one deletion (req-42)."""
+    return deletion.root, deletion.remote
 
 
 def _tree(*dirs: Path) -> dict[str, str]:
@@ -103,22 +78,16 @@ def test_delete_refuses_unknown_ids_and_plan_writes_nothing(project):
     assert usage.returncode == 2 and "needs --reason" in usage.stderr
 
 
-def test_delete_a_person_retrains_one_shard_and_purges_every_copy(project):
-    root, remote = project
-    subject = "p0002"
-    records = _records_of(root, subject)
-    crm = [json.loads(x) for x in (root / "data/raw/crm.jsonl").read_text().splitlines()]
-    canary = next(r["value"] for r in crm if r["id"] == f"{subject}-canary")
-    needles = [r["text"].encode() for r in records] + [canary.encode()]
-    assert _leaks([root], needles[:1])  # the grep finds the text before the deletion
-    placed = _shard_of(root, {r["record_id"] for r in records})
-    assert len(placed) == 1  # a person's records share one shard
-    ((shard, slices),) = placed.items()
-    metrics = {s: (root / f"models/shards/s{s:02d}/metrics.json").read_bytes() for s in range(4)}
-
-    out = run(["exante", "delete", "--subject", subject, "--reason", "GDPR-17 ticket 42",
-               "--request-id", "req-42"], root)  # fmt: skip
-    assert "req-42: complete" in out.stdout
+def test_delete_a_person_retrains_one_shard_and_purges_every_copy(deletion: Deletion):
+    root, remote, records = deletion.root, deletion.remote, deletion.records
+    needles = [r["text"].encode() for r in records] + [deletion.canary.encode()]
+    assert set(needles) <= set(deletion.needles_before)  # all there before the deletion
+    other = records_of(root, "p0001")[0]["text"].encode()
+    assert _leaks([root], [other])  # the grep finds a retained person's text
+    assert len(deletion.placed) == 1  # a person's records share one shard
+    ((shard, slices),) = deletion.placed.items()
+    metrics = deletion.metrics_before
+    assert "req-42: complete" in deletion.stdout
 
     for s in range(4):
         now = (root / f"models/shards/s{s:02d}/metrics.json").read_bytes()
@@ -146,11 +115,11 @@ def test_delete_a_person_retrains_one_shard_and_purges_every_copy(project):
     bundle = root / "data/audit/bundle.tar.gz"  # rebuilt with the receipt, searched unpacked
     assert b"data/receipts/req-42.dsse.json" in gzip.decompress(bundle.read_bytes())
     assert _leaks([root, remote], needles) == []
-    assert _records_of(root, subject) == []
+    assert records_of(root, deletion.subject) == []
     # a re-generated corpus and a re-ingest leave the person out
     run(["exante", "corpus", "--out", "data/raw"], root)
     run(["exante", "ingest"], root)
-    assert _records_of(root, subject) == []
+    assert records_of(root, deletion.subject) == []
     assert "Running stage" not in run(["dvc", "repro"], root).stdout
 
 
