@@ -40,7 +40,9 @@ class Schedule(_Strict):
     ``round(replay × n)`` of the ``n`` windows of the earlier slices, so they
     are rehearsed rather than forgotten. A deletion in slice r then retrains
     about (R - r)/R of the shard's work. The two are alternatives: setting both
-    is an error.
+    is an error. With neither, every slice trains slices 0..r to convergence
+    (plain SISA); later slices start from a checkpoint that knows most of their
+    data and stop early on ``target_loss``.
     """
 
     lr: float = Field(3e-3, gt=0)
