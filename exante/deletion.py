@@ -147,8 +147,10 @@ def plan(root: Path, cfg, record_ids: Sequence[str]) -> dict:
     """Shards and slices holding the records, and the retrain cost against a full retrain.
 
     Cost is counted as characters × epochs: slice r trains on slices 0..r, for
-    ``slice_epochs`` epochs (the last slice up to ``max_epochs``, an upper bound).
-    A shard is retrained from its earliest affected slice; earlier slices are reused.
+    ``slice_epochs`` epochs (the last slice up to ``max_epochs``, an upper bound);
+    with ``replay``, slice r trains its own characters plus ``replay`` × the earlier
+    slices' for up to ``max_epochs``. A shard is retrained from its earliest
+    affected slice; earlier slices are reused.
     """
     from training.partition import read_shard, shard_file
     from training.stages import Paths
@@ -158,7 +160,7 @@ def plan(root: Path, cfg, record_ids: Sequence[str]) -> dict:
     for s in range(cfg.shards):
         placed = read_shard(Path(root) / shard_file(paths.shards, s))
         chars = [sum(len(r.text) for q, r in placed if q == k) for k in range(cfg.slices)]
-        costs = [_epochs(cfg, k) * sum(chars[: k + 1]) for k in range(cfg.slices)]
+        costs = [_slice_cost(cfg, chars, k) for k in range(cfg.slices)]
         full += sum(costs)
         hit = sorted({q for q, r in placed if r.record_id in wanted})
         if hit:
@@ -181,9 +183,13 @@ def plan(root: Path, cfg, record_ids: Sequence[str]) -> dict:
     }
 
 
-def _epochs(cfg, r: int) -> int:
+def _slice_cost(cfg, chars: Sequence[int], r: int) -> float:
+    """Characters × epochs of slice r, given each slice's own characters."""
+    if cfg.shard.replay is not None:
+        return cfg.shard.max_epochs * (chars[r] + cfg.shard.replay * sum(chars[:r]))
     last = r == cfg.slices - 1 or cfg.shard.slice_epochs is None
-    return cfg.shard.max_epochs if last else cfg.shard.slice_epochs
+    epochs = cfg.shard.max_epochs if last else cfg.shard.slice_epochs
+    return epochs * sum(chars[: r + 1])
 
 
 # -- the deletion ---------------------------------------------------------------

@@ -321,3 +321,13 @@ def test_a_kill_at_another_point_keeps_the_ledger_honest_and_resume_finishes(pro
     run(["exante", "receipt", "verify", f"data/receipts/{rid}.dsse.json"], root)
     assert record not in {r["record_id"] for r in _records_of_all(root)}
     assert "Running stage" not in run(["dvc", "repro"], root).stdout
+
+
+def test_the_plan_counts_replayed_characters_for_every_slice():
+    from exante.deletion import _slice_cost
+    from training.config import Schedule, TrainConfig
+
+    cfg = TrainConfig(slices=4, shard=Schedule(max_epochs=10, replay=0.25))
+    assert [_slice_cost(cfg, [100] * 4, r) for r in range(4)] == [1000, 1250, 1500, 1750]
+    fixed = TrainConfig(slices=4, shard=Schedule(max_epochs=10, slice_epochs=2))
+    assert [_slice_cost(fixed, [100] * 4, r) for r in range(4)] == [200, 400, 600, 4000]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class _Strict(BaseModel):
@@ -32,7 +32,17 @@ class Schedule(_Strict):
     For shards, ``slice_epochs`` (when set) gives every slice but the last a fixed
     number of epochs: the intermediate checkpoints only need to be good starting
     points, and the last slice, which sees the whole shard, trains to convergence.
-    That keeps a shard's cost near one convergence run instead of R of them.
+    That keeps a shard's cost near one convergence run instead of R of them, but
+    puts most of it in the last slice, which every deletion retrains.
+
+    ``replay`` (when set) spreads the work instead: every slice trains its own
+    fresh records with the full schedule, plus, each epoch, a seeded sample of
+    ``round(replay × n)`` of the ``n`` windows of the earlier slices, so they
+    are rehearsed rather than forgotten. A deletion in slice r then retrains
+    about (R - r)/R of the shard's work. The two are alternatives: setting both
+    is an error. With neither, every slice trains slices 0..r to convergence
+    (plain SISA); later slices start from a checkpoint that knows most of their
+    data and stop early on ``target_loss``.
     """
 
     lr: float = Field(3e-3, gt=0)
@@ -48,6 +58,21 @@ class Schedule(_Strict):
     slice_epochs: int | None = Field(
         None, ge=1, description="shards only: fixed epochs for every slice but the last"
     )
+    replay: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="shards only: each slice trains its own records plus this fraction of "
+        "the earlier slices' windows, resampled every epoch",
+    )
+
+    @model_validator(mode="after")
+    def _one_slice_layout(self) -> Schedule:
+        if self.slice_epochs is not None and self.replay is not None:
+            raise ValueError(
+                "slice_epochs and replay are alternative slice schedules: set one of them to null"
+            )
+        return self
 
 
 class DPConfig(_Strict):
@@ -69,3 +94,12 @@ class TrainConfig(_Strict):
     shard: Schedule = Schedule()
     dp: DPConfig = DPConfig()
     ensemble: Literal["bma", "mean"] = "bma"
+
+    @model_validator(mode="after")
+    def _replay_is_not_private(self) -> TrainConfig:
+        if self.dp.enabled and self.shard.replay is not None:
+            raise ValueError(
+                "train.shard.replay is not accounted for by DP-SGD (a fixed sample per epoch is "
+                "not Poisson sampling): set it to null, or dp.enabled to false"
+            )
+        return self

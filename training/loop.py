@@ -78,6 +78,20 @@ def epoch_lr(schedule: Schedule, epoch: int) -> float:
     return schedule.lr * scale
 
 
+def replayed(
+    earlier: Sequence[Sequence[int]], fraction: float | None, gen: torch.Generator
+) -> list[Sequence[int]]:
+    """One epoch's rehearsal: ``round(fraction × len(earlier))`` windows, without replacement.
+
+    Drawn from the epoch's seeded generator, so the sample depends only on the
+    seed, the epoch and the windows; nothing is drawn when there is nothing to draw.
+    """
+    k = round((fraction or 0.0) * len(earlier))
+    if k == 0:
+        return []
+    return [earlier[i] for i in torch.randperm(len(earlier), generator=gen)[:k].tolist()]
+
+
 def train(
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -86,18 +100,24 @@ def train(
     *,
     seed: int,
     pad_id: int,
+    replay: Sequence[Sequence[int]] = (),
     on_epoch: Callable[[EpochStats], None] | None = None,
 ) -> list[EpochStats]:
-    """Train until an epoch's mean loss is below ``schedule.target_loss`` (or ``max_epochs``)."""
+    """Train until an epoch's mean loss is below ``schedule.target_loss`` (or ``max_epochs``).
+
+    With ``replay`` windows and ``schedule.replay`` set, each epoch also trains on
+    a sample of them drawn with that epoch's generator (see :func:`replayed`).
+    """
     model.train()
     stats: list[EpochStats] = []
     for epoch in range(schedule.max_epochs):
         for group in optimizer.param_groups:
             group["lr"] = epoch_lr(schedule, epoch)
         gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+        epoch_examples = list(examples) + replayed(replay, schedule.replay, gen)
         total, tokens, steps = 0.0, 0, 0
-        for group in batches(examples, schedule.batch_size, gen):
-            batch = collate([examples[j] for j in group], pad_id)
+        for group in batches(epoch_examples, schedule.batch_size, gen):
+            batch = collate([epoch_examples[j] for j in group], pad_id)
             loss = model(**batch).loss
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -1,7 +1,9 @@
 """Training one SISA shard slice by slice, and the shared base model beneath the shards.
 
 Slice ``r`` continues from the checkpoint of slice ``r-1`` and trains on the
-union of slices ``1..r`` until it converges (Bourtoule et al., S&P 2021). Each
+union of slices ``1..r`` until it converges (Bourtoule et al., S&P 2021); with
+``shard.replay`` set, it trains its own records plus a per-epoch sample of the
+earlier slices' windows instead (see :class:`training.config.Schedule`). Each
 slice is seeded from ``(seed, shard, r)`` alone, so a slice's result depends
 only on its start checkpoint and its data: retraining from the last clean
 slice gives exactly the weights that training from scratch would.
@@ -14,6 +16,7 @@ deletable by shard retraining, which is why only such sources may go there.
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +49,7 @@ class ShardResult:
     slices: list[str]  # checkpoint address per slice
     trained: list[int] = field(default_factory=list)  # slices trained now (others reused)
     epochs: list[dict] = field(default_factory=list)
+    seconds: dict[int, float] = field(default_factory=dict)  # wall time of each slice trained now
     dp: dict | None = None  # privacy spent by the whole chain of slices, when DP is on
 
     @property
@@ -95,7 +99,6 @@ def train_shard(
     result = ShardResult(shard, [])
     previous: checkpoints.Checkpoint | None = None
     for r in range(cfg.slices):
-        seen = sorted((rec for s, rec in placed if s <= r), key=lambda x: x.record_id)
         address = checkpoints.seen_digest(
             [(s, rec.record_id, rec.sha256) for s, rec in placed if s <= r],
             config_digest=cdigest,
@@ -103,7 +106,9 @@ def train_shard(
         )
         ckpt = checkpoints.Checkpoint(Path(out_dir) / "ckpt" / address[:32])
         if not ckpt.exists():
-            _train_slice(shard, r, seen, cfg, tok, previous, base, ckpt, address, result, on_epoch)
+            _train_slice(
+                shard, r, placed, cfg, tok, previous, base, ckpt, address, result, on_epoch
+            )
         result.slices.append(ckpt.path.name)
         previous = ckpt
     if cfg.dp.enabled:
@@ -117,7 +122,8 @@ def train_shard(
     return result
 
 
-def _train_slice(shard, r, seen, cfg, tok, previous, base, ckpt, address, result, on_epoch):
+def _train_slice(shard, r, placed, cfg, tok, previous, base, ckpt, address, result, on_epoch):
+    start, seen = time.perf_counter(), _records(placed, range(r + 1))
     if previous is not None:
         model = load_model(previous.path)
     elif base is not None:
@@ -128,19 +134,17 @@ def _train_slice(shard, r, seen, cfg, tok, previous, base, ckpt, address, result
     optimizer = make_optimizer(model, schedule)
     if previous is not None:
         checkpoints.load_optimizer_state(previous, optimizer)
-    examples = windows([x.text for x in seen], tok, cfg.model.n_positions)
+    fresh, earlier = _slice_data(placed, r, cfg, tok)
     seed, hook = (
         _seed(cfg.seed, "shard", shard, r),
         (lambda s: on_epoch(r, s)) if on_epoch else None,
     )
     spent = None
     if cfg.dp.enabled:
-        stats, spent = _train_private_slice(
-            model, optimizer, examples, cfg, schedule, seed, tok, hook
-        )
+        stats, spent = _train_private_slice(model, optimizer, fresh, cfg, schedule, seed, tok, hook)
     else:
-        stats = train(model, optimizer, examples, schedule, seed=seed, pad_id=tok.pad_id,
-                      on_epoch=hook)  # fmt: skip
+        stats = train(model, optimizer, fresh, schedule, seed=seed, pad_id=tok.pad_id,
+                      replay=earlier, on_epoch=hook)  # fmt: skip
     epochs = [{"slice": r, **s.__dict__} for s in stats]
     checkpoints.save(ckpt.path, model, optimizer, {
         "kind": "slice", "shard": shard, "slice": r, "address": address,
@@ -151,10 +155,32 @@ def _train_slice(shard, r, seen, cfg, tok, previous, base, ckpt, address, result
     })  # fmt: skip
     result.trained.append(r)
     result.epochs += epochs
+    result.seconds[r] = time.perf_counter() - start
+
+
+def _records(placed, slices) -> list[Record]:
+    wanted = set(slices)
+    return sorted((rec for s, rec in placed if s in wanted), key=lambda x: x.record_id)
+
+
+def _slice_data(placed, r: int, cfg: TrainConfig, tok) -> tuple[list, list]:
+    """Slice r's training windows and its replay pool.
+
+    Without replay: every record of slices 0..r, nothing to replay. With it: the
+    records of slice r alone, and the earlier slices' windows to sample from.
+    """
+    block = cfg.model.n_positions
+    if cfg.shard.replay is None:
+        return windows([x.text for x in _records(placed, range(r + 1))], tok, block), []
+    fresh = windows([x.text for x in _records(placed, [r])], tok, block)
+    return fresh, windows([x.text for x in _records(placed, range(r))], tok, block)
 
 
 def slice_schedule(cfg: TrainConfig, r: int) -> Schedule:
-    """The shard schedule, with a fixed ``slice_epochs`` for every slice but the last."""
+    """The shard schedule, with a fixed ``slice_epochs`` for every slice but the last.
+
+    With ``replay`` every slice trains its fresh records to convergence: the full schedule.
+    """
     fixed = cfg.shard.slice_epochs
     if fixed is None or r == cfg.slices - 1:
         return cfg.shard

@@ -212,6 +212,7 @@ def run_train_shard(
         "trained_slices": result.trained,
         "reused_slices": [r for r in range(cfg.slices) if r not in result.trained],
         "epochs": result.epochs, "wall_seconds": wall,
+        "slice_seconds": {str(r): sec for r, sec in sorted(result.seconds.items())},
         "tokens_per_second": sum(e["tokens"] for e in result.epochs) / max(wall, 1e-9),
         "dp": result.dp,
     }  # fmt: skip

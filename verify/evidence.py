@@ -206,6 +206,7 @@ def _unit_metrics(data: dict, timestamp: int) -> list[Metric]:
             metrics.append(Metric("slice", float(epoch["slice"]), timestamp, step))
     scalars = {k: data[k] for k in ("records", "wall_seconds", "tokens_per_second")}
     scalars |= {k: len(data[k]) for k in ("trained_slices", "reused_slices") if k in data}
+    scalars |= {f"slice_{r}_seconds": v for r, v in data.get("slice_seconds", {}).items()}
     dp = data.get("dp") or {}
     scalars |= {f"dp_{k}": dp[k] for k in ("epsilon", "delta") if dp.get(k) is not None}
     return metrics + [Metric(k, float(v), timestamp, 0) for k, v in scalars.items()]

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import pytest
 import safetensors.torch as st
 import torch
+from pydantic import ValidationError
 
 from lineage.records import Record
-from training.config import ModelConfig, Schedule, TrainConfig
+from training.checkpoints import Checkpoint
+from training.config import DPConfig, ModelConfig, Schedule, TrainConfig
+from training.loop import replayed
 from training.partition import assign, read_shard, shard_file, subject_groups, write_shards
 from training.sisa import final_checkpoint, train_shard
 
@@ -124,3 +128,57 @@ def test_an_edited_record_is_never_served_from_a_stale_checkpoint(tmp_path):
     assert again.trained == list(range(slice_, TINY.slices))
     assert again.slices[:slice_] == first.slices[:slice_]
     assert again.final != first.final
+
+
+REPLAY = TINY.model_copy(update={"shard": TINY.shard.model_copy(update={"replay": 0.5})})
+
+
+def test_replay_trains_twice_to_identical_weights_and_deletes_exactly(tmp_path):
+    recs = people(12)
+    data = placed(recs)
+    first = train_shard(0, data, REPLAY, base=None, out_dir=tmp_path / "shard")
+    again = train_shard(0, data, REPLAY, base=None, out_dir=tmp_path / "twice")
+    a, b = weights(tmp_path / "shard"), weights(tmp_path / "twice")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert first.trained == again.trained == [0, 1, 2] and sorted(first.seconds) == [0, 1, 2]
+
+    victim_slice, victim = min(data, key=lambda x: (x[0] != 1, x[1].record_id))  # slice 1
+    kept = [x for x in data if x[1] != victim]
+    deleted = train_shard(0, kept, REPLAY, base=None, out_dir=tmp_path / "shard")
+    assert deleted.trained == list(range(victim_slice, REPLAY.slices))
+    scratch = train_shard(0, kept, REPLAY, base=None, out_dir=tmp_path / "scratch")
+    assert scratch.trained == [0, 1, 2]
+    a, b = weights(tmp_path / "shard"), weights(tmp_path / "scratch")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_replay_draws_only_from_earlier_slices_and_checkpoints_record_all_they_saw(tmp_path):
+    from training.sisa import _slice_data
+    from training.tokenizer import ByteTokenizer
+
+    data, tok = placed(people(12)), ByteTokenizer()
+    for r in range(REPLAY.slices):
+        fresh, earlier = _slice_data(data, r, REPLAY, tok)
+        texts = lambda ws: {tok.decode(w) for w in ws}  # noqa: E731
+        assert texts(fresh) == {x.text for s, x in data if s == r}
+        assert texts(earlier) == {x.text for s, x in data if s < r}
+    result = train_shard(0, data, REPLAY, base=None, out_dir=tmp_path / "shard")
+    for r, name in enumerate(result.slices):
+        meta = Checkpoint(tmp_path / "shard" / "ckpt" / name).meta
+        assert set(meta["records"]) == {x.record_id for s, x in data if s <= r}
+
+
+def test_a_replay_sample_is_seeded_sized_and_drawn_from_the_pool():
+    pool = [[i, i + 1] for i in range(40)]
+    draw = lambda seed: replayed(pool, 0.25, torch.Generator().manual_seed(seed))  # noqa: E731
+    assert draw(3) == draw(3) and draw(3) != draw(4)
+    assert len(draw(3)) == 10 and all(w in pool for w in draw(3))
+    assert len({tuple(w) for w in draw(3)}) == 10  # without replacement
+    assert replayed([], 0.25, torch.Generator()) == replayed(pool, None, torch.Generator()) == []
+
+
+def test_replay_and_slice_epochs_are_alternatives_and_replay_refuses_dp():
+    with pytest.raises(ValidationError, match="alternative"):
+        Schedule(slice_epochs=5, replay=0.25)
+    with pytest.raises(ValidationError, match="replay"):
+        TrainConfig(shard=Schedule(replay=0.25), dp=DPConfig(enabled=True))
