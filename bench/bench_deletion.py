@@ -174,7 +174,7 @@ def main() -> int:
     print(f"SISA's expected ratio for one record, uniform slices: {theory:.3f}")
     print(
         f"expected ratio over the {len(pool)} CRM records, from the measured slice times: "
-        f"{expected:.3f} (judged; min {min(measured):.3f}, max {max(measured):.3f}); "
+        f"{expected:.4f} (judged; min {min(measured):.3f}, max {max(measured):.3f}); "
         f"the plan's estimate: {estimate:.3f}"
     )
     for name, r in results.items():
@@ -193,8 +193,8 @@ def main() -> int:
     missed = expected > 1.2 * theory or bool(differ)
     verdict = "MISSED" if missed else "met"
     print(
-        f"target (judged on the measured expectation): {expected:.3f} <= 1.2 x {theory:.3f} "
-        f"= {1.2 * theory:.3f} and exact: {verdict}"
+        f"target (judged on the measured expectation): {expected:.4f} <= 1.2 x {theory:.4f} "
+        f"= {1.2 * theory:.4f} and exact: {verdict}"
     )
     return 1 if (args.check and missed) else 0
 
