@@ -26,7 +26,7 @@ from lineage.signing import (
     subjects_of,
     verify_envelope,
 )
-from verify.audit._files import INDEX, read_tar_gz
+from verify.audit._files import INDEX, BundleInputError, read_tar_gz
 from verify.audit.bundle import PREDICATE_TYPE
 
 MANIFEST = "data/manifest.dsse.json"
@@ -75,7 +75,10 @@ def _trusted(files: Mapping[str, bytes], keys: list[Path] | None) -> tuple[dict,
     if keys:
         with tempfile.TemporaryDirectory() as tmp:
             for n, k in enumerate(keys):
-                (Path(tmp) / f"k{n}.pub.pem").write_bytes(Path(k).read_bytes())
+                try:
+                    (Path(tmp) / f"k{n}.pub.pem").write_bytes(Path(k).read_bytes())
+                except OSError as exc:
+                    raise BundleInputError(f"cannot read the public key {k}: {exc}") from None
             return load_trusted_keys(Path(tmp)), "the key(s) given with --key"
     with tempfile.TemporaryDirectory() as tmp:
         for name, data in files.items():

@@ -9,6 +9,7 @@ import pytest
 
 from verify.audit._files import PREFIX, BundleInputError, read_tar_gz, write_tar_gz
 from verify.audit.bundle import content_leaks
+from verify.audit.checks import verify_bundle
 
 
 def test_the_same_files_give_the_same_bytes_in_any_insertion_order(tmp_path):
@@ -63,3 +64,10 @@ def test_a_secret_of_digits_must_stand_alone_to_count_as_a_leak():
         "plain.txt: b'852315'",
         "t.txt: b'Ann Lee'",
     ]
+
+
+def test_a_public_key_that_cannot_be_read_is_bad_input(tmp_path):
+    path = tmp_path / "b.tar.gz"
+    path.write_bytes(write_tar_gz(path, {"index.dsse.json": b"{}"}))
+    with pytest.raises(BundleInputError, match="cannot read the public key"):
+        verify_bundle(path, keys=[tmp_path / "missing.pub.pem"])
