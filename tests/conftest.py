@@ -206,3 +206,12 @@ def deletion(tmp_path_factory) -> Deletion:
                "--request-id", "req-42"], root)  # fmt: skip
     before.stdout = out.stdout
     return before
+
+
+def contains(data: bytes, needle: bytes) -> bool:
+    """``needle`` in ``data``; a secret of digits must stand alone, not inside a digest."""
+    import re
+
+    if needle.isdigit():
+        return re.search(rb"(?<![0-9A-Za-z])" + needle + rb"(?![0-9A-Za-z])", data) is not None
+    return needle in data

@@ -19,7 +19,7 @@ import pytest
 
 from lineage._canonical import sha256_hex
 from lineage.signing import generate_key, load_signer, make_statement, sign_envelope
-from tests.conftest import Deletion
+from tests.conftest import Deletion, contains
 from tests.test_pipeline import REPO, run
 from verify.audit import verify_bundle
 from verify.audit._files import INDEX, read_tar_gz, write_tar_gz
@@ -34,12 +34,6 @@ def project(deletion: Deletion) -> dict:
     """The shared project (tests/conftest.py) after its one deletion, request req-42."""
     pub = next((deletion.root / "policies/trusted_keys").glob("*.pub.pem"))
     return {"root": deletion.root, "needles": deletion.needles_before, "pub": pub}
-
-
-def _contains(data: bytes, needle: bytes) -> bool:
-    if needle.isdigit():  # a secret of digits: a token of its own, not inside a digest
-        return re.search(rb"(?<![0-9A-Za-z])" + needle + rb"(?![0-9A-Za-z])", data) is not None
-    return needle in data
 
 
 def _verify(path: Path, pub: Path) -> dict[str, bool]:
@@ -65,7 +59,7 @@ def test_the_bundle_after_a_deletion_verifies_offline(project, tmp_path):
 def test_the_bundle_holds_no_record_content(project):
     files = read_tar_gz(project["root"] / BUNDLE)
     leaks = [f"{n}: {x[:30]!r}" for n, d in files.items() for x in project["needles"]
-             if _contains(d, x)]  # fmt: skip
+             if contains(d, x)]  # fmt: skip
     assert project["needles"] and not leaks
 
 

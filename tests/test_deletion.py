@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Deletion, records_of
+from tests.conftest import Deletion, contains, records_of
 from tests.test_pipeline import BIN, run
 
 # The first three run by default (one deletion, end to end); the crash and concurrency
@@ -52,14 +52,8 @@ def _leaks(dirs: list[Path], needles: list[bytes]) -> list[str]:
                 data = p.read_bytes()
                 if p.name.endswith(".tar.gz"):  # the audit bundle: search what it holds
                     data = gzip.decompress(data)
-                found += [f"{p}: {n!r}" for n in needles if _contains(data, n)]
+                found += [f"{p}: {n!r}" for n in needles if contains(data, n)]
     return found
-
-
-def _contains(data: bytes, needle: bytes) -> bool:
-    if needle.isdigit():  # a canary: a token of its own, not digits inside a hex digest
-        return re.search(rb"(?<![0-9A-Za-z])" + needle + rb"(?![0-9A-Za-z])", data) is not None
-    return needle in data
 
 
 def test_delete_refuses_unknown_ids_and_plan_writes_nothing(project):
