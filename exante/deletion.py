@@ -149,7 +149,8 @@ def plan(root: Path, cfg, record_ids: Sequence[str]) -> dict:
     Cost is counted as characters × epochs: slice r trains on slices 0..r, for
     ``slice_epochs`` epochs (the last slice up to ``max_epochs``, an upper bound);
     with ``replay``, slice r trains its own characters plus ``replay`` × the earlier
-    slices' for up to ``max_epochs``. A shard is retrained from its earliest
+    slices' for up to ``max_epochs``; with ``slice_work: equal``, slice r trains slices
+    0..r for up to ``max_epochs × R/(r+1)`` epochs. A shard is retrained from its earliest
     affected slice; earlier slices are reused.
     """
     from training.partition import read_shard, shard_file
@@ -187,8 +188,9 @@ def _slice_cost(cfg, chars: Sequence[int], r: int) -> float:
     """Characters × epochs of slice r, given each slice's own characters."""
     if cfg.shard.replay is not None:
         return cfg.shard.max_epochs * (chars[r] + cfg.shard.replay * sum(chars[:r]))
-    last = r == cfg.slices - 1 or cfg.shard.slice_epochs is None
-    epochs = cfg.shard.max_epochs if last else cfg.shard.slice_epochs
+    from training.sisa import slice_schedule
+
+    epochs = slice_schedule(cfg, r).max_epochs
     return epochs * sum(chars[: r + 1])
 
 

@@ -325,3 +325,5 @@ def test_the_plan_counts_replayed_characters_for_every_slice():
     assert [_slice_cost(cfg, [100] * 4, r) for r in range(4)] == [1000, 1250, 1500, 1750]
     fixed = TrainConfig(slices=4, shard=Schedule(max_epochs=10, slice_epochs=2))
     assert [_slice_cost(fixed, [100] * 4, r) for r in range(4)] == [200, 400, 600, 4000]
+    equal = TrainConfig(slices=4, shard=Schedule(max_epochs=10, slice_work="equal"))
+    assert [_slice_cost(equal, [100] * 4, r) for r in range(4)] == [4000, 4000, 3900, 4000]

@@ -43,6 +43,13 @@ class Schedule(_Strict):
     is an error. With neither, every slice trains slices 0..r to convergence
     (plain SISA); later slices start from a checkpoint that knows most of their
     data and stop early on ``target_loss``.
+
+    ``slice_work: equal`` (plain SISA only) gives slice r of R up to
+    ``max_epochs × R / (r + 1)`` epochs, so every slice may do the same work
+    (characters × epochs), the even split SISA's cost analysis assumes. A small
+    first slice takes only a few optimizer steps an epoch; with equal epochs it
+    is the slice least trained, and every later slice, which every deletion
+    retrains, has to finish its work.
     """
 
     lr: float = Field(3e-3, gt=0)
@@ -66,11 +73,22 @@ class Schedule(_Strict):
         "the earlier slices' windows, resampled every epoch",
     )
 
+    slice_work: Literal["epochs", "equal"] = Field(
+        "epochs",
+        description="shards only: epochs: up to max_epochs for every slice; equal: up to "
+        "max_epochs × R/(r+1) for slice r, the same work for every slice",
+    )
+
     @model_validator(mode="after")
     def _one_slice_layout(self) -> Schedule:
         if self.slice_epochs is not None and self.replay is not None:
             raise ValueError(
                 "slice_epochs and replay are alternative slice schedules: set one of them to null"
+            )
+        if self.slice_work == "equal" and (self.slice_epochs or self.replay) is not None:
+            raise ValueError(
+                "slice_work: equal sizes the epochs of plain SISA slices; slice_epochs and replay "
+                "are other schedules: set slice_work to epochs, or both of them to null"
             )
         return self
 

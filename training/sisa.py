@@ -180,11 +180,19 @@ def slice_schedule(cfg: TrainConfig, r: int) -> Schedule:
     """The shard schedule, with a fixed ``slice_epochs`` for every slice but the last.
 
     With ``replay`` every slice trains its fresh records to convergence: the full schedule.
+    With ``slice_work: equal`` slice r may train :func:`slice_epochs_equal` epochs.
     """
     fixed = cfg.shard.slice_epochs
+    if cfg.shard.slice_work == "equal":
+        return cfg.shard.model_copy(update={"max_epochs": slice_epochs_equal(cfg, r)})
     if fixed is None or r == cfg.slices - 1:
         return cfg.shard
     return cfg.shard.model_copy(update={"max_epochs": fixed, "min_epochs": fixed})
+
+
+def slice_epochs_equal(cfg: TrainConfig, r: int) -> int:
+    """``max_epochs × R / (r + 1)``, rounded: slice r's epochs for equal work per slice."""
+    return max(1, round(cfg.shard.max_epochs * cfg.slices / (r + 1)))
 
 
 def _train_private_slice(model, optimizer, examples, cfg: TrainConfig, schedule, seed, tok, hook):

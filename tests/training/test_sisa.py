@@ -182,3 +182,35 @@ def test_replay_and_slice_epochs_are_alternatives_and_replay_refuses_dp():
         Schedule(slice_epochs=5, replay=0.25)
     with pytest.raises(ValidationError, match="replay"):
         TrainConfig(shard=Schedule(replay=0.25), dp=DPConfig(enabled=True))
+
+
+EQUAL = TINY.model_copy(update={"shard": TINY.shard.model_copy(update={"slice_work": "equal"})})
+
+
+def test_equal_slice_work_gives_slice_r_max_epochs_times_r_over_r_plus_1():
+    from training.sisa import slice_schedule
+
+    cfg = TrainConfig(slices=4, shard=Schedule(max_epochs=40, slice_work="equal"))
+    assert [slice_schedule(cfg, r).max_epochs for r in range(4)] == [160, 80, 53, 40]
+    assert [slice_schedule(cfg, r).lr for r in range(4)] == [cfg.shard.lr] * 4
+    plain = TrainConfig(slices=4, shard=Schedule(max_epochs=40))
+    assert [slice_schedule(plain, r).max_epochs for r in range(4)] == [40] * 4
+    with pytest.raises(ValidationError, match="slice_work"):
+        Schedule(slice_work="equal", slice_epochs=5)
+    with pytest.raises(ValidationError, match="slice_work"):
+        Schedule(slice_work="equal", replay=0.25)
+
+
+def test_equal_slice_work_trains_each_slice_its_epochs_and_deletes_exactly(tmp_path):
+    data = placed(people(12))
+    first = train_shard(0, data, EQUAL, base=None, out_dir=tmp_path / "shard")
+    epochs = [sum(1 for e in first.epochs if e["slice"] == r) for r in range(EQUAL.slices)]
+    assert epochs == [9, 4, 3]  # target_loss 0: every slice runs its cap, 3 × 3/(r+1)
+
+    victim_slice, victim = min(data, key=lambda x: (x[0] != 1, x[1].record_id))  # slice 1
+    kept = [x for x in data if x[1] != victim]
+    deleted = train_shard(0, kept, EQUAL, base=None, out_dir=tmp_path / "shard")
+    assert deleted.trained == list(range(victim_slice, EQUAL.slices))
+    train_shard(0, kept, EQUAL, base=None, out_dir=tmp_path / "scratch")
+    a, b = weights(tmp_path / "shard"), weights(tmp_path / "scratch")
+    assert all(torch.equal(a[k], b[k]) for k in a)
