@@ -99,7 +99,12 @@ class EpochClock:
 
 def bench_throughput(root: Path, cfg: TrainConfig, tmp: Path, epochs: int) -> float:
     shard_cfg = cfg.shard.model_copy(
-        update={"max_epochs": epochs, "target_loss": 0.0, "slice_epochs": max(1, epochs // 4)}
+        update={
+            "max_epochs": epochs,
+            "target_loss": 0.0,
+            "slice_epochs": max(1, epochs // 4),
+            "slice_work": "epochs",
+        }
     )
     sisa_cfg = cfg.model_copy(update={"shard": shard_cfg})
     paths = Paths(shard_models=tmp / "throughput")

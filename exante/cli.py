@@ -332,7 +332,8 @@ def _deletion_context(args):
     from lineage.signing import load_trusted_keys
     from lineage.stages import TRUSTED
 
-    return Context(Path("."), _train_cfg(), _signer(args), load_trusted_keys(TRUSTED))
+    return Context(Path("."), _train_cfg(), _signer(args), load_trusted_keys(TRUSTED),
+                   verify=bool(getattr(args, "verify", False)))  # fmt: skip
 
 
 def cmd_delete(args) -> int:
@@ -605,6 +606,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--from-file", type=Path, help="a batch: one JSON request a line")
     d.add_argument("--plan", action="store_true", help="dry run: records, shards, cost")
     d.add_argument("--resume", action="store_true", help="finish pending requests")
+    d.add_argument("--verify", action="store_true",
+                   help="first verify each request against a retrain reference under the "
+                   "recovery attacks (a signed report beside the receipts)")  # fmt: skip
     d.set_defaults(func=cmd_delete, check=_check_delete_args)
     rc = sub.add_parser("receipt", help="deletion receipts").add_subparsers(
         dest="receipt", required=True
@@ -663,6 +667,9 @@ def _check_delete_args(p: argparse.ArgumentParser, args) -> None:
     named = bool(args.record or args.subject)
     if args.resume and (named or args.from_file or args.plan):
         p.error("delete --resume takes no records, subjects, --from-file or --plan")
+    if args.verify and (args.resume or args.plan):
+        p.error("delete --verify verifies new requests (their text is gone after a deletion), "
+                "not --resume or --plan")  # fmt: skip
     if not args.resume and named == bool(args.from_file):
         p.error("delete needs --record/--subject or --from-file (one of them), or --resume")
     if named and not args.reason:

@@ -204,6 +204,7 @@ class Context:
     signer: object
     trusted: Mapping
     say: Callable[[str], None] = print
+    verify: bool = False  # verify each request against a retrain reference before retraining
 
 
 def delete(ctx: Context, specs: Sequence[RequestSpec]) -> list[Path]:
@@ -212,13 +213,14 @@ def delete(ctx: Context, specs: Sequence[RequestSpec]) -> list[Path]:
         _recover(ctx, lock)
         ledger = verify_ledger(ctx.root, ctx.trusted)
         resolved = resolve(specs, read_all(ctx.root / RECORDS), ledger)
+        forget = _forget_sets(ctx, specs, resolved) if ctx.verify else {}
         for spec, hashes in zip(specs, resolved, strict=True):
             append_request(lock, ctx.signer, ctx.trusted, request_id=spec.request_id,
                            reason=spec.reason, record_hashes=hashes,
                            subject_ids=spec.subject_ids)  # fmt: skip
             ctx.say(f"request {spec.request_id}: {len(hashes)} records → ledger (received)")
         _write_denied(ctx.root)
-        return _process(ctx, lock, [s.request_id for s in specs])
+        return _process(ctx, lock, [s.request_id for s in specs], forget)
 
 
 def resume(ctx: Context) -> list[Path]:
@@ -254,12 +256,51 @@ def _write_denied(root: Path) -> None:
     write_denied(root)
 
 
-def _process(ctx: Context, lock, request_ids: Sequence[str]) -> list[Path]:
+def _forget_sets(ctx: Context, specs, resolved) -> dict:
+    """Each request's forget set, read while its text exists; refused before anything is written."""
+    from verify.request import forget_set_of
+
+    params = load_params(ctx.root / "params.yaml")
+    return {spec.request_id: forget_set_of(ctx.root, params, sorted(hashes))
+            for spec, hashes in zip(specs, resolved, strict=True)}  # fmt: skip
+
+
+def _verify_requests(ctx: Context, forget: Mapping) -> dict:
+    """``exante delete --verify``: each request against a retrain reference, before retraining."""
+    from verify.request import verify_request
+
+    params, out = load_params(ctx.root / "params.yaml"), {}
+    for rid, fs in forget.items():
+        ctx.say(f"{rid}: verifying against a retrain reference (shard {fs.shard}) …")
+        info = verify_request(ctx.root, params, ctx.signer, rid, fs, progress=lambda s: None)
+        out[rid] = {k: v for k, v in info.items() if k != "results"}
+    return out
+
+
+def _check_verified(ctx: Context, verified: dict) -> dict:
+    """After the retrain: is the released shard the ``exact`` model the verification judged?"""
+    from verify.request import exact_matches_release, summary_line
+
+    for rid, info in verified.items():
+        info["exact_is_release"] = exact_matches_release(
+            ctx.root, ctx.cfg, info["shard"], info["exact_forget_shard_sha256"]
+        )
+        ctx.say(f"{rid}: {summary_line(info)}")
+        if not info["exact_is_release"]:
+            ctx.say(f"{rid}: WARNING the released shard {info['shard']} differs from the "
+                    "verified exact deletion; the verification does not describe it")  # fmt: skip
+    return {"verification": verified} if verified else {}
+
+
+def _process(
+    ctx: Context, lock, request_ids: Sequence[str], forget: Mapping | None = None
+) -> list[Path]:
     ledger = verify_ledger(ctx.root, ctx.trusted)
     removed = {i: h for rid in request_ids for i, h in ledger.request(rid).record_hashes.items()}
     step, started = _Stepper(ctx, lock, request_ids), time.perf_counter()
     try:
         before = _models_before(ctx, ledger, request_ids)
+        verified = _verify_requests(ctx, forget or {})
         shards, ratio = _affected(ctx, removed)
         step.to("retraining", from_={"received", "failed"}, shards=shards,
                 meta={"models_before": before, "estimated_cost_ratio": ratio})  # fmt: skip
@@ -270,6 +311,7 @@ def _process(ctx: Context, lock, request_ids: Sequence[str]) -> list[Path]:
         step.to("verified", from_={"purged"})
         models = _models(ctx, request_ids)
         evidence = _log_evidence(ctx, request_ids, removed, started, models)
+        evidence |= _check_verified(ctx, verified)
         receipts = _issue(ctx, lock, request_ids, evidence, models)
         _track_ledger(ctx.root)
     except (LineageError, OSError, subprocess.SubprocessError) as exc:

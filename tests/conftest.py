@@ -203,7 +203,7 @@ def deletion(tmp_path_factory) -> Deletion:
         stdout="",
     )  # fmt: skip
     out = run(["exante", "delete", "--subject", subject, "--reason", "GDPR-17 ticket 42",
-               "--request-id", "req-42"], root)  # fmt: skip
+               "--request-id", "req-42", "--verify"], root)  # fmt: skip
     before.stdout = out.stdout
     return before
 

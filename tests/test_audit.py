@@ -244,3 +244,18 @@ def test_the_report_renders_in_chromium_without_console_errors(project, tmp_path
     subprocess.run([chromium, *flags, f"--screenshot={shot}", "--window-size=1280,3000",
                     html.as_uri()], capture_output=True, timeout=120, check=True)  # fmt: skip
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_deletions_verification_is_bundled_and_an_edit_to_it_is_caught(project, tmp_path):
+    root = project["root"]
+    files = read_tar_gz(root / BUNDLE)
+    where = "data/receipts/verification/req-42/"
+    assert {where + n for n in ("report.dsse.json", "results.json", "summary.json")} <= set(files)
+    summary = json.loads(files[where + "summary.json"])
+    assert summary["exact"]["failed_checks"] == 0
+    files[where + "summary.json"] = json.dumps(summary | {"edited": True}).encode()
+    verdicts = _verify(_resign(root, files, tmp_path / "t.tar.gz"), project["pub"])
+    assert verdicts["deletions"] is False and verdicts["index"] is True
+    del files[where + "report.dsse.json"]
+    verdicts = _verify(_resign(root, files, tmp_path / "u.tar.gz"), project["pub"])
+    assert verdicts["deletions"] is False

@@ -327,3 +327,50 @@ def test_the_plan_counts_replayed_characters_for_every_slice():
     assert [_slice_cost(fixed, [100] * 4, r) for r in range(4)] == [200, 400, 600, 4000]
     equal = TrainConfig(slices=4, shard=Schedule(max_epochs=10, slice_work="equal"))
     assert [_slice_cost(equal, [100] * 4, r) for r in range(4)] == [4000, 4000, 3900, 4000]
+
+
+def test_a_verified_deletion_keeps_a_signed_report_that_outlives_the_release(deletion: Deletion):
+    """``--verify``: the request's own records, measured before their text was gone."""
+    root = deletion.root
+    ((shard, _),) = deletion.placed.items()
+    where = root / "data/receipts/verification/req-42"
+    checked = run(["exante", "verify", "check", str(where / "report.dsse.json")], root)
+    assert "exact pass" in checked.stdout  # signed, and every file it names is unchanged
+    results = json.loads((where / "results.json").read_text())
+    ids = {r["record_id"] for r in deletion.records}
+    crm = {i for i in ids if i.startswith("crm/")}
+    assert crm and crm <= set(results["forget_set"]["forget_records"]) <= ids
+    assert results["forget_set"]["forget_people"] == [deletion.subject]
+    assert results["forget_set"]["shard"] == shard
+    assert results["relearn_split"]["skipped"].startswith("one person")
+    assert results["summary"]["exact"]["verdict"] == "pass"
+    assert "relearn/relearn_em" in results["summary"]["exact"]["unmeasured"]
+    assert results["subjects"]["exact"] == results["subjects"]["retrain"]  # bit-identical
+
+    entries = [json.loads(x) for x in (root / "data/ledger.jsonl").read_text().splitlines()]
+    (entry,) = [e for e in entries if e["request_id"] == "req-42" and e.get("status") == "complete"]
+    info = entry["meta"]["verification"]["req-42"]
+    assert info["exact_is_release"] is True
+    assert info["verdicts"]["exact"] == "pass" and info["shard"] == shard
+    assert "verified in shard" in deletion.stdout
+    assert not list((root / "models").glob("*.tmp"))  # the scratch workspace is gone
+    assert not (root / "data/verification/requests").exists()
+
+
+def test_delete_verify_refuses_records_in_two_shards_before_writing(deletion: Deletion):
+    root = deletion.root
+    ledger = (root / "data/ledger.jsonl").read_bytes()
+    by_shard = {}
+    for s in range(4):
+        for row in (root / f"data/shards/s{s:02d}.jsonl").read_text().splitlines():
+            rid = re.search(r'"record_id": ?"(crm/[^"]+)"', row)
+            if rid:
+                by_shard.setdefault(s, rid.group(1))
+    a, b = list(by_shard.values())[:2]
+    out = run(["exante", "delete", "--record", a, b, "--reason", "T-9", "--verify"], root,
+              check=False)  # fmt: skip
+    assert out.returncode == 3, out.stderr
+    assert "one request per shard" in out.stderr
+    assert (root / "data/ledger.jsonl").read_bytes() == ledger
+    usage = run(["exante", "delete", "--resume", "--verify"], root, check=False)
+    assert usage.returncode == 2 and "--verify" in usage.stderr

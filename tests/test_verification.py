@@ -24,7 +24,13 @@ TRAIN = {
     "slices": 2,
     "model": {"n_layer": 2, "n_head": 2, "n_embd": 64, "n_positions": 64, "local_path": None},
     "base": {"max_epochs": 1},
-    "shard": {"max_epochs": 60, "slice_epochs": 3, "target_loss": 0.05, "lr": 0.003},
+    "shard": {
+        "max_epochs": 60,
+        "slice_epochs": 3,
+        "slice_work": "epochs",
+        "target_loss": 0.05,
+        "lr": 0.003,
+    },
 }
 VERIFY = SMALL_VERIFY | {
     "holdout_people": 4, "relearn": {"ks": [0, 5]}, "extraction": {"budget": 8},

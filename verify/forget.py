@@ -102,6 +102,68 @@ def draw(
         )
     chosen = _choose(in_shard, crm, people, random.Random(f"{seed}:forget:{shard}"))
     forget_records = [r for _, r in placed if set(r.subject_ids) & set(chosen)]
+    return _with_companions(root, shard, placed, chosen, forget_records, crm, paths=paths,
+                            holdout_people=holdout_people, retain_records=retain_records,
+                            public_play=public_play, public_chunks=public_chunks,
+                            seed=seed)  # fmt: skip
+
+
+def for_records(
+    root: Path,
+    record_ids: Sequence[str],
+    *,
+    holdout_people: int,
+    retain_records: int,
+    public_play: str,
+    public_chunks: int,
+    seed: int,
+    shards: int,
+    paths: Paths = Paths(),
+) -> ForgetSet:
+    """The forget set of a real deletion: exactly these records, from the shard holding them.
+
+    Read before the deletion runs (afterwards their text is gone). The forget
+    people are the records' data subjects; their probes are the records' CRM
+    facts. Raises :class:`ForgetSetError` when the records span shards (verify
+    them as separate requests), are in no shard, or hold no fact to probe.
+    """
+    root, wanted = Path(root), set(record_ids)
+    crm = _crm_rows(root / paths.facts)
+    found: dict[int, list] = {}
+    for s in range(shards):
+        path = root / shard_file(paths.shards, s)
+        if not path.is_file():
+            raise ForgetSetError(f"{path} is missing: run the pipeline (dvc repro) first")
+        placed = read_shard(path)
+        hits = [r for _, r in placed if r.record_id in wanted]
+        if hits:
+            found[s] = (placed, hits)
+    if not found:
+        raise ForgetSetError(
+            f"none of {len(wanted)} record(s) is in a shard (base corpus, or refused): "
+            "there is no trained copy to verify"
+        )
+    if len(found) > 1:
+        raise ForgetSetError(
+            f"the records are in shards {sorted(found)}; a verification measures one shard: "
+            "send them as one request per shard (a person's records share a shard)"
+        )
+    ((shard, (placed, hits)),) = found.items()
+    if not any(r.record_id in crm for r in hits):
+        raise ForgetSetError(
+            "the records hold no CRM fact to probe: a verification measures what a model "
+            "knows of a person's facts; delete without --verify"
+        )
+    chosen = tuple(sorted({sid for r in hits for sid in r.subject_ids}))
+    return _with_companions(root, shard, placed, chosen, hits, crm, paths=paths,
+                            holdout_people=holdout_people, retain_records=retain_records,
+                            public_play=public_play, public_chunks=public_chunks,
+                            seed=seed)  # fmt: skip
+
+
+def _with_companions(root, shard, placed, chosen, forget_records, crm, *, paths, holdout_people,
+                     retain_records, public_play, public_chunks, seed) -> ForgetSet:  # fmt: skip
+    """The forget records' texts and probes, plus holdout, retain and public texts."""
     forget = tuple(Text(r.record_id, _owner(r, chosen), r.text) for r in forget_records)
     forget_probes = []
     for r in forget_records:
@@ -111,7 +173,10 @@ def draw(
             forget_probes += [p] if p else []
     holdout, holdout_probes = _holdout(root / paths.facts.parent / "holdout_people.jsonl",
                                        holdout_people)  # fmt: skip
-    retained = [r for _, r in placed if not set(r.subject_ids) & set(chosen)]
+    gone = {r.record_id for r in forget_records}
+    retained = [
+        r for _, r in placed if r.record_id not in gone and not set(r.subject_ids) & set(chosen)
+    ]
     if len(retained) < 2:
         raise ForgetSetError(f"shard {shard} retains {len(retained)} records: too few to measure")
     pick = random.Random(f"{seed}:retain:{shard}").sample(
@@ -124,7 +189,7 @@ def draw(
     )
     if not public:
         raise ForgetSetError(f"the play {public_play!r} gave no text for the utility check")
-    return ForgetSet(shard, chosen, forget, tuple(forget_probes), holdout,
+    return ForgetSet(shard, tuple(chosen), forget, tuple(forget_probes), holdout,
                      tuple(holdout_probes), retain, public, tuple(placed))  # fmt: skip
 
 

@@ -99,11 +99,15 @@ def run(
     *,
     paths: Paths = Paths(),
     progress: Callable[[str], None] = lambda s: None,
+    fs: ForgetSet | None = None,
 ) -> dict:
-    """Measure every subject under every attack; judge them against the retrain reference."""
+    """Measure every subject under every attack; judge them against the retrain reference.
+
+    The forget set is drawn from params unless ``fs`` is given (a real deletion's).
+    """
     started = time.perf_counter()
     baselines.check_method_list(root, v.methods)
-    fs = forget_set(root, v, paths)
+    fs = fs or forget_set(root, v, paths)
     loaded = load_subjects(root, cfg, v, fs, paths)
     names = subject_names(v)
     s = MeasureSettings(v.prefix_bytes, v.max_new_tokens, v.exposure_candidates)
@@ -122,10 +126,11 @@ def run(
         timings[_label(attack)] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    split = split_forget(list(fs.forget_probes), fraction=v.relearn.fraction, seed=v.seed)
-    check_disjoint(split.relearn_texts, split.measured, relearn_probes=split.relearn)
+    split = _split(fs, v)
     for name in names:
-        results[name]["relearn"] = _relearn(name, loaded, fs, split, cfg, v, s, cache)
+        results[name]["relearn"] = (
+            _relearn(name, loaded, fs, split, cfg, v, s, cache) if split else _NOT_RELEARNED
+        )
         progress(f"{name:14s} relearn  {_curve_brief(results[name]['relearn'])}")
     timings["relearn"] = time.perf_counter() - t0
 
@@ -143,7 +148,7 @@ def run(
 
     t0 = time.perf_counter()
     secrets = [p for p in fs.forget_probes if p.fact in v.extraction.facts]
-    for name in names:
+    for name in names if secrets else ():  # no planted secret: extraction not measured
         subj = _assemble(name, loaded, fs.shard, lambda c: c, None, cfg.ensemble)
         ex = extraction(subj, secrets, budget=v.extraction.budget,
                         temperature=v.extraction.temperature, top_k=v.extraction.top_k,
@@ -153,16 +158,21 @@ def run(
             "examples": {"extraction": [{"id": p.record_id, "first_hit": p.first_hit}
                                         for p in ex.probes]},
         }  # fmt: skip
+    for name in names if not secrets else ():
+        results[name]["extraction"] = {"metrics": {"extraction": None, "secrets": 0},
+                                       "examples": {"extraction": []}}  # fmt: skip
     timings["extraction"] = time.perf_counter() - t0
 
     _relative(results)
     verdicts = judge_all(results, policy)
     ids = fs.digest_inputs()
     halves = {
-        "relearn": sorted({p.subject_id for p in split.relearn}),
-        "measured": sorted({p.subject_id for p in split.measured}),
-        "withheld_records": [p.record_id for p in split.withheld],
+        "relearn": sorted({p.subject_id for p in split.relearn}) if split else [],
+        "measured": sorted({p.subject_id for p in split.measured}) if split else [],
+        "withheld_records": [p.record_id for p in split.withheld] if split else [],
     }
+    if not split:
+        halves["skipped"] = "one person in the forget set: a relearning split needs two"
     return {
         "schema_version": 1,
         "policy": {"path": policy.path, "sha256": policy.sha256},
@@ -176,6 +186,25 @@ def run(
         "timings_seconds": timings | {"total": time.perf_counter() - started},
         "cache": {"hits": cache.hits, "misses": cache.misses},
     }
+
+
+_NOT_RELEARNED = {
+    "metrics": {"relearn_em": None, "relearn_exposure_bits": None, "relearn_steps": None},
+    "curve": [],
+}
+
+
+def _split(fs: ForgetSet, v: VerifyParams):
+    """Half the people to relearn on, half measured; None for one person (nothing to split).
+
+    A params forget set has at least two people; a real deletion's may have one,
+    and its relearning checks are then reported as not measured.
+    """
+    if len({p.subject_id for p in fs.forget_probes}) < 2:
+        return None
+    split = split_forget(list(fs.forget_probes), fraction=v.relearn.fraction, seed=v.seed)
+    check_disjoint(split.relearn_texts, split.measured, relearn_probes=split.relearn)
+    return split
 
 
 def _swap(c: Component, *, attack: str, fn, memo: dict) -> Component:

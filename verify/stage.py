@@ -24,18 +24,38 @@ OUT = Path("data/verification")
 
 
 def run_verify(
-    root: Path, params, signer: Signer, *, progress=print, paths: Paths = Paths()
+    root: Path,
+    params,
+    signer: Signer,
+    *,
+    progress=print,
+    paths: Paths = Paths(),
+    fs=None,
+    out: Path = OUT,
+    evidence_root: Path | None = None,
+    tags: dict | None = None,
+    sign_release: bool = True,
 ) -> dict:
+    """Verify, sign and log; ``fs`` (a real deletion's forget set) replaces the params one.
+
+    ``out`` is where the results land under ``root``; MLflow evidence goes to the
+    store of ``evidence_root`` (default ``root``), with ``tags`` added to the parent
+    run and to the report's predicate. ``sign_release=False`` leaves the released
+    files out of the report's subjects (their digests stay in the predicate): a
+    deletion's report outlives the release it tested, which is then purged.
+    """
     from verify.evidence import log_verification, tracking_uri
 
     root = Path(root)
+    evidence_root = Path(evidence_root or root)
     policy = load_policy(root)  # read and hashed before anything is scored
     progress(f"policy {policy.path} sha256 {policy.sha256[:16]}…")
-    out = root / OUT
+    out = root / out
     tmp = out.with_name(f".{out.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     (tmp / "plots").mkdir(parents=True)
-    results = run(root, params.train, params.verify, policy, paths=paths, progress=progress)
+    results = run(root, params.train, params.verify, policy, paths=paths, progress=progress,
+                  fs=fs)  # fmt: skip
     results["incontext_uplift"] = incontext_uplift(results["results"])
     attacks = ["none", *(a.removeprefix("quantize_") for a in params.verify.quantization)]
     figures = [
@@ -67,7 +87,9 @@ def run_verify(
         "or not; in-context knowledge needs inference-time controls, not training-time deletion",
     }
     # subjects are named as they will lie once published, so sign the published layout
-    files = [*released, tmp / "results.json", tmp / "summary.json", *figures]
+    predicate |= tags or {}
+    files = [*(released if sign_release else []), tmp / "results.json", tmp / "summary.json",
+             *figures]  # fmt: skip
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
     files = [out / f.relative_to(tmp) if _under(f, tmp) else f for f in files]
@@ -75,13 +97,14 @@ def run_verify(
                 out=out / "report.dsse.json")  # fmt: skip
     tags = {"policy_sha256": policy.sha256, "forget_set_sha256": predicate["forget_set_sha256"],
             "params_sha256": predicate["params_sha256"],
-            "report_sha256": file_sha256(out / "report.dsse.json"), **lineage}  # fmt: skip
+            "report_sha256": file_sha256(out / "report.dsse.json"), **lineage,
+            **(tags or {})}  # fmt: skip
     parent = log_verification(
-        root, params=params.verify.model_dump(mode="json"), results=results, tags=tags,
+        evidence_root, params=params.verify.model_dump(mode="json"), results=results, tags=tags,
         files={"plots": out / "plots", "report": out / "report.dsse.json",
                "results": out / "summary.json"},
     )  # fmt: skip
-    evidence = {"tracking_uri": tracking_uri(root), "experiment": "exante-verification",
+    evidence = {"tracking_uri": tracking_uri(evidence_root), "experiment": "exante-verification",
                 "parent_run_id": parent, **tags}  # fmt: skip
     atomic_write(out / "evidence.json", json.dumps(evidence, indent=2, sort_keys=True).encode())
     return results | {"evidence": evidence}

@@ -47,6 +47,11 @@ OPTIONAL = (
     "data/ledger.head.dsse.json",
     "data/ledger.denied.json",
     "data/receipts/*.dsse.json",
+    "data/receipts/verification/*/report.dsse.json",  # exante delete --verify
+    "data/receipts/verification/*/results.json",
+    "data/receipts/verification/*/summary.json",
+    "data/receipts/verification/*/evidence.json",
+    "data/receipts/verification/*/plots/*.png",
     "models/base/metrics.json",
     "models/shards/s*/metrics.json",
     "models/shards/s*/slices.json",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -197,7 +198,7 @@ def check_deletions(ctx: _Context, c: Check) -> None:
 
     ledger = verify_ledger(ctx.root, ctx.trusted)
     receipts = {}
-    for name in (n for n in ctx.files if n.startswith("data/receipts/")):
+    for name in (n for n in ctx.files if re.fullmatch(r"data/receipts/[^/]+\.dsse\.json", n)):
         r = verify_receipt(ctx.root / name, ctx.trusted)
         receipts[r.request_id] = r
     versions, proven = ctx.manifests(), 0
@@ -215,6 +216,32 @@ def check_deletions(ctx: _Context, c: Check) -> None:
         for v in (v for v in versions if v >= receipt.manifest_version):
             proven += _absent_from(ctx, versions[v], request.record_ids, c)
     c.notes.append(f"{proven} record × manifest-version non-inclusion proofs verified")
+    verified = _request_reports(ctx, ledger, c)
+    if verified:
+        c.notes.append(f"{verified} deletion(s) verified against a retrain reference (signed)")
+
+
+def _request_reports(ctx: _Context, ledger, c: Check) -> int:
+    """``exante delete --verify``: each report the ledger names is here, signed, unchanged."""
+    n = 0
+    for entry in ledger.entries:
+        for rid, info in (getattr(entry, "meta", None) or {}).get("verification", {}).items():
+            name = info.get("report", "")
+            if name not in ctx.files:
+                c.problems.append(f"{rid}: its verification report {name} is not in the bundle")
+                continue
+            statement = ctx.statement(name)
+            pred = statement["predicate"]
+            if pred.get("request_id") != rid:
+                c.problems.append(f"{name}: a report for {pred.get('request_id')!r}, not {rid}")
+            for file, digest in subjects_of(statement).items():
+                if sha256_hex(ctx.files.get(file, b"")) != digest:
+                    c.problems.append(f"{file}: not the file {rid}'s verification report signed")
+            exact = pred.get("subjects", {}).get("exact", {}).get("forget_shard_sha256")
+            if exact != info.get("exact_forget_shard_sha256"):
+                c.problems.append(f"{rid}: the ledger and the report name different exact models")
+            n += 1
+    return n
 
 
 def _absent_from(ctx: _Context, name: str, record_ids, c: Check) -> int:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from collections import Counter
 from html import escape
 
@@ -220,9 +221,18 @@ def _ledger(files) -> dict:
     return {"requests": requests, "status": status, "history": history}
 
 
+def _verified(info: dict | None) -> str:
+    if not info:
+        return "—"
+    verdicts = ", ".join(f"{escape(k)} {escape(v)}" for k, v in info["verdicts"].items())
+    same = "the release is the verified exact model" if info.get("exact_is_release") else (
+        "the release is NOT the verified exact model")  # fmt: skip
+    return f"{verdicts}; {same}<br><code>{escape(info['report'])}</code>"
+
+
 def _deletions(files) -> str:
     ledger, receipts = _ledger(files), {}
-    for name in (n for n in files if n.startswith("data/receipts/")):
+    for name in (n for n in files if re.fullmatch(r"data/receipts/[^/]+\.dsse\.json", n)):
         p = _payload(files, name)["predicate"]
         receipts[p["request_id"]] = p
     runs = _json(files, "mlflow/runs.json", {}).get("runs", {})
@@ -249,6 +259,7 @@ def _deletions(files) -> str:
             (f"{m.get('slices_trained', 0):.0f} slices retrained, {m.get('slices_reused', 0):.0f} "
              f"reused, {m.get('retrain_wall_seconds', 0):.0f} s of training"
              if m else "—"),
+            _verified((complete or {}).get("meta", {}).get("verification", {}).get(rid)),
         ])  # fmt: skip
     return (
         '<h2 id="deletions">Deletion history</h2><p>From the hash-chained deletion ledger '
@@ -256,7 +267,16 @@ def _deletions(files) -> str:
         "shards that held the records, from their last checkpoint that never saw them.</p>"
         + (
             _table(
-                ["request", "received", "scope", "status history", "receipt", "retraining"], rows
+                [
+                    "request",
+                    "received",
+                    "scope",
+                    "status history",
+                    "receipt",
+                    "retraining",
+                    "verified (exante delete --verify)",
+                ],
+                rows,
             )
             if rows
             else "<p>No deletion requests so far.</p>"

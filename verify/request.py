@@ -1,0 +1,129 @@
+"""Verifying a real deletion: the forget set is a ledger request's records, not a params draw.
+
+``exante delete --verify`` calls :func:`verify_request` after the request is in
+the ledger (and the deny set) and before the pipeline retrains: the records'
+text still exists then, and nowhere afterwards. Everything is built in a
+scratch workspace, ``models/verify-<request>.tmp``, whose entries link to the
+project's files except the two it writes (``models/verify`` and
+``data/verification``), so the params verification and its cached DVC stages
+are not touched:
+
+- ``retrain``: the request's shard trained from scratch without the records;
+- ``exact``: the deletion code path on a scratch copy of that shard's
+  checkpoints (what the production retrain will then produce, bit for bit:
+  :func:`exact_matches_release` checks it once the pipeline has run);
+- ``approx:<m>``: the released shard model post-hoc unlearned on the records;
+- ``original``: the release as it stands, trained on them.
+
+The signed report, results (ids and numbers, no text), summary and plots are
+moved to ``data/receipts/verification/<request>/`` (tracked with the receipts; the
+report's subjects are those files, the tested models are named by digest in its
+predicate, since the release it tested is purged); the workspace, which holds
+models that know the records, is deleted, and the deletion's purge deletes any
+that a crash left behind (``models/*.tmp``). A request whose records span
+shards, or hold no fact to probe, is refused before anything is written.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from training.stages import Paths
+from verify.forget import ForgetSet, for_records
+
+REQUESTS = Path("data/receipts/verification")  # tracked with the receipts
+_WRITTEN = {"models": "verify", "data": "verification"}
+
+
+def request_dir(request_id: str) -> Path:
+    return REQUESTS / re.sub(r"[^A-Za-z0-9._-]", "_", request_id)
+
+
+def forget_set_of(root: Path, params, record_ids: Sequence[str]) -> ForgetSet:
+    """The request's forget set (raises ``ForgetSetError`` when it cannot be verified)."""
+    v = params.verify
+    return for_records(root, record_ids, holdout_people=v.holdout_people,
+                       retain_records=v.retain_records, public_play=v.public_play,
+                       public_chunks=v.public_chunks, seed=v.seed,
+                       shards=params.train.shards)  # fmt: skip
+
+
+def verify_request(
+    root: Path,
+    params,
+    signer,
+    request_id: str,
+    fs: ForgetSet,
+    *,
+    progress: Callable[[str], None] = print,
+) -> dict:
+    """Build the subjects for ``fs`` in a scratch workspace, verify, publish, clean up."""
+    from verify import baselines
+    from verify.stage import run_verify
+
+    root = Path(root).resolve()
+    out = request_dir(request_id)
+    scratch = root / "models" / f"verify-{out.name}.tmp"
+    shutil.rmtree(scratch, ignore_errors=True)
+    try:
+        _link_workspace(root, scratch)
+        cfg = params.train
+        baselines.build_retrain(scratch, cfg, fs)
+        baselines.build_exact(scratch, cfg, fs)
+        for method in params.verify.methods:
+            baselines.build_approx(scratch, cfg, fs, method, params.verify.unlearn)
+        results = run_verify(scratch, params, signer, progress=progress, fs=fs, out=out,
+                             evidence_root=root, tags={"request_id": request_id},
+                             sign_release=False)  # fmt: skip
+        target = root / out
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(target, ignore_errors=True)
+        (scratch / out).rename(target)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    exact = results["subjects"]["exact"]["forget_shard_sha256"]
+    return {
+        "request_id": request_id,
+        "report": (out / "report.dsse.json").as_posix(),
+        "shard": fs.shard,
+        "forget_people": list(fs.forget_people),
+        "records": len(fs.forget),
+        "verdicts": {n: s["verdict"] for n, s in results["summary"].items()},
+        "exact_forget_shard_sha256": exact,
+        "mlflow_run_id": results["evidence"]["parent_run_id"],
+        "results": results,
+    }
+
+
+def _link_workspace(root: Path, scratch: Path) -> None:
+    """``scratch`` mirrors ``root`` by symlinks, except the directories verification writes."""
+    scratch.mkdir(parents=True)
+    for entry in root.iterdir():
+        if entry.name in (".git", ".dvc"):
+            continue
+        if entry.name not in _WRITTEN:
+            (scratch / entry.name).symlink_to(entry)
+            continue
+        (scratch / entry.name).mkdir()
+        for sub in entry.iterdir():
+            if sub.name != _WRITTEN[entry.name] and not sub.name.endswith(".tmp"):
+                (scratch / entry.name / sub.name).symlink_to(sub)
+
+
+def exact_matches_release(root: Path, cfg, shard: int, digest: str) -> bool:
+    """The released shard model (after the deletion's retrain) is the verified ``exact``."""
+    from verify.subjects import weights_digest
+
+    return weights_digest(Path(root) / Paths().ensemble / f"s{shard:02d}") == digest
+
+
+def summary_line(info: dict) -> str:
+    verdicts = ", ".join(f"{k} {v}" for k, v in info["verdicts"].items())
+    people = ", ".join(info["forget_people"])
+    return (
+        f"verified in shard {info['shard']} ({info['records']} records of {people}): "
+        f"{verdicts}; report {info['report']}"
+    )
