@@ -283,7 +283,7 @@ def _check_verified(ctx: Context, verified: dict) -> dict:
 
     for rid, info in verified.items():
         info["exact_is_release"] = exact_matches_release(
-            ctx.root, ctx.cfg, info["shard"], info["exact_forget_shard_sha256"]
+            ctx.root, info["shard"], info["exact_forget_shard_sha256"]
         )
         ctx.say(f"{rid}: {summary_line(info)}")
         if not info["exact_is_release"]:

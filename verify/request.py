@@ -4,9 +4,9 @@
 the ledger (and the deny set) and before the pipeline retrains: the records'
 text still exists then, and nowhere afterwards. Everything is built in a
 scratch workspace, ``models/verify-<request>.tmp``, whose entries link to the
-project's files except the two it writes (``models/verify`` and
-``data/verification``), so the params verification and its cached DVC stages
-are not touched:
+project's files except those it writes (``models/verify``,
+``data/verification`` and ``data/receipts``), so the params verification, its
+cached DVC stages and the receipts are not touched:
 
 - ``retrain``: the request's shard trained from scratch without the records;
 - ``exact``: the deletion code path on a scratch copy of that shard's
@@ -35,7 +35,8 @@ from training.stages import Paths
 from verify.forget import ForgetSet, for_records
 
 REQUESTS = Path("data/receipts/verification")  # tracked with the receipts
-_WRITTEN = {"models": "verify", "data": "verification"}
+# what verification writes in the workspace: never links into the project
+_WRITTEN = {"models": {"verify"}, "data": {"verification", REQUESTS.parent.name}}
 
 
 def request_dir(request_id: str) -> Path:
@@ -109,11 +110,11 @@ def _link_workspace(root: Path, scratch: Path) -> None:
             continue
         (scratch / entry.name).mkdir()
         for sub in entry.iterdir():
-            if sub.name != _WRITTEN[entry.name] and not sub.name.endswith(".tmp"):
+            if sub.name not in _WRITTEN[entry.name] and not sub.name.endswith(".tmp"):
                 (scratch / entry.name / sub.name).symlink_to(sub)
 
 
-def exact_matches_release(root: Path, cfg, shard: int, digest: str) -> bool:
+def exact_matches_release(root: Path, shard: int, digest: str) -> bool:
     """The released shard model (after the deletion's retrain) is the verified ``exact``."""
     from verify.subjects import weights_digest
 
