@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import date
 from pathlib import Path
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from lineage._yaml import read_yaml
 from lineage.corpus import CorpusSpec
 from lineage.errors import ParamsError
 from lineage.policy import Purpose
@@ -52,11 +52,9 @@ class Params(_Strict):
 
 def load_params(path: Path = Path("params.yaml")) -> Params:
     try:
-        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        raw = read_yaml(Path(path), error=ParamsError) or {}
     except FileNotFoundError:
         return Params()
-    except yaml.YAMLError as exc:
-        raise ParamsError(f"{path} is not valid YAML: {exc}") from None
     try:
         return Params.model_validate(raw)
     except ValidationError as exc:

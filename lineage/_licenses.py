@@ -24,8 +24,8 @@ SPDX_IDS = frozenset(
     }
 )  # fmt: skip
 
-_LICENSE_REF = re.compile(r"^LicenseRef-[A-Za-z0-9.\-]+$")
+_LICENSE_REF = re.compile(r"LicenseRef-[A-Za-z0-9.\-]+")  # fullmatch: "$" passes a newline
 
 
 def is_known_license(license_id: str) -> bool:
-    return license_id in SPDX_IDS or bool(_LICENSE_REF.match(license_id))
+    return license_id in SPDX_IDS or bool(_LICENSE_REF.fullmatch(license_id))

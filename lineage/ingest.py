@@ -14,12 +14,11 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
+from lineage._ids import RAW_ID, RAW_ID_FORM, is_raw_id
 from lineage.errors import MalformedRecordError
 from lineage.gate import Denials
 from lineage.records import Record, check_unique, write_records
 from lineage.sources import Registry, Source, check_locations
-
-_RAW_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:\-]*$")
 
 
 def _jsonl_rows(path: Path) -> Iterator[tuple[str, dict]]:
@@ -48,15 +47,24 @@ def _text_rows(path: Path) -> Iterator[tuple[str, dict]]:
 
 
 def _record(source: Source, where: str, row: dict) -> Record:
+    """One record, or an error naming the file, line, source and field (never the value)."""
     raw_id, text, subjects = row.get("id"), row.get("text"), row.get("subject_ids", [])
-    if not isinstance(raw_id, str) or not _RAW_ID.match(raw_id):
-        raise MalformedRecordError(f"{where}: 'id' must match {_RAW_ID.pattern}, got {raw_id!r}")
+    at = f"{where}: source {source.id}"
+    if not is_raw_id(raw_id):
+        raise MalformedRecordError(
+            f"{at}: 'id' must match {RAW_ID.pattern} in full ({RAW_ID_FORM}; "
+            "no whitespace or line break); fix the raw file and ingest again"
+        )
     if not isinstance(text, str) or not text.strip():
-        raise MalformedRecordError(f"{where}: 'text' must be a non-empty string")
-    if not isinstance(subjects, list) or not all(
-        isinstance(s, str) and _RAW_ID.match(s) for s in subjects
-    ):
-        raise MalformedRecordError(f"{where}: 'subject_ids' must be a list of ids")
+        raise MalformedRecordError(f"{at}: 'text' must be a non-empty string")
+    if not isinstance(subjects, list):
+        raise MalformedRecordError(f"{at}: 'subject_ids' must be a list of ids")
+    for i, s in enumerate(subjects):
+        if not is_raw_id(s):
+            raise MalformedRecordError(
+                f"{at}: 'subject_ids'[{i}] must match {RAW_ID.pattern} in full ({RAW_ID_FORM}; "
+                "no whitespace or line break); fix the raw file and ingest again"
+            )
     return Record.make(f"{source.id}/{raw_id}", source.id, subjects, text)
 
 

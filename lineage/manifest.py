@@ -35,7 +35,7 @@ from lineage.sources import Registry, source_terms
 PREDICATE_TYPE = "https://exante.dev/attestations/manifest/v1"
 SCHEMA_VERSION = 1
 LEAVES_NAME = "manifest.leaves"
-_HISTORY = re.compile(r"^v(\d{6})\.dsse\.json$")
+_HISTORY = re.compile(r"v(\d{6})\.dsse\.json")  # fullmatch
 
 
 @dataclass(frozen=True)
@@ -86,7 +86,7 @@ def merkle_root(leaves: Iterable[tuple[str, str]]) -> tuple[str, int]:
 def history_versions(history: Path) -> dict[int, Path]:
     out = {}
     for p in Path(history).glob("v*.dsse.json"):
-        if m := _HISTORY.match(p.name):
+        if m := _HISTORY.fullmatch(p.name):
             out[int(m.group(1))] = p
     return out
 

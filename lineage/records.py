@@ -8,6 +8,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lineage._canonical import atomic_write, canonical_json, canonical_text, text_sha256
+from lineage._ids import (
+    RAW_ID_FORM,
+    RECORD_ID_FORM,
+    SOURCE_ID_FORM,
+    is_raw_id,
+    is_record_id,
+    is_source_id,
+)
+from lineage._shape import is_sha256
 from lineage.errors import DuplicateRecordError, MalformedRecordError
 
 SCHEMA_VERSION = 1
@@ -43,6 +52,8 @@ class Record:
     def from_json(cls, line: bytes | str, *, where: str = "record") -> Record:
         try:
             d = json.loads(line)
+            if not isinstance(d["subject_ids"], list):  # a bare string would be its characters
+                raise TypeError("'subject_ids' must be a list")
             record = cls(
                 record_id=d["record_id"],
                 source_id=d["source_id"],
@@ -52,16 +63,32 @@ class Record:
             )
         except (ValueError, KeyError, TypeError, RecursionError) as exc:  # ValueError: JSON, UTF-8
             raise MalformedRecordError(f"{where}: not a record: {exc!r}") from None
-        fields = (
-            record.record_id,
-            record.source_id,
-            record.text,
-            record.sha256,
-            *record.subject_ids,
-        )
-        if not all(isinstance(v, str) for v in fields):
-            raise MalformedRecordError(f"{where}: record fields must be strings")
+        if problems := record_problems(record):
+            raise MalformedRecordError(
+                f"{where}: not a well-formed record; re-run `exante ingest`:", problems=problems
+            )
         return record
+
+
+def record_problems(record: Record) -> list[str]:
+    """Every field of ``record`` whose form is wrong, named by field (never by its value).
+
+    The one check every reader of a records file applies (manifest, gate,
+    training), so the manifest never signs a record the gate cannot read.
+    """
+    problems = []
+    if not is_record_id(record.record_id):
+        problems.append(f"'record_id' must be {RECORD_ID_FORM} in full, with no line break")
+    if not is_source_id(record.source_id):
+        problems.append(f"'source_id' must be {SOURCE_ID_FORM}")
+    for i, subject in enumerate(record.subject_ids):
+        if not is_raw_id(subject):
+            problems.append(f"'subject_ids'[{i}] must be {RAW_ID_FORM}, with no line break")
+    if not isinstance(record.text, str):
+        problems.append("'text' must be a string")
+    if not is_sha256(record.sha256):
+        problems.append("'sha256' must be 64 lowercase hex characters")
+    return problems
 
 
 def read_records(path: Path) -> Iterator[Record]:

@@ -12,10 +12,11 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from lineage._ids import SOURCE_ID_FORM, is_source_id
 from lineage._licenses import is_known_license
+from lineage._yaml import read_yaml
 from lineage.errors import MissingSourceFileError, SourceRegistryError, UnknownLicenseError
 
 SCHEMA_VERSION = 1
@@ -28,8 +29,7 @@ ConsentBasis = Literal[
     "legitimate_interests",  # 6(1)(f)
     "none",
 ]
-_ID = r"^[a-z0-9][a-z0-9_\-]*$"
-_DURATION = re.compile(r"^P(?:(\d+)Y)?(?:(\d+)M)?(?:(\d+)D)?$")
+_DURATION = re.compile(r"P(?:(\d+)Y)?(?:(\d+)M)?(?:(\d+)D)?")  # always fullmatch
 
 
 class _Frozen(BaseModel):
@@ -52,7 +52,7 @@ class Acquisition(_Frozen):
 class Source(_Frozen):
     """One source of training records and the terms it came with."""
 
-    id: str = Field(pattern=_ID)
+    id: str
     description: str = Field(min_length=1)
     location: str = Field(min_length=1)
     format: Literal["jsonl", "text"] = "jsonl"
@@ -66,18 +66,33 @@ class Source(_Frozen):
     jurisdiction: str = Field(min_length=2)
     retention: str = Field(description="ISO 8601 duration such as P5Y, or 'indefinite'")
 
+    @field_validator("id")
+    @classmethod
+    def _id(cls, v: str) -> str:
+        if not is_source_id(v):
+            raise ValueError(f"a source id is {SOURCE_ID_FORM}, with no line break")
+        return v
+
     @field_validator("retention")
     @classmethod
     def _retention(cls, v: str) -> str:
-        if v != "indefinite" and not (_DURATION.match(v) and v != "P"):
+        if v != "indefinite" and not (_DURATION.fullmatch(v) and v != "P"):
             raise ValueError("must be an ISO 8601 duration (P5Y, P18M, P30D) or 'indefinite'")
         return v
+
+    @model_validator(mode="after")
+    def _expiry_is_a_date(self) -> Source:
+        try:
+            self.retention_expires()
+        except (ValueError, OverflowError):
+            raise ValueError(f"retention {self.retention} ends after the year 9999") from None
+        return self
 
     def retention_expires(self) -> date | None:
         """The last day records of this source may be kept, or None if indefinite."""
         if self.retention == "indefinite":
             return None
-        years, months, days = (int(g or 0) for g in _DURATION.match(self.retention).groups())
+        years, months, days = (int(g or 0) for g in _DURATION.fullmatch(self.retention).groups())
         d = self.acquired.date
         month = d.month - 1 + months + 12 * years
         y, m = d.year + month // 12, month % 12 + 1
@@ -108,11 +123,9 @@ def load_registry(path: Path) -> Registry:
     """Parse ``sources.yaml``; raise one error listing every problem found."""
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = read_yaml(path, error=SourceRegistryError)
     except FileNotFoundError:
         raise SourceRegistryError(f"{path} does not exist") from None
-    except yaml.YAMLError as exc:
-        raise SourceRegistryError(f"{path} is not valid YAML: {exc}") from None
     if isinstance(raw, dict) and isinstance(raw.get("sources"), dict):
         for key, value in raw["sources"].items():
             if isinstance(value, dict):

@@ -109,7 +109,8 @@ def run_gate(root: Path, signer: Signer, *, purpose: str, as_of: date) -> tuple[
     manifest = load_manifest(root, trusted)
     records = read_all(root / RECORDS)
     verify_leaves_match(root, manifest, records)
-    policies = load_policies(root / POLICIES)
+    signed = signed_registry(root, manifest)
+    policies = load_policies(root / POLICIES, registry=signed)
     denials = Denials()
     for policy, _ in policies.values():
         if policy.deny.ledger:
@@ -117,7 +118,7 @@ def run_gate(root: Path, signer: Signer, *, purpose: str, as_of: date) -> tuple[
             more = ledger_denials(root / policy.deny.ledger)
             denials = Denials(denials.records | more.records, denials.subjects | more.subjects)
     decision = evaluate(
-        signed_registry(root, manifest),
+        signed,
         records,
         [p for p, _ in policies.values()],
         purpose=purpose,

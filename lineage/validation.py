@@ -61,7 +61,7 @@ COLUMNS = (
     "license",
     "contains_personal_data",
 )
-SHA256_REGEX = r"^[0-9a-f]{64}$"
+SHA256_REGEX = r"\A[0-9a-f]{64}\Z"  # \Z: "$" would also match before a final newline
 EMAIL_REGEX = r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,}"
 # North American numbers as Faker's en_US provider writes them: optional +1 / 001
 # prefix, area code bare or in parentheses, '-' or '.' (or no) separators, optional
@@ -178,7 +178,7 @@ def records_frame(records: Sequence[Record], registry: Registry) -> pd.DataFrame
 def license_regex() -> str:
     """An anchored regex accepting exactly what :func:`lineage._licenses.is_known_license` does."""
     ids = "|".join(re.escape(i) for i in sorted(SPDX_IDS))
-    return rf"^(?:{ids}|LicenseRef-[A-Za-z0-9.\-]+)$"
+    return rf"\A(?:{ids}|LicenseRef-[A-Za-z0-9.\-]+)\Z"
 
 
 # -- the suite -------------------------------------------------------------------

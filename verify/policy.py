@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from lineage._canonical import file_sha256
+from lineage._yaml import read_yaml
 from lineage.errors import BadInputError
 
 POLICY_FILE = Path("policies/verification.yaml")
@@ -72,11 +72,9 @@ def load_policy(root: Path, path: Path = POLICY_FILE) -> LoadedPolicy:
         raise VerificationPolicyError(
             f"{path} is missing: the verification thresholds must be registered before a run"
         )
+    raw = read_yaml(full, error=VerificationPolicyError)
     try:
-        raw = yaml.safe_load(full.read_text(encoding="utf-8"))
         policy = Policy.model_validate(raw)
-    except yaml.YAMLError as exc:
-        raise VerificationPolicyError(f"{path} is not valid YAML: {exc}") from None
     except ValidationError as exc:
         problems = [f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()]
         raise VerificationPolicyError(f"{path} is malformed:", problems=problems) from None

@@ -200,15 +200,16 @@ def test_report_never_copies_record_text(dirty_report: ValidationReport) -> None
 
 def test_run_validation_writes_report_then_raises(tmp_path, registry: Registry) -> None:
     records_dir = tmp_path / "records"
-    bad = Record.make("email-public", "plays", [], EMAIL)
-    write_records(records_dir / "plays.jsonl", [*_clean()[:2], bad])
+    bad = Record.make("plays/email-public", "plays", [], EMAIL)
+    clean = [dataclasses.replace(r, record_id=r.record_id.replace("-", "/")) for r in _clean()[:2]]
+    write_records(records_dir / "plays.jsonl", [*clean, bad])  # ids as ingest writes them
     report_path = tmp_path / "reports" / "validation.json"
     with pytest.raises(DataValidationError) as info:
         run_validation(records_dir, registry, report_path)
     assert str(report_path) in str(info.value)
     assert info.value.exit_code == 3
     assert info.value.problems == (
-        "no_email_outside_personal_sources (text): 1 record(s): email-public",
+        "no_email_outside_personal_sources (text): 1 record(s): plays/email-public",
     )
     written = json.loads(report_path.read_text(encoding="utf-8"))
     assert written["success"] is False and written["record_count"] == 3
