@@ -24,6 +24,7 @@ compares into a temporary directory (the project's models are not touched).
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -35,6 +36,7 @@ import torch
 from exante.params import load_params
 from training.config import TrainConfig
 from training.dp import train_private
+from training.dp_secret import DPSecret
 from training.ensemble import RULES, Ensemble
 from training.knowledge import (
     canary_exposure,
@@ -174,7 +176,8 @@ def _dp_step(root, cfg, examples, batch_size: int, epochs: int) -> tuple[float, 
 
     start = time.perf_counter()
     train_private(model, make_optimizer(model, schedule), examples, schedule,
-                  dp=dp, seed=1, pad_id=TOK.pad_id, on_epoch=on_epoch)  # fmt: skip
+                  dp=dp, seed=1, pad_id=TOK.pad_id, secret=DPSecret(os.urandom(32)), shard=0,
+                  slice_=0, on_epoch=on_epoch)  # fmt: skip
     step = clock.per_step()
     return step, clock.marks[0][0] - start - step * clock.marks[0][1]
 

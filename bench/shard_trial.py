@@ -27,7 +27,7 @@ from training.config import TrainConfig
 from training.knowledge import exact_match, model_scorer, probes_from_crm
 from training.model import load_model
 from training.partition import read_shard, shard_file
-from training.sisa import train_shard
+from training.sisa import dp_secret_for, train_shard
 
 
 def overridden(cfg: TrainConfig, pairs: list[str]) -> TrainConfig:
@@ -54,7 +54,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="exante-trial-") as tmp:
         start = time.perf_counter()
         result = train_shard(args.shard, placed, cfg, base=root / "models/base/model",
-                             out_dir=Path(tmp))  # fmt: skip
+                             out_dir=Path(tmp), dp_secret=dp_secret_for(cfg, root))  # fmt: skip
         wall = time.perf_counter() - start
         print(f"shard {args.shard}: {len(placed)} records, {len(probes)} facts; {cfg.shard}")
         for r, name in enumerate(result.slices):

@@ -30,6 +30,7 @@ def cmd_keys_init(args) -> int:
     path = signing_key_path(args.key)
     if path.exists() and args.if_missing:
         print(f"signing key: {path} (key id {load_signer(path).keyid[:16]})")
+        _init_dp_secret()
         return 0
     name = args.name or f"dev-{socket.gethostname()}"
     keyid = generate_key(path, TRUSTED_KEYS_DIR, name=name)
@@ -41,7 +42,17 @@ def cmd_keys_init(args) -> int:
         print("  create a key you protect and point $EXANTE_SIGNING_KEY at it.\n" + bar)
     else:
         print(f"created {path} (key id {keyid}); public key {TRUSTED_KEYS_DIR}/{name}.pub.pem")
+    _init_dp_secret()
     return 0
+
+
+def _init_dp_secret() -> None:
+    """The DP secret that keys DP-SGD noise: created once beside the key, never overwritten."""
+    from training.dp_secret import create_dp_secret, dp_secret_path
+
+    path = dp_secret_path()
+    state = "created, mode 0600" if create_dp_secret(path) else "exists, kept"
+    print(f"DP secret: {path} ({state}); back it up with the signing key, never publish it")
 
 
 def cmd_corpus(args) -> int:

@@ -15,6 +15,7 @@ import pytest
 from lineage.corpus import CorpusSpec, generate
 from lineage.signing import Signer, generate_key, load_signer, load_trusted_keys
 from lineage.stages import run_gate, run_ingest, run_manifest
+from training.dp_secret import DEFAULT_SECRET_PATH, create_dp_secret
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = CorpusSpec(
@@ -60,6 +61,7 @@ def make_project(root: Path, spec: CorpusSpec = SMALL) -> Project:
     generate(spec, root / "data" / "raw")
     key = root / ".exante" / "keys" / "signing.key.pem"
     generate_key(key, root / "policies" / "trusted_keys", name="test")
+    create_dp_secret(root / DEFAULT_SECRET_PATH)  # as `exante keys init` does
     return Project(root, key)
 
 

@@ -52,10 +52,10 @@ PREDICATE_TYPE = "https://exante.dev/attestations/training/v1"
 SCHEMA_VERSION = 1
 LIBRARIES = ("torch", "transformers", "opacus", "cryptography", "model-signing", "exante")
 DP_KEYS = frozenset({"epsilon", "delta", "accountant"})
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_SHA256 = re.compile(r"[0-9a-f]{64}")  # fullmatch: "$" would pass a trailing newline
 WHAT = "training attestation"
 _MISMATCH = "Signature mismatch:"
-_HASH_DIFF = re.compile(r"^Hash mismatch for '(.*)': Expected .*$", re.DOTALL)
+_HASH_DIFF = re.compile(r"\AHash mismatch for '(.*)': Expected .*\Z", re.DOTALL)
 
 
 class AttestInputError(BadInputError):
@@ -138,11 +138,28 @@ def _dp_entry(shard: str, entry) -> tuple[dict | None, list[str]]:
     return {"epsilon": eps, "delta": delta, "accountant": accountant}, problems
 
 
+def _noise_problems(shard: str, entry) -> list[str]:
+    """A shard's noise entry: a generator, whether it replays, and only a commitment."""
+    if entry is None:
+        return []
+    if not isinstance(entry, Mapping):
+        return [f"dp_noise[{shard!r}] must be None or a mapping"]
+    keys = {"generator", "replayable"} | (
+        {"secret_commitment"} if entry.get("replayable") else set()
+    )
+    if set(entry) != keys:
+        return [f"dp_noise[{shard!r}] must have exactly the keys {sorted(keys)}"]
+    commitment = entry.get("secret_commitment")
+    if entry["replayable"] and not (isinstance(commitment, str) and _SHA256.fullmatch(commitment)):
+        return [f"dp_noise[{shard!r}].secret_commitment must be 64 lowercase hex characters"]
+    return []
+
+
 def _digest_problems(digests: Mapping[str, str]) -> list[str]:
     return [
         f"{name} must be 64 lowercase hex characters, not {value!r}"
         for name, value in digests.items()
-        if not isinstance(value, str) or not _SHA256.match(value)
+        if not isinstance(value, str) or not _SHA256.fullmatch(value)
     ]
 
 
@@ -179,11 +196,14 @@ def attest_training(
     partition_sha256: str,
     params: dict,
     dp: Mapping[str, dict | None],
+    dp_noise: Mapping[str, dict | None] | None = None,
 ) -> dict:
     """Sign a statement over every checkpoint file (keyed by a label); return its predicate.
 
     Subjects are named by their POSIX path relative to ``root``; the predicate
     also maps each label to its subject. Every input problem is reported at once.
+    With DP on, ``dp_noise`` says per shard where the noise came from: a
+    commitment to the DP secret (``secret_commitment``), never the secret.
     """
     names, problems = _subject_names(checkpoint_files, Path(root))
     if not checkpoint_files:
@@ -195,6 +215,9 @@ def attest_training(
     }
     predicate, found = _build_predicate(digests, params, dp, Path(root))
     problems += found
+    if dp_noise is not None:
+        predicate["dp_noise"] = {str(k): v for k, v in sorted(dp_noise.items())}
+        problems += [p for k, v in sorted(dp_noise.items()) for p in _noise_problems(str(k), v)]
     if problems:
         raise AttestInputError("cannot attest training; fix these inputs:", problems=problems)
     predicate["checkpoints"] = names

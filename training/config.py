@@ -2,7 +2,8 @@
 
 Privacy knobs are explicit: DP is off unless ``dp.enabled`` is true, and an
 epsilon is only ever reported with Poisson sampling on (``dp.poisson_sampling``),
-since without it the accountant's guarantee does not hold.
+since without it the accountant's guarantee does not hold. ``dp.secure_mode``
+trades bit-identical replay of a shard for Opacus's secure generator.
 """
 
 from __future__ import annotations
@@ -100,6 +101,12 @@ class DPConfig(_Strict):
     max_grad_norm: float = Field(1.0, gt=0)
     accountant: Literal["rdp", "prv"] = "rdp"
     poisson_sampling: bool = True
+    secure_mode: bool = Field(
+        False,
+        description="Opacus secure_mode: noise and sampling from a CSPRNG (needs torchcsprng) "
+        "instead of generators keyed by the DP secret; a retrained shard is then not "
+        "bit-identical to a from-scratch run",
+    )
 
 
 class TrainConfig(_Strict):

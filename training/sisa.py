@@ -25,6 +25,7 @@ from lineage._canonical import atomic_write, canonical_json, sha256_hex
 from lineage.records import Record
 from training import checkpoints
 from training.config import Schedule, TrainConfig
+from training.dp_secret import DPSecret, DPSecretError, dp_secret_path, load_dp_secret
 from training.loop import EpochStats, make_optimizer, train, windows
 from training.model import build_model, load_model, set_determinism
 from training.tokenizer import ByteTokenizer
@@ -32,9 +33,17 @@ from training.tokenizer import ByteTokenizer
 SLICES_FILE = "slices.json"
 
 
-def config_digest(cfg: TrainConfig, schedule: Schedule) -> str:
+def config_digest(cfg: TrainConfig, schedule: Schedule, *, dp_commitment: str | None = None) -> str:
+    """What a checkpoint's address binds besides its data: config and, with DP, the secret.
+
+    ``dp_commitment`` (the DP secret's commitment) keeps a checkpoint trained
+    under one secret from being reused under another. ``secure_mode`` enters
+    only when on, so the addresses of existing checkpoints stay what they were.
+    """
     keep = {"seed": cfg.seed, "model": cfg.model.model_dump(), "schedule": schedule.model_dump()}
-    keep["dp"] = cfg.dp.model_dump()
+    keep["dp"] = cfg.dp.model_dump(exclude=set() if cfg.dp.secure_mode else {"secure_mode"})
+    if dp_commitment is not None:
+        keep["dp_secret_commitment"] = dp_commitment
     return sha256_hex(canonical_json(keep))
 
 
@@ -51,6 +60,7 @@ class ShardResult:
     epochs: list[dict] = field(default_factory=list)
     seconds: dict[int, float] = field(default_factory=dict)  # wall time of each slice trained now
     dp: dict | None = None  # privacy spent by the whole chain of slices, when DP is on
+    dp_noise: dict | None = None  # where the DP noise came from (a commitment, never the secret)
 
     @property
     def final(self) -> str:
@@ -89,14 +99,25 @@ def train_shard(
     *,
     base: Path | None,
     out_dir: Path,
+    dp_secret: DPSecret | None = None,
     on_epoch: Callable[[int, EpochStats], None] | None = None,
 ) -> ShardResult:
-    """Train (or reuse) every slice checkpoint of one shard; return their addresses."""
+    """Train (or reuse) every slice checkpoint of one shard; return their addresses.
+
+    With DP on (and not ``secure_mode``), ``dp_secret`` keys the noise; see
+    :func:`dp_secret_for`.
+    """
     set_determinism(cfg)
     tok = ByteTokenizer()
-    cdigest = config_digest(cfg, cfg.shard)
+    keyed = cfg.dp.enabled and not cfg.dp.secure_mode
+    if keyed and dp_secret is None:
+        raise DPSecretError(
+            f"shard {shard}: DP-SGD needs the DP secret, which keys its noise and sampling; "
+            "create it with `exante keys init --if-missing` (or point $EXANTE_DP_SECRET at yours)"
+        )
+    cdigest = config_digest(cfg, cfg.shard, dp_commitment=dp_secret.commitment() if keyed else None)
     start = checkpoints.dir_digest(base) if base else "init"
-    result = ShardResult(shard, [])
+    result = ShardResult(shard, [], dp_noise=dp_noise_entry(cfg, dp_secret))
     previous: checkpoints.Checkpoint | None = None
     for r in range(cfg.slices):
         address = checkpoints.seen_digest(
@@ -107,8 +128,9 @@ def train_shard(
         ckpt = checkpoints.Checkpoint(Path(out_dir) / "ckpt" / address[:32])
         if not ckpt.exists():
             _train_slice(
-                shard, r, placed, cfg, tok, previous, base, ckpt, address, result, on_epoch
-            )
+                shard, r, placed, cfg, tok, previous, base, ckpt, address, result, on_epoch,
+                dp_secret,
+            )  # fmt: skip
         result.slices.append(ckpt.path.name)
         previous = ckpt
     if cfg.dp.enabled:
@@ -122,7 +144,9 @@ def train_shard(
     return result
 
 
-def _train_slice(shard, r, placed, cfg, tok, previous, base, ckpt, address, result, on_epoch):
+def _train_slice(
+    shard, r, placed, cfg, tok, previous, base, ckpt, address, result, on_epoch, dp_secret
+):
     start, seen = time.perf_counter(), _records(placed, range(r + 1))
     if previous is not None:
         model = load_model(previous.path)
@@ -141,7 +165,10 @@ def _train_slice(shard, r, placed, cfg, tok, previous, base, ckpt, address, resu
     )
     spent = None
     if cfg.dp.enabled:
-        stats, spent = _train_private_slice(model, optimizer, fresh, cfg, schedule, seed, tok, hook)
+        stats, spent = _train_private_slice(
+            model, optimizer, fresh, cfg, schedule, seed, tok, hook,
+            secret=dp_secret, shard=shard, slice_=r,
+        )  # fmt: skip
     else:
         stats = train(model, optimizer, fresh, schedule, seed=seed, pad_id=tok.pad_id,
                       replay=earlier, on_epoch=hook)  # fmt: skip
@@ -195,7 +222,20 @@ def slice_epochs_equal(cfg: TrainConfig, r: int) -> int:
     return max(1, round(cfg.shard.max_epochs * cfg.slices / (r + 1)))
 
 
-def _train_private_slice(model, optimizer, examples, cfg: TrainConfig, schedule, seed, tok, hook):
+def _train_private_slice(
+    model,
+    optimizer,
+    examples,
+    cfg: TrainConfig,
+    schedule,
+    seed,
+    tok,
+    hook,
+    *,
+    secret,
+    shard,
+    slice_,
+):
     """DP-SGD for one slice run, with 1/R of the shard's budget.
 
     Slice r trains on slices 1..r, so a record of the first slice takes part in
@@ -206,7 +246,31 @@ def _train_private_slice(model, optimizer, examples, cfg: TrainConfig, schedule,
 
     dp = cfg.dp.model_copy(update={"target_epsilon": cfg.dp.target_epsilon / cfg.slices})
     return train_private(model, optimizer, examples, schedule, dp=dp, seed=seed, pad_id=tok.pad_id,
-                         on_epoch=hook)  # fmt: skip
+                         secret=secret, shard=shard, slice_=slice_, on_epoch=hook)  # fmt: skip
+
+
+def dp_secret_for(cfg: TrainConfig, root: Path) -> DPSecret | None:
+    """The project's DP secret when DP-SGD needs one (on, not secure mode), else None.
+
+    Loaded before any training starts, so a missing secret is a bad input (exit 3)
+    that tells the operator to run `exante keys init`, not a failure mid-shard.
+    """
+    if not cfg.dp.enabled or cfg.dp.secure_mode:
+        return None
+    return load_dp_secret(dp_secret_path(root))
+
+
+def dp_noise_entry(cfg: TrainConfig, secret: DPSecret | None) -> dict | None:
+    """What the attestation says about the noise: its generator and the secret's commitment."""
+    if not cfg.dp.enabled:
+        return None
+    if cfg.dp.secure_mode:
+        return {"generator": "opacus-secure-mode-csprng", "replayable": False}
+    return {
+        "generator": "torch-keyed-hmac-sha256",
+        "replayable": True,
+        "secret_commitment": secret.commitment(),
+    }
 
 
 def compose_privacy(spent: Sequence[dict | None], *, delta: float) -> dict | None:

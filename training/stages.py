@@ -33,7 +33,7 @@ from training import checkpoints
 from training.attest import attest_training, sign_model_dir
 from training.config import TrainConfig
 from training.partition import assign, read_shard, shard_file, write_placed, write_shards
-from training.sisa import SLICES_FILE, train_base, train_shard
+from training.sisa import SLICES_FILE, dp_secret_for, train_base, train_shard
 
 PARTITION_TYPE = "https://exante.dev/attestations/partition/v1"
 
@@ -202,9 +202,11 @@ def run_train_shard(
     max_epsilon = admitted.max_epsilon(r.source_id for _, r in placed)
     check_privacy_config(cfg, max_epsilon, f"shard {shard}")
     base = root / paths.base / "model"
+    secret = dp_secret_for(cfg, root)  # before any work: a missing secret is exit 3
     start = time.perf_counter()
     result = train_shard(shard, placed, cfg, base=base if base.is_dir() else None,
-                         out_dir=root / paths.shard_dir(shard), on_epoch=on_epoch)  # fmt: skip
+                         out_dir=root / paths.shard_dir(shard), dp_secret=secret,
+                         on_epoch=on_epoch)  # fmt: skip
     wall = time.perf_counter() - start
     check_privacy_spent(result.dp, max_epsilon, f"shard {shard}")
     metrics = {
@@ -214,7 +216,7 @@ def run_train_shard(
         "epochs": result.epochs, "wall_seconds": wall,
         "slice_seconds": {str(r): sec for r, sec in sorted(result.seconds.items())},
         "tokens_per_second": sum(e["tokens"] for e in result.epochs) / max(wall, 1e-9),
-        "dp": result.dp,
+        "dp": result.dp, "dp_noise": result.dp_noise,
     }  # fmt: skip
     _write_metrics(root / paths.shard_dir(shard) / "metrics.json", metrics)
     return metrics
@@ -289,15 +291,17 @@ def run_attest(
     for s in range(cfg.shards):
         for d in slice_dirs(root, s, paths):
             files |= {p.relative_to(root).as_posix(): p for p in checkpoints.model_files(d)}
-    dp = {}
+    dp, noise = {}, {}
     for s in range(cfg.shards):
         metrics = json.loads((root / paths.shard_dir(s) / "metrics.json").read_text())
         dp[f"s{s:02d}"] = metrics.get("dp")
+        noise[f"s{s:02d}"] = metrics.get("dp_noise")
     return attest_training(
         files, root=root, signer=signer, out=root / paths.attestation,
         manifest_sha256=partition["manifest_payload_sha256"],
         decision_sha256=partition["decision_payload_sha256"],
         partition_sha256=partition_sha, params=params, dp=dp,
+        dp_noise=noise if cfg.dp.enabled else None,
     )  # fmt: skip
 
 

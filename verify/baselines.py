@@ -30,7 +30,7 @@ from lineage.stages import ledger_denials
 from training import checkpoints
 from training.config import TrainConfig
 from training.model import load_model, set_determinism
-from training.sisa import final_checkpoint, train_shard
+from training.sisa import dp_secret_for, final_checkpoint, train_shard
 from training.stages import Paths
 from training.tokenizer import ByteTokenizer
 from verify.forget import ForgetSet
@@ -62,7 +62,8 @@ def build_retrain(root: Path, cfg: TrainConfig, fs: ForgetSet, paths: Paths = Pa
     target = Path(root) / VERIFY_MODELS / "retrain"
     tmp = _fresh(target)
     start = time.perf_counter()
-    result = train_shard(fs.shard, fs.remaining(), cfg, base=_base(root, paths), out_dir=tmp)
+    result = train_shard(fs.shard, fs.remaining(), cfg, base=_base(root, paths), out_dir=tmp,
+                         dp_secret=dp_secret_for(cfg, Path(root)))  # fmt: skip
     info = _info("retrain", fs, result, time.perf_counter() - start)
     atomic_write(tmp / "baseline.json", canonical_json(info))
     _publish(tmp, target)
@@ -82,7 +83,8 @@ def build_exact(root: Path, cfg: TrainConfig, fs: ForgetSet, paths: Paths = Path
     # checkpoints that saw a record the ledger denies are never reused, nor kept here
     checkpoints.prune(tmp / "ckpt", ledger_denials(root / LEDGER).records, keep=())
     start = time.perf_counter()
-    result = train_shard(fs.shard, fs.remaining(), cfg, base=_base(root, paths), out_dir=tmp)
+    result = train_shard(fs.shard, fs.remaining(), cfg, base=_base(root, paths), out_dir=tmp,
+                         dp_secret=dp_secret_for(cfg, root))  # fmt: skip
     for d in (tmp / "ckpt").iterdir():  # keep the chain the exact model came from, no more
         if d.name not in result.slices:
             shutil.rmtree(d)

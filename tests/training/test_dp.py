@@ -26,9 +26,12 @@ from training.dp import (
     NoPrivacyGuaranteeWarning,
     PrivacyBudgetError,
     PrivacySpent,
+    ReplayNotExactWarning,
+    SecureModeUnavailableError,
     check_policy,
     train_private,
 )
+from training.dp_secret import DPSecret, DPSecretError
 from training.loop import collate, make_optimizer, windows
 from training.model import build_model
 from training.tokenizer import ByteTokenizer
@@ -38,7 +41,8 @@ TINY = ModelConfig(n_layer=1, n_head=2, n_embd=32, n_positions=32)
 SCHEDULE = Schedule(lr=1e-2, batch_size=8, max_epochs=2, target_loss=0.0)
 TEXTS = [f"P{i} at {i * 7} Elm; code {i * 31 % 97}." for i in range(40)]
 ACCOUNTANTS = {"rdp": RDPAccountant, "prv": PRVAccountant}
-EMPTY_FIRST_SEED = 8  # draws batches of 0, 0, 4, 1, 1, 0, 1, 2 of the 8 windows below
+SECRET = DPSecret(bytes(range(32)))
+EMPTY_FIRST_SHARD = 1  # with SECRET, slice 0: batches of 0, 1, 3, 2, 3, 1, 1, 1 of 8 windows
 
 
 def examples() -> list[list[int]]:
@@ -55,7 +59,10 @@ class Run:
     epoch_ends: list[float]
 
 
-def run(dp_cfg: DPConfig, *, seed=7, epochs=None, data=None, schedule=SCHEDULE) -> Run:
+def run(
+    dp_cfg: DPConfig, *, seed=7, epochs=None, data=None, schedule=SCHEDULE, secret=SECRET,
+    shard=0, slice_=0,
+) -> Run:  # fmt: skip
     model = build_model(TINY, TOK, seed=0)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     ends: list[float] = []
@@ -63,7 +70,8 @@ def run(dp_cfg: DPConfig, *, seed=7, epochs=None, data=None, schedule=SCHEDULE) 
         warnings.simplefilter("always")
         stats, spent = train_private(
             model, make_optimizer(model, schedule), data or examples(), schedule,
-            dp=dp_cfg, seed=seed, pad_id=TOK.pad_id, epochs=epochs,
+            dp=dp_cfg, seed=seed, pad_id=TOK.pad_id, epochs=epochs, secret=secret,
+            shard=shard, slice_=slice_,
             on_epoch=lambda _: ends.append(time.perf_counter()),
         )  # fmt: skip
     return Run(model, before, stats, spent, caught, ends)
@@ -102,6 +110,9 @@ def test_insecure_noise_is_announced(rdp_run):
     texts = [str(w.message) for w in rdp_run.caught if w.category is InsecureNoiseWarning]
     assert len(texts) == 1
     assert "secure_mode OFF" in texts[0] and "NOT for production" in texts[0]
+    assert (
+        "keyed by the DP secret" in texts[0] and "not from the published training seed" in texts[0]
+    )
 
 
 def known_answer(spent: PrivacySpent) -> float:
@@ -148,8 +159,8 @@ def test_empty_poisson_batches_take_a_noise_only_step(monkeypatch):
     monkeypatch.setattr(dp, "_step", spy)
     one_by_one = SCHEDULE.model_copy(update={"batch_size": 1})  # rate 1/8: many empty draws
     r = run(DPConfig(enabled=True, target_epsilon=1.0), data=examples()[:8], epochs=1,
-            schedule=one_by_one, seed=EMPTY_FIRST_SEED)  # fmt: skip
-    assert sizes[0] == 0, "the seed no longer draws an empty first batch: pick another"
+            schedule=one_by_one, shard=EMPTY_FIRST_SHARD)  # fmt: skip
+    assert sizes[0] == 0, "the secret no longer draws an empty first batch: pick another shard"
     assert 0 in sizes[1:] and any(sizes)
     assert r.spent.steps == len(sizes) == 8
     assert r.stats[0].steps == 8 and r.stats[0].tokens > 0
@@ -160,7 +171,8 @@ def test_a_disabled_config_or_no_data_is_refused():
     with pytest.raises(ParamsError) as err:
         train_private(
             build_model(TINY, TOK, seed=0), None, [], SCHEDULE,
-            dp=DPConfig(enabled=False), seed=1, pad_id=TOK.pad_id, epochs=0,
+            dp=DPConfig(enabled=False), seed=1, pad_id=TOK.pad_id, epochs=0, secret=SECRET,
+            shard=0, slice_=0,
         )  # fmt: skip
     assert len(err.value.problems) == 3
 
@@ -239,9 +251,43 @@ def test_gpt2_positions_need_explicit_position_ids_under_opacus():
         hooks.cleanup()
 
 
-def test_same_seed_same_bits_different_seed_different_bits():
+def flat(model) -> torch.Tensor:
+    return torch.cat([p.detach().flatten() for p in model.parameters()])
+
+
+def test_same_secret_shard_and_slice_same_bits_any_other_different_bits():
+    """The operator replays a shard bit for bit; each shard and slice draws its own noise."""
     cfg = DPConfig(enabled=True, target_epsilon=1.0)
-    a, b, c = (run(cfg, seed=s, epochs=1).model for s in (11, 11, 12))
-    pa, pb, pc = (torch.cat([p.flatten() for p in m.parameters()]) for m in (a, b, c))
-    assert torch.equal(pa, pb)
-    assert not torch.equal(pa, pc)
+    same = [flat(run(cfg, epochs=1).model) for _ in range(2)]
+    assert torch.equal(same[0], same[1])
+    for other in ({"shard": 1}, {"slice_": 1}, {"secret": DPSecret(bytes(32))}):
+        assert not torch.equal(same[0], flat(run(cfg, epochs=1, **other).model)), other
+
+
+def test_the_published_seed_alone_does_not_fix_the_noise():
+    """train.seed is in params.yaml and the bundle: it must neither give nor change the noise."""
+    cfg = DPConfig(enabled=True, target_epsilon=1.0)
+    a = flat(run(cfg, seed=11, epochs=1).model)
+    assert torch.equal(a, flat(run(cfg, seed=12, epochs=1).model))  # the seed does not matter
+    other = DPSecret(bytes(range(1, 33)))
+    assert not torch.equal(a, flat(run(cfg, seed=11, epochs=1, secret=other).model))
+
+
+def test_a_missing_secret_is_bad_input():
+    with pytest.raises(DPSecretError, match="exante keys init") as err:
+        run(DPConfig(enabled=True, target_epsilon=1.0), epochs=1, secret=None)
+    assert err.value.exit_code == 3
+
+
+def test_secure_mode_says_replay_is_not_exact_or_refuses_without_torchcsprng():
+    import importlib.util
+
+    cfg = DPConfig(enabled=True, target_epsilon=1.0, secure_mode=True)
+    if importlib.util.find_spec("torchcsprng") is None:
+        with pytest.raises(SecureModeUnavailableError, match="torchcsprng") as err:
+            run(cfg, epochs=1, secret=None)
+        assert err.value.exit_code == 3
+        return
+    r = run(cfg, epochs=1, secret=None)  # only where torchcsprng is installed
+    assert ReplayNotExactWarning in categories(r.caught)
+    assert InsecureNoiseWarning not in categories(r.caught)
