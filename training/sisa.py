@@ -4,9 +4,10 @@ Slice ``r`` continues from the checkpoint of slice ``r-1`` and trains on the
 union of slices ``1..r`` until it converges (Bourtoule et al., S&P 2021); with
 ``shard.replay`` set, it trains its own records plus a per-epoch sample of the
 earlier slices' windows instead (see :class:`training.config.Schedule`). Each
-slice is seeded from ``(seed, shard, r)`` alone, so a slice's result depends
-only on its start checkpoint and its data: retraining from the last clean
-slice gives exactly the weights that training from scratch would.
+slice is seeded from ``(seed, shard, r)`` alone (with DP-SGD, its noise from
+``(DP secret, shard, r)``; see :mod:`training.dp_secret`), so a slice's result
+depends only on its start checkpoint and its data: retraining from the last
+clean slice gives exactly the weights that training from scratch would.
 
 The base model is trained once on the base corpus (public-domain sources that
 hold no personal data); shards fine-tune from it. Records in the base are not
@@ -222,20 +223,8 @@ def slice_epochs_equal(cfg: TrainConfig, r: int) -> int:
     return max(1, round(cfg.shard.max_epochs * cfg.slices / (r + 1)))
 
 
-def _train_private_slice(
-    model,
-    optimizer,
-    examples,
-    cfg: TrainConfig,
-    schedule,
-    seed,
-    tok,
-    hook,
-    *,
-    secret,
-    shard,
-    slice_,
-):
+def _train_private_slice(model, optimizer, examples, cfg: TrainConfig, schedule, seed, tok, hook,
+                         *, secret, shard, slice_):  # fmt: skip
     """DP-SGD for one slice run, with 1/R of the shard's budget.
 
     Slice r trains on slices 1..r, so a record of the first slice takes part in
