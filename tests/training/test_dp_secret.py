@@ -221,3 +221,17 @@ def test_the_audit_bundle_never_carries_the_secret(tmp_path: Path) -> None:
     assert not any(name.startswith(".exante") or "secret" in name for name in files)
     for data in files.values():
         assert secret.key not in data and secret.key.hex().encode() not in data
+
+
+def test_cli_train_of_a_private_shard_without_the_secret_exits_3(project) -> None:
+    """Before any slice trains, with what to do; the published seed is no fallback."""
+    import yaml
+
+    train = {"shards": 2, "slices": 2, "dp": {"enabled": True, "target_epsilon": 4.0}}
+    (project.root / "params.yaml").write_text(yaml.safe_dump({"train": train}))
+    assert exante(project.root, "partition").code == 0
+    (project.root / DEFAULT_SECRET_PATH).unlink()
+    result = exante(project.root, "train", "shard", "--shard", "0")
+    assert result.code == 3, result.err
+    assert "DPSecretError" in result.err and "exante keys init --if-missing" in result.err
+    assert not (project.root / "models/shards/s00").exists()
