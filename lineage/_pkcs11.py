@@ -75,8 +75,9 @@ def load_pkcs11_signer(uri: str) -> Pkcs11Signer:
         with _session(uri) as (_, _, public_handle):
             public = _public_key(public_handle)
     except (ValueError, PyKCS11.PyKCS11Error) as exc:
+        why = str(exc) or "the module did not load"
         raise KeyFileError(
-            f"cannot use the PKCS#11 key {_redacted(uri)}: {str(exc) or 'no such module'}. Check the token label, the "
+            f"cannot use the PKCS#11 key {_redacted(uri)}: {why}. Check the token label, the "
             "object label or id, module-path and the PIN (pin-source or pin-value)"
         ) from None
     if public.curve.name != "secp256r1":

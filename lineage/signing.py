@@ -113,6 +113,20 @@ def generate_key(
     return key_id(key.public_key())
 
 
+def trust_public_key(
+    public_key: ec.EllipticCurvePublicKey, trusted_dir: Path, *, name: str
+) -> Path:
+    """Write a public key (e.g. a token's) as ``<name>.pub.pem``; never over another key."""
+    path = Path(trusted_dir) / f"{name}.pub.pem"
+    pem = public_key.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    if path.exists() and path.read_bytes() != pem:
+        raise KeyFileError(f"{path} holds another key; pick another --name")
+    atomic_write(path, pem)
+    return path
+
+
 def is_encrypted(pem: bytes) -> bool:
     return b"-----BEGIN ENCRYPTED PRIVATE KEY-----" in pem
 
