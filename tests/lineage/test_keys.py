@@ -94,6 +94,22 @@ def test_cli_wrong_passphrase_exits_3_without_a_traceback(tmp_path, monkeypatch)
     assert r.code == 3 and "is encrypted and no passphrase was given" in r.err
 
 
+def test_an_encrypted_key_signs_the_openssf_model_signature(tmp_path, monkeypatch):
+    """model_signing reads keys from files: it gets a copy under a one-time password."""
+    from training.attest import sign_model_dir, verify_model_dir
+
+    generate_key(tmp_path / "k.pem", tmp_path / "t", name="k", passphrase=b"pw")
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "model.safetensors").write_bytes(b"weights")
+    monkeypatch.setenv(PASSPHRASE_ENV, "pw")
+    sign_model_dir(model, private_key=tmp_path / "k.pem", signature=tmp_path / "m.sig")
+    verify_model_dir(model, public_key=tmp_path / "t/k.pub.pem", signature=tmp_path / "m.sig")
+    monkeypatch.setenv(PASSPHRASE_ENV, "wrong")
+    with pytest.raises(KeyFileError, match="wrong passphrase"):
+        sign_model_dir(model, private_key=tmp_path / "k.pem", signature=tmp_path / "m.sig")
+
+
 def test_cli_init_without_a_passphrase_refuses_unless_dev(tmp_path, monkeypatch):
     monkeypatch.delenv(PASSPHRASE_ENV, raising=False)
     r = exante(tmp_path, "keys", "init")
@@ -320,3 +336,29 @@ def test_cli_trusts_a_token_key_and_signs_with_it(token, tmp_path, monkeypatch):
     signer = load_signer(token["uri"])
     assert list(trusted) == [signer.keyid]
     assert verify_envelope(_envelope(signer, signed_at=None), trusted)
+
+
+@needs_softhsm
+def test_pkcs11_signs_the_openssf_model_signature(token, tmp_path, monkeypatch):
+    """The model signature on the token too (here, beside the other token tests: one token
+    per process, as SoftHSM2 reads its config once)."""
+    from cryptography.hazmat.primitives import serialization
+
+    from training.attest import sign_model_dir, verify_model_dir
+
+    monkeypatch.setenv("SOFTHSM2_CONF", token["conf"])
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "model.safetensors").write_bytes(b"weights" * 100)
+    (model / "config.json").write_text("{}")
+    public = tmp_path / "hsm.pub.pem"
+    public.write_bytes(
+        token["public"].public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    sig = tmp_path / "model.sig"
+    sign_model_dir(model, private_key=load_signer(token["uri"]), signature=sig)
+    verify_model_dir(model, public_key=public, signature=sig)
+    sign_model_dir(model, private_key=token["uri"], signature=sig)  # the URI works as well
+    verify_model_dir(model, public_key=public, signature=sig)
