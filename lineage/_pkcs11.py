@@ -49,7 +49,7 @@ class Pkcs11Signer:
         try:
             with _session(self.uri) as (session, private, _):
                 raw = bytes(session.sign(private, digest, mechanism))
-        except (ValueError, PyKCS11.PyKCS11Error) as exc:
+        except (ValueError, OSError, PyKCS11.PyKCS11Error) as exc:  # OSError: pin-source
             raise KeyFileError(f"the PKCS#11 token refused to sign ({exc})") from None
         return to_der(raw)
 
@@ -74,7 +74,7 @@ def load_pkcs11_signer(uri: str) -> Pkcs11Signer:
     try:
         with _session(uri) as (_, _, public_handle):
             public = _public_key(public_handle)
-    except (ValueError, PyKCS11.PyKCS11Error) as exc:
+    except (ValueError, OSError, PyKCS11.PyKCS11Error) as exc:  # OSError: pin-source
         why = str(exc) or "the module did not load"
         raise KeyFileError(
             f"cannot use the PKCS#11 key {_redacted(uri)}: {why}. Check the token label, the "

@@ -325,6 +325,8 @@ def test_pkcs11_wrong_pin_or_object_is_a_key_file_error(token, monkeypatch):
     assert "9999" not in str(err.value)  # the PIN is not echoed
     with pytest.raises(KeyFileError, match="0 private keys"):
         load_signer(token["uri"].replace("object=signing", "object=nothing"))
+    with pytest.raises(KeyFileError, match="No such file"):
+        load_signer(token["uri"].replace("pin-value=1234", "pin-source=file:/nonexistent/pin"))
 
 
 @needs_softhsm
