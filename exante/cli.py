@@ -633,7 +633,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="exante", description=__doc__.splitlines()[0])
     p.add_argument("-C", dest="project", type=Path, help="run in this project directory")
     p.add_argument(
-        "--key", type=Path, help="signing key (default: $EXANTE_SIGNING_KEY or .exante/keys)"
+        "--key",
+        help="signing key file or pkcs11: URI (default: $EXANTE_SIGNING_KEY or .exante/keys)",
     )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
