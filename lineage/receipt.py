@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from lineage._keymeta import SIGNED_AT
 from lineage._shape import is_count, is_sha256, is_sorted_set, is_utc, key_problems
 from lineage.errors import ArtifactDigestError, ProofError, ReceiptFormatError, ReceiptProofError
 from lineage.manifest import SignedManifest
@@ -102,7 +103,9 @@ class Receipt:
     @classmethod
     def from_predicate(cls, p: dict) -> Receipt:
         """Shape-check a predicate; every problem is reported at once."""
-        if problems := key_problems(p, _KEYS, what="predicate"):
+        # signed_at is added to every predicate by make_statement (optional: older receipts).
+        keys = (*_KEYS, SIGNED_AT) if SIGNED_AT in p else _KEYS
+        if problems := key_problems(p, keys, what="predicate"):
             raise ReceiptFormatError(f"{WHAT}: the predicate is malformed:", problems=problems)
         removed, problems = _removed(p["removed"])
         problems += _top_problems(p) + _manifest_problems(p["manifest"])

@@ -6,17 +6,24 @@ id is the SHA-256 of its DER SubjectPublicKeyInfo. Only public keys under
 ``policies/trusted_keys/`` are trusted; a signature by any other key fails.
 
 Envelopes follow DSSE v1 (signatures over the pre-authentication encoding,
-``PAE``); payloads are in-toto Statement v1 in canonical JSON.
+``PAE``); payloads are in-toto Statement v1 in canonical JSON, whose predicate
+carries ``signed_at`` so a verifier can hold the key to its validity period
+(``lineage/_keymeta.py``).
+
+Private keys are PKCS#8 PEM, encrypted with a passphrase unless created as a
+development key; a ``pkcs11:`` URI instead of a path signs on a token (HSM).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import getpass
 import json
 import os
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+import sys
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from cryptography.exceptions import InvalidSignature
@@ -24,10 +31,12 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from lineage._canonical import atomic_write, canonical_json, file_sha256, sha256_hex
+from lineage._keymeta import SIGNED_AT, KeyValidity, parse_utc, read_all_meta, signing_time
 from lineage.errors import (
     EnvelopeFormatError,
     ForeignSignatureError,
     KeyFileError,
+    KeyValidityError,
     SignatureMismatchError,
     UntrustedKeyError,
 )
@@ -35,6 +44,8 @@ from lineage.errors import (
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PAYLOAD_TYPE = "application/vnd.in-toto+json"
 KEY_ENV = "EXANTE_SIGNING_KEY"
+PASSPHRASE_ENV = "EXANTE_KEY_PASSPHRASE"
+PKCS11_SCHEME = "pkcs11:"
 DEFAULT_KEY_PATH = Path(".exante/keys/signing.key.pem")
 TRUSTED_KEYS_DIR = Path("policies/trusted_keys")
 
@@ -62,53 +73,137 @@ class Signer:
         return self.private_key.sign(data, ec.ECDSA(hashes.SHA256(), deterministic_signing=True))
 
 
-def signing_key_path(explicit: Path | None = None) -> Path:
-    """The key to sign with: ``explicit``, else ``$EXANTE_SIGNING_KEY``, else the default."""
-    return Path(explicit or os.environ.get(KEY_ENV) or DEFAULT_KEY_PATH)
+def signing_key_path(explicit: Path | str | None = None) -> Path | str:
+    """The key to sign with: ``explicit``, else ``$EXANTE_SIGNING_KEY``, else the default.
+
+    A ``pkcs11:`` URI stays a string (a path would fold its slashes).
+    """
+    chosen = explicit or os.environ.get(KEY_ENV) or DEFAULT_KEY_PATH
+    return str(chosen) if str(chosen).startswith(PKCS11_SCHEME) else Path(chosen)
 
 
-def generate_key(private_path: Path, trusted_dir: Path, *, name: str) -> str:
+def generate_key(
+    private_path: Path, trusted_dir: Path, *, name: str, passphrase: bytes | None = None
+) -> str:
     """Create a P-256 key pair: private key mode 0600, public key trusted. Returns the key id.
 
+    With a ``passphrase`` the private key is encrypted (PKCS#8, the best
+    encryption ``cryptography`` offers); without one it is a development key.
     Refuses to overwrite an existing private key: losing it would orphan every
     signature it made.
     """
     private_path = Path(private_path)
+    public_path = Path(trusted_dir) / f"{name}.pub.pem"
     if private_path.exists():
         raise KeyFileError(f"{private_path} exists; refusing to overwrite a signing key")
     key = ec.generate_private_key(ec.SECP256R1())
+    encryption = (
+        serialization.BestAvailableEncryption(passphrase)
+        if passphrase
+        else serialization.NoEncryption()
+    )
     pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption
     )
     public_pem = key.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
-    atomic_write(Path(trusted_dir) / f"{name}.pub.pem", public_pem)
+    atomic_write(public_path, public_pem)
     atomic_write(private_path, pem, mode=0o600)
     return key_id(key.public_key())
 
 
-def load_signer(path: Path) -> Signer:
+def trust_public_key(
+    public_key: ec.EllipticCurvePublicKey, trusted_dir: Path, *, name: str
+) -> Path:
+    """Write a public key (e.g. a token's) as ``<name>.pub.pem``; never over another key."""
+    path = Path(trusted_dir) / f"{name}.pub.pem"
+    pem = public_key.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    if path.exists() and path.read_bytes() != pem:
+        raise KeyFileError(f"{path} holds another key; pick another --name")
+    atomic_write(path, pem)
+    return path
+
+
+def is_encrypted(pem: bytes) -> bool:
+    return b"-----BEGIN ENCRYPTED PRIVATE KEY-----" in pem
+
+
+def ask_passphrase(path: Path, *, confirm: bool) -> bytes | None:
+    """``$EXANTE_KEY_PASSPHRASE``, else a prompt on a terminal (twice when creating), else None."""
+    if env := os.environ.get(PASSPHRASE_ENV):
+        return env.encode("utf-8")
+    if not sys.stdin.isatty():
+        return None
+    first = getpass.getpass(f"passphrase for {path}: ")
+    if confirm and getpass.getpass("again: ") != first:
+        raise KeyFileError("the two passphrases differ; nothing was written. Run again")
+    return first.encode("utf-8") or None
+
+
+def load_signer(path: Path | str, *, passphrase: bytes | None = None):
+    """The signer behind ``path``: a PEM file (decrypted with the passphrase) or a pkcs11: URI."""
+    if str(path).startswith(PKCS11_SCHEME):
+        from lineage._pkcs11 import load_pkcs11_signer
+
+        return load_pkcs11_signer(str(path))
     path = Path(path)
     try:
-        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        pem = path.read_bytes()
     except FileNotFoundError:
         raise KeyFileError(
             f"no signing key at {path}; create one with `exante keys init` "
             f"or point ${KEY_ENV} at yours"
         ) from None
-    except (ValueError, TypeError) as exc:
-        raise KeyFileError(f"{path} is not an unencrypted PEM private key: {exc}") from None
+    key = _decrypt(pem, path, passphrase)
     if not isinstance(key, ec.EllipticCurvePrivateKey) or key.curve.name != "secp256r1":
         raise KeyFileError(f"{path} is not an ECDSA P-256 key; exante signs with P-256 only")
     return Signer(key, key_id(key.public_key()))
 
 
-def load_trusted_keys(directory: Path = TRUSTED_KEYS_DIR) -> dict[str, ec.EllipticCurvePublicKey]:
-    """Every ``*.pub.pem`` under ``directory``, by key id."""
-    keys = {}
+def _decrypt(pem: bytes, path: Path, passphrase: bytes | None):
+    if is_encrypted(pem):
+        passphrase = passphrase or ask_passphrase(path, confirm=False)
+        if not passphrase:
+            raise KeyFileError(
+                f"{path} is encrypted and no passphrase was given: set ${PASSPHRASE_ENV} "
+                "or run on a terminal to be asked"
+            )
+    else:
+        passphrase = None
+    try:
+        return serialization.load_pem_private_key(pem, password=passphrase)
+    except (ValueError, TypeError) as exc:
+        if passphrase and "decrypt" in str(exc).lower():
+            raise KeyFileError(
+                f"wrong passphrase for {path}: check ${PASSPHRASE_ENV} (or what you typed)"
+            ) from None
+        raise KeyFileError(f"{path} is not a PEM private key: {exc}") from None
+
+
+@dataclass(frozen=True)
+class TrustedKeys(Mapping):
+    """Trusted public keys by id, with the validity periods of those that have one."""
+
+    keys: Mapping[str, ec.EllipticCurvePublicKey]
+    validity: Mapping[str, KeyValidity] = field(default_factory=dict)
+    files: Mapping[str, Path] = field(default_factory=dict)
+
+    def __getitem__(self, keyid: str) -> ec.EllipticCurvePublicKey:
+        return self.keys[keyid]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.keys)
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+
+def load_trusted_keys(directory: Path = TRUSTED_KEYS_DIR) -> TrustedKeys:
+    """Every ``*.pub.pem`` under ``directory``, by key id, with its ``*.meta.yaml`` if any."""
+    keys, files = {}, {}
     for path in sorted(Path(directory).glob("*.pub.pem")):
         try:
             key = serialization.load_pem_public_key(path.read_bytes())
@@ -117,11 +212,13 @@ def load_trusted_keys(directory: Path = TRUSTED_KEYS_DIR) -> dict[str, ec.Ellipt
         if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name != "secp256r1":
             raise KeyFileError(f"trusted key {path} is not ECDSA P-256")
         keys[key_id(key)] = key
+        files[key_id(key)] = path
     if not keys:
         raise KeyFileError(
             f"no trusted keys under {directory}; run `exante keys init` or add a *.pub.pem"
         )
-    return keys
+    validity = {k: v for k, (_, v) in read_all_meta(Path(directory)).items() if k in keys}
+    return TrustedKeys(keys, validity, files)
 
 
 # -- DSSE ---------------------------------------------------------------------
@@ -133,7 +230,8 @@ def pae(payload_type: str, payload: bytes) -> bytes:
     return b"DSSEv1 %d %s %d %s" % (len(t), t, len(payload), payload)
 
 
-def sign_envelope(payload: bytes, signer: Signer, *, payload_type: str = PAYLOAD_TYPE) -> dict:
+def sign_envelope(payload: bytes, signer, *, payload_type: str = PAYLOAD_TYPE) -> dict:
+    """A DSSE envelope; ``signer`` is a :class:`Signer` or a PKCS#11 signer (same interface)."""
     sig = signer.sign(pae(payload_type, payload))
     return {
         "payload": base64.b64encode(payload).decode("ascii"),
@@ -176,7 +274,9 @@ def verify_envelope(
 
     ``known_payloads`` are other payloads this signer has signed (earlier
     manifest versions): a signature that verifies over one of them was swapped
-    in, which is reported as such rather than as a modified payload.
+    in, which is reported as such rather than as a modified payload. A key with
+    a validity period (``TrustedKeys.validity``) counts only if it was valid at
+    the payload's ``signed_at`` and is not revoked.
     """
     payload = _b64decode(_field(envelope, "payload", str), "payload")
     if _field(envelope, "payloadType", str) != payload_type:
@@ -184,7 +284,7 @@ def verify_envelope(
     signatures = _field(envelope, "signatures", list)
     if not signatures:
         raise EnvelopeFormatError(f"{what} carries no signature")
-    untrusted = []
+    untrusted, invalid = [], None
     for entry in signatures:
         if not isinstance(entry, Mapping):
             raise EnvelopeFormatError(f"{what}: a signature entry is not an object")
@@ -195,7 +295,10 @@ def verify_envelope(
             untrusted.append(keyid or "<no keyid>")
             continue
         if _verifies(key, sig, pae(payload_type, payload)):
-            return payload
+            invalid = _validity_problem(trusted, keyid, payload)
+            if invalid is None:
+                return payload
+            continue  # another signature, by a key valid at the time, may still count
         for other in known_payloads:
             if other != payload and _verifies(key, sig, pae(payload_type, other)):
                 raise ForeignSignatureError(
@@ -206,22 +309,57 @@ def verify_envelope(
             f"{what}: the signature by trusted key {keyid[:16]} does not match the payload; "
             "the content was modified after signing"
         )
+    if invalid is not None:
+        raise KeyValidityError(f"{what}: {invalid}")
     raise UntrustedKeyError(
         f"{what} is signed only by untrusted key(s) {', '.join(k[:16] for k in untrusted)}; "
         "add the signer's public key to policies/trusted_keys/ if you trust it"
     )
 
 
+def _validity_problem(trusted: Mapping, keyid: str, payload: bytes) -> str | None:
+    validity = trusted.validity.get(keyid) if isinstance(trusted, TrustedKeys) else None
+    if validity is None or not validity.limited:
+        return None
+    problem = validity.problem(signed_at_of(payload))
+    return (
+        None
+        if problem is None
+        else f"the signature by trusted key {keyid[:16]} does not count: {problem}"
+    )
+
+
+def signed_at_of(payload: bytes):
+    """The ``signed_at`` of a Statement payload as an aware UTC time, or None."""
+    try:
+        predicate = json.loads(payload).get("predicate")
+    except (ValueError, RecursionError, AttributeError):
+        return None
+    return parse_utc(predicate.get(SIGNED_AT)) if isinstance(predicate, dict) else None
+
+
 # -- in-toto Statement v1 ------------------------------------------------------
 
 
-def make_statement(subjects: Mapping[str, str], predicate_type: str, predicate: dict) -> bytes:
-    """Canonical bytes of a Statement over ``subjects`` (name → sha256 hex)."""
+def make_statement(
+    subjects: Mapping[str, str],
+    predicate_type: str,
+    predicate: dict,
+    *,
+    signed_at: str | None = None,
+) -> bytes:
+    """Canonical bytes of a Statement over ``subjects`` (name → sha256 hex).
+
+    The predicate gains ``signed_at`` (UTC, seconds): ``signed_at`` if given
+    (deterministic artifacts pass a time derived from their inputs), else
+    ``$SOURCE_DATE_EPOCH``, else now. Statement v1 allows no other top-level
+    field, so this is the one place every signed statement gets its time.
+    """
     statement = {
         "_type": STATEMENT_TYPE,
         "subject": [{"name": n, "digest": {"sha256": d}} for n, d in sorted(subjects.items())],
         "predicateType": predicate_type,
-        "predicate": predicate,
+        "predicate": {**predicate, SIGNED_AT: signed_at or signing_time()},
     }
     return canonical_json(statement)
 

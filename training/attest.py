@@ -38,11 +38,13 @@ from lineage.errors import (
     VerificationError,
 )
 from lineage.signing import (
+    SIGNED_AT,
     Signer,
     load_signer,
     make_statement,
     read_statement,
     sign_envelope,
+    signing_time,
     subject_problems_on_disk,
     subjects_of,
     write_envelope,
@@ -221,13 +223,18 @@ def attest_training(
     if problems:
         raise AttestInputError("cannot attest training; fix these inputs:", problems=problems)
     predicate["checkpoints"] = names
+    predicate[SIGNED_AT] = signing_time()  # returned as the verifier will read it back
     try:  # what is returned is what a verifier will read back: JSON types only
         predicate = json.loads(canonical_json(predicate))
     except (TypeError, ValueError) as exc:
         raise AttestInputError(f"params are not JSON-serializable: {exc}") from None
     subjects = {name: file_sha256(Path(root) / name) for name in names.values()}
     write_envelope(
-        Path(out), sign_envelope(make_statement(subjects, PREDICATE_TYPE, predicate), signer)
+        Path(out),
+        sign_envelope(
+            make_statement(subjects, PREDICATE_TYPE, predicate, signed_at=predicate[SIGNED_AT]),
+            signer,
+        ),
     )
     return predicate
 
@@ -261,19 +268,37 @@ def _require_dir(model_dir: Path) -> None:
         raise AttestInputError(f"{model_dir} is not a model directory")
 
 
-def sign_model_dir(model_dir: Path, *, private_key: Path, signature: Path) -> None:
+def sign_model_dir(model_dir: Path, *, private_key, signature: Path) -> None:
     """Write an OpenSSF model signature (Sigstore bundle, key mode) for every file in the dir.
 
-    Signs into a temporary file first, so a crash never leaves half a signature.
+    ``private_key`` is a key file, a ``pkcs11:`` URI, or a signer already
+    loaded (so an encrypted key's passphrase is asked once). Signs into a
+    temporary file first, so a crash never leaves half a signature.
     """
     _require_dir(model_dir)
-    load_signer(private_key)  # P-256 only, with exante's error messages
-    config = model_signing.signing.Config().use_elliptic_key_signer(private_key=private_key)
-    config.set_hashing_config(_hashing_config(model_dir, signature))
+    signer = private_key if hasattr(private_key, "keyid") else load_signer(private_key)
     with tempfile.TemporaryDirectory() as tmp:
+        config = _model_signing_config(signer, Path(tmp))
+        config.set_hashing_config(_hashing_config(model_dir, signature))
         bundle = Path(tmp) / "model.sig"
         config.sign(Path(model_dir), bundle)
         atomic_write(Path(signature), bundle.read_bytes())
+
+
+def _model_signing_config(signer, tmp: Path) -> model_signing.signing.Config:
+    """model_signing reads keys from files: a token key by its URI; a loaded key from a copy
+    encrypted under a one-time password in a private temp dir, never in the clear."""
+    config = model_signing.signing.Config()
+    if not isinstance(signer, Signer):  # lineage._pkcs11.Pkcs11Signer
+        return config.use_pkcs11_signer(pkcs11_uri=signer.uri)
+    password = os.urandom(32).hex().encode()
+    pem = signer.private_key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(password),
+    )
+    atomic_write(tmp / "key.pem", pem, mode=0o600)
+    return config.use_elliptic_key_signer(private_key=tmp / "key.pem", password=password)
 
 
 def _check_public_key(path: Path) -> None:

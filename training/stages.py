@@ -283,7 +283,7 @@ def run_attest(
     root = Path(root)
     partition, _, partition_sha = load_partition(root, paths)
     ensemble = build_ensemble_dir(root, cfg, paths)
-    sign_model_dir(ensemble, private_key=key_path, signature=root / paths.signature)
+    sign_model_dir(ensemble, private_key=signer, signature=root / paths.signature)
     files = {p.relative_to(root).as_posix(): p for p in checkpoints.model_files(ensemble)}
     files[paths.signature.as_posix()] = root / paths.signature
     base = root / paths.base / "model"

@@ -263,17 +263,20 @@ GOLDEN_PREDICATE = {
 }
 
 
+GOLDEN_TIME = "2026-12-02T11:30:00+00:00"
+
+
 def test_statement_matches_golden_bytes() -> None:
     """Sorted keys and subjects, no whitespace, raw UTF-8: any drift changes every signature."""
-    statement = make_statement(GOLDEN_SUBJECTS, PREDICATE, GOLDEN_PREDICATE)
+    statement = make_statement(GOLDEN_SUBJECTS, PREDICATE, GOLDEN_PREDICATE, signed_at=GOLDEN_TIME)
     assert statement == (GOLDEN / "statement_v1.json").read_bytes()
 
 
 def test_statement_round_trip() -> None:
-    payload = make_statement(GOLDEN_SUBJECTS, PREDICATE, GOLDEN_PREDICATE)
+    payload = make_statement(GOLDEN_SUBJECTS, PREDICATE, GOLDEN_PREDICATE, signed_at=GOLDEN_TIME)
     statement = parse_statement(payload, PREDICATE)
     assert statement["_type"] == STATEMENT_TYPE
-    assert statement["predicate"] == GOLDEN_PREDICATE
+    assert statement["predicate"] == {**GOLDEN_PREDICATE, "signed_at": GOLDEN_TIME}
     assert subjects_of(statement) == GOLDEN_SUBJECTS
     assert [s["name"] for s in statement["subject"]] == sorted(GOLDEN_SUBJECTS)
 

@@ -55,6 +55,7 @@ OPTIONAL = (
     "models/base/metrics.json",
     "models/shards/s*/metrics.json",
     "models/shards/s*/slices.json",
+    "policies/trusted_keys/*.meta.yaml",  # key validity and revocation (exante keys rotate)
 )
 
 

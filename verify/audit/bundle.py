@@ -14,6 +14,7 @@ carries no timestamp, and signatures use RFC 6979 nonces.
 from __future__ import annotations
 
 import json
+import os
 import platform
 import re
 import subprocess
@@ -21,7 +22,15 @@ import sys
 from pathlib import Path
 
 from lineage._canonical import atomic_write, canonical_json, sha256_hex
-from lineage.signing import Signer, make_statement, sign_envelope
+from lineage._keymeta import parse_utc, utc_text
+from lineage.signing import (
+    TRUSTED_KEYS_DIR,
+    Signer,
+    load_trusted_keys,
+    make_statement,
+    sign_envelope,
+    signing_time,
+)
 from verify.audit._files import (
     INDEX,
     REPORT,
@@ -62,12 +71,45 @@ def build_bundle(root: Path, *, signer: Signer, out: Path, html_out: Path | None
         )
     predicate = index_predicate(files)
     subjects = {name: sha256_hex(data) for name, data in files.items()}
-    envelope = sign_envelope(make_statement(subjects, PREDICATE_TYPE, predicate), signer)
+    at = bundle_signed_at(root, files, signer)
+    envelope = sign_envelope(
+        make_statement(subjects, PREDICATE_TYPE, predicate, signed_at=at), signer
+    )
     files[INDEX] = json.dumps(envelope, indent=2, sort_keys=True).encode() + b"\n"
     atomic_write(Path(out), write_tar_gz(Path(out), files))
     if html_out is not None:
         atomic_write(Path(html_out), files[REPORT])
     return predicate
+
+
+def bundle_signed_at(root: Path, files: dict[str, bytes], signer) -> str:
+    """The index's signing time, derived from its inputs so a rebuild gives the same bytes.
+
+    ``$SOURCE_DATE_EPOCH`` if set; else the latest time any signed file in the
+    bundle claims, but not before the signer's key became valid (a bundle of
+    old evidence re-signed with a rotated-in key).
+    """
+    if os.environ.get("SOURCE_DATE_EPOCH"):
+        return signing_time()
+    times = [t for name, data in files.items() if name.endswith(".dsse.json")
+             for t in [_claimed_time(data)] if t is not None]  # fmt: skip
+    validity = load_trusted_keys(Path(root) / TRUSTED_KEYS_DIR).validity.get(signer.keyid)
+    if validity is not None and validity.not_before is not None:
+        times.append(validity.not_before)
+    if not times:
+        raise BundleInputError("no signed file in the project claims a time; run the pipeline")
+    return utc_text(max(times))
+
+
+def _claimed_time(envelope_bytes: bytes):
+    try:
+        predicate = _payload(envelope_bytes).get("predicate")
+    except (ValueError, RecursionError, AttributeError, KeyError, TypeError):
+        return None
+    if not isinstance(predicate, dict):
+        return None
+    claimed = [parse_utc(predicate.get(k)) for k in ("signed_at", "created_at", "issued_at")]
+    return max((t for t in claimed if t is not None), default=None)
 
 
 def index_predicate(files: dict[str, bytes]) -> dict:

@@ -80,10 +80,15 @@ def _trusted(files: Mapping[str, bytes], keys: list[Path] | None) -> tuple[dict,
                     (Path(tmp) / f"k{n}.pub.pem").write_bytes(Path(k).read_bytes())
                 except OSError as exc:
                     raise BundleInputError(f"cannot read the public key {k}: {exc}") from None
+                meta = Path(k).with_name(Path(k).name.removesuffix(".pub.pem") + ".meta.yaml")
+                if meta.is_file():  # its validity period, kept beside it (exante keys rotate)
+                    (Path(tmp) / f"k{n}.meta.yaml").write_bytes(meta.read_bytes())
             return load_trusted_keys(Path(tmp)), "the key(s) given with --key"
     with tempfile.TemporaryDirectory() as tmp:
         for name, data in files.items():
-            if name.startswith("policies/trusted_keys/") and name.endswith(".pub.pem"):
+            if name.startswith("policies/trusted_keys/") and name.endswith(
+                (".pub.pem", ".meta.yaml")
+            ):
                 (Path(tmp) / Path(name).name).write_bytes(data)
         origin = (
             "the keys inside the bundle (policies/trusted_keys/): pass --key with the "
