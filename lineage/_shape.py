@@ -47,3 +47,19 @@ def key_problems(document: dict, keys: Iterable[str], *, what: str) -> list[str]
     return [f"{what} lacks {k!r}" for k in sorted(keys - document.keys())] + [
         f"{what} has unknown field {k!r}" for k in sorted(document.keys() - keys)
     ]
+
+
+def shown(value, limit: int = 40) -> str:
+    """``value`` as an error message may quote it: escaped, capped, or only its type.
+
+    Messages about untrusted files quote ids and digests, never content: a
+    string longer than ``limit`` is cut, control characters are escaped (a
+    name cannot redraw a terminal), anything else is named by its type.
+    """
+    if value is None or isinstance(value, bool | int | float):
+        return repr(value)[:limit]
+    if not isinstance(value, str):
+        return f"<{type(value).__name__}>"
+    text = value.encode("unicode_escape", "backslashreplace").decode("ascii")
+    text = text.replace("'", "\\'")
+    return f"'{text[:limit]}…'" if len(text) > limit else f"'{text}'"
