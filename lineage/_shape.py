@@ -45,7 +45,7 @@ def key_problems(document: dict, keys: Iterable[str], *, what: str) -> list[str]
     """Missing and unknown keys: a misspelled field is an error, not a silent default."""
     keys = set(keys)
     return [f"{what} lacks {k!r}" for k in sorted(keys - document.keys())] + [
-        f"{what} has unknown field {k!r}" for k in sorted(document.keys() - keys)
+        f"{what} has unknown field {shown(k)}" for k in sorted(document.keys() - keys)
     ]
 
 

@@ -234,7 +234,7 @@ def parse_json(data: bytes, *, what: str) -> object:
         return json.loads(data, object_pairs_hook=_unique)
     except (ValueError, RecursionError) as exc:  # bad UTF-8/JSON, a 5000-digit int, nesting
         reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)[:80]
-        raise EnvelopeFormatError(f"{what} is not valid JSON ({reason})") from None
+        raise EnvelopeFormatError(f"{what} is not JSON ({reason})") from None
 
 
 def make_statement(subjects: Mapping[str, str], predicate_type: str, predicate: dict) -> bytes:

@@ -168,8 +168,10 @@ def _run(name: str, fn: Callable[[_Context, Check], None], ctx: _Context) -> Che
     check = Check(name)
     try:
         fn(ctx, check)
-    except LineageError as exc:
-        check.problems.append(f"{type(exc).__name__}: {exc}".splitlines()[0][:300])
+    except LineageError as exc:  # paths inside the private extraction, named as in the bundle
+        first = str(exc).splitlines()[0].replace(f"{ctx.root}/", "")
+        more = "; ".join(p.replace(f"{ctx.root}/", "") for p in exc.problems[:5])
+        check.problems.append(f"{type(exc).__name__}: {first} {more}".strip()[:300])
     except (KeyError, ValueError, TypeError, AttributeError, IndexError, RecursionError) as exc:
         check.problems.append(
             f"a signed file has an unexpected shape ({type(exc).__name__}); the check stopped"

@@ -33,7 +33,10 @@ from verify.audit.bundle import PREDICATE_TYPE, index_predicate
 ENSEMBLE = "models/ensemble/ensemble.json"
 RID = "req-1"
 REPORT = f"data/receipts/verification/{RID}/report.dsse.json"
-LEAVES = {1: [("r1", "1" * 64), ("r2", "2" * 64), ("r3", "3" * 64)], 2: [("r1", "1" * 64), ("r3", "3" * 64)]}  # fmt: skip
+LEAVES = {
+    1: [("r1", "1" * 64), ("r2", "2" * 64), ("r3", "3" * 64)],
+    2: [("r1", "1" * 64), ("r3", "3" * 64)],
+}
 
 
 @dataclass(frozen=True)
@@ -85,8 +88,11 @@ def _manifests(signer: Signer) -> dict[str, bytes]:
     for v, leaves in LEAVES.items():
         data = leaves_bytes(leaves)
         root, size = merkle_root(leaves)
-        pred = {"version": v, "previous_manifest_sha256": previous,
-                "merkle": {"root": root, "size": size}}  # fmt: skip
+        pred = {
+            "version": v,
+            "previous_manifest_sha256": previous,
+            "merkle": {"root": root, "size": size},
+        }
         name = f"data/manifests/v{v:06d}"
         files[f"{name}.dsse.json"] = envelope(
             signer, {"data/manifest.leaves": sha256_hex(data)}, MANIFEST_TYPE, pred
@@ -99,27 +105,46 @@ def _manifests(signer: Signer) -> dict[str, bytes]:
 
 
 def _training(signer: Signer, files: dict[str, bytes]) -> dict[str, bytes]:
-    out = {ENSEMBLE: b'{"shards": 1}\n', "policies/verification.yaml": b"checks: []\n",
-           "data/verification/results.json": b"{}\n"}  # fmt: skip
+    out = {
+        ENSEMBLE: b'{"shards": 1}\n',
+        "policies/verification.yaml": b"checks: []\n",
+        "data/verification/results.json": b"{}\n",
+    }
     kind = "https://exante.dev/test/v1"
     out["data/gate/decision.dsse.json"] = envelope(signer, {}, kind, {"manifest_version": 2})
     manifest = payload_sha(files, "data/manifest.dsse.json")
     decision = payload_sha(out, "data/gate/decision.dsse.json")
-    out["data/shards/partition.dsse.json"] = envelope(signer, {}, kind, {
-        "manifest_payload_sha256": manifest, "decision_payload_sha256": decision})  # fmt: skip
+    out["data/shards/partition.dsse.json"] = envelope(
+        signer, {}, kind, {"manifest_payload_sha256": manifest, "decision_payload_sha256": decision}
+    )
     resources = [{"name": "ensemble.json", "digest": sha256_hex(out[ENSEMBLE])}]
     model = make_statement({}, "https://model_signing/signature/v1.0", {"resources": resources})
     out["models/ensemble.sig"] = json.dumps({"dsseEnvelope": sign_envelope(model, signer)}).encode()
-    subjects = {ENSEMBLE: sha256_hex(out[ENSEMBLE]),
-                "models/ensemble.sig": sha256_hex(out["models/ensemble.sig"])}  # fmt: skip
-    out["models/attestation.dsse.json"] = envelope(signer, subjects, kind, {
-        "manifest_payload_sha256": manifest, "decision_payload_sha256": decision,
-        "partition_payload_sha256": payload_sha(out, "data/shards/partition.dsse.json")})  # fmt: skip
-    report = {"lineage": {"attestation_sha256": sha256_hex(out["models/attestation.dsse.json"])},
-              "policy": {"path": "policies/verification.yaml",
-                         "sha256": sha256_hex(out["policies/verification.yaml"])}}  # fmt: skip
-    subjects = {ENSEMBLE: sha256_hex(out[ENSEMBLE]),
-                "data/verification/results.json": sha256_hex(out["data/verification/results.json"])}  # fmt: skip
+    subjects = {
+        ENSEMBLE: sha256_hex(out[ENSEMBLE]),
+        "models/ensemble.sig": sha256_hex(out["models/ensemble.sig"]),
+    }
+    out["models/attestation.dsse.json"] = envelope(
+        signer,
+        subjects,
+        kind,
+        {
+            "manifest_payload_sha256": manifest,
+            "decision_payload_sha256": decision,
+            "partition_payload_sha256": payload_sha(out, "data/shards/partition.dsse.json"),
+        },
+    )
+    report = {
+        "lineage": {"attestation_sha256": sha256_hex(out["models/attestation.dsse.json"])},
+        "policy": {
+            "path": "policies/verification.yaml",
+            "sha256": sha256_hex(out["policies/verification.yaml"]),
+        },
+    }
+    subjects = {
+        ENSEMBLE: sha256_hex(out[ENSEMBLE]),
+        "data/verification/results.json": sha256_hex(out["data/verification/results.json"]),
+    }
     out["data/verification/report.dsse.json"] = envelope(signer, subjects, kind, report)
     return out
 
@@ -128,22 +153,47 @@ def _deletion(tmp: Path, signer: Signer, files: dict[str, bytes]) -> dict[str, b
     root, trusted = tmp / "project", load_trusted_keys(tmp / "policies/trusted_keys")
     summary = b'{"exact": {"failed_checks": 0}}\n'
     out = {f"data/receipts/verification/{RID}/summary.json": summary}
-    out[REPORT] = envelope(signer, {f"data/receipts/verification/{RID}/summary.json":
-                                    sha256_hex(summary)}, "https://exante.dev/test/v1",
-                           {"request_id": RID, "subjects": {"exact": {"forget_shard_sha256": "a" * 64}}})  # fmt: skip
+    out[REPORT] = envelope(
+        signer,
+        {f"data/receipts/verification/{RID}/summary.json": sha256_hex(summary)},
+        "https://exante.dev/test/v1",
+        {"request_id": RID, "subjects": {"exact": {"forget_shard_sha256": "a" * 64}}},
+    )
     meta = {"verification": {RID: {"report": REPORT, "exact_forget_shard_sha256": "a" * 64}}}
     with ledger_lock(root) as lock:
-        request = append_request(lock, signer, trusted, request_id=RID, reason="ticket 1",
-                                 record_hashes={"r2": "2" * 64}, subject_ids=["p1"])  # fmt: skip
+        request = append_request(
+            lock,
+            signer,
+            trusted,
+            request_id=RID,
+            reason="ticket 1",
+            record_hashes={"r2": "2" * 64},
+            subject_ids=["p1"],
+        )
         for status in ("retraining", "purged", "verified", "complete"):
-            append_status(lock, signer, trusted, request_id=RID, status=status,
-                          meta=meta if status == "complete" else None)  # fmt: skip
-    manifest = SignedManifest(statement(files, "data/manifest.dsse.json"),
-                              payload_sha(files, "data/manifest.dsse.json"))  # fmt: skip
-    issue_receipt(root / f"data/receipts/{RID}.dsse.json", signer, request_id=RID,
-                  ledger_entry_sha256=request.sha256, manifest=manifest, leaves=LEAVES[2],
-                  removed={"r2": "2" * 64}, models_before={"m": "4" * 64},
-                  models_after={"m": "5" * 64}, retrained_shards=[0])  # fmt: skip
+            append_status(
+                lock,
+                signer,
+                trusted,
+                request_id=RID,
+                status=status,
+                meta=meta if status == "complete" else None,
+            )
+    manifest = SignedManifest(
+        statement(files, "data/manifest.dsse.json"), payload_sha(files, "data/manifest.dsse.json")
+    )
+    issue_receipt(
+        root / f"data/receipts/{RID}.dsse.json",
+        signer,
+        request_id=RID,
+        ledger_entry_sha256=request.sha256,
+        manifest=manifest,
+        leaves=LEAVES[2],
+        removed={"r2": "2" * 64},
+        models_before={"m": "4" * 64},
+        models_after={"m": "5" * 64},
+        retrained_shards=[0],
+    )
     for name in (
         "data/ledger.jsonl",
         "data/ledger.head.dsse.json",
