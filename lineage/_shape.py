@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 from itertools import pairwise
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+_ID = re.compile(r"[A-Za-z0-9._:/@+-]+")
 
 
 def is_sha256(value) -> bool:
@@ -49,17 +50,24 @@ def key_problems(document: dict, keys: Iterable[str], *, what: str) -> list[str]
     ]
 
 
-def shown(value, limit: int = 40) -> str:
-    """``value`` as an error message may quote it: escaped, capped, or only its type.
+def shown(value, limit: int = 64) -> str:
+    """``value`` as an error message may quote it: an id or digest, else only its kind.
 
     Messages about untrusted files quote ids and digests, never content: a
-    string longer than ``limit`` is cut, control characters are escaped (a
-    name cannot redraw a terminal), anything else is named by its type.
+    string is quoted only if it looks like an id (ASCII letters, digits and
+    ``._:/@+-``, at most ``limit`` long), so neither a person's text nor a
+    control character reaching a terminal can come through.
     """
     if value is None or isinstance(value, bool | int | float):
         return repr(value)[:limit]
     if not isinstance(value, str):
         return f"<{type(value).__name__}>"
-    text = value.encode("unicode_escape", "backslashreplace").decode("ascii")
-    text = text.replace("'", "\\'")
-    return f"'{text[:limit]}…'" if len(text) > limit else f"'{text}'"
+    if _ID.fullmatch(value) and len(value) <= limit:
+        return f"'{value}'"
+    return f"<text of {len(value)} characters>"
+
+
+def named(value) -> str:
+    """A path or id from an untrusted file, as :func:`shown` would quote it, without the quotes."""
+    text = shown(value)
+    return text[1:-1] if text.startswith("'") else text

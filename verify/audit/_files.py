@@ -8,7 +8,7 @@ import tarfile
 import zlib
 from pathlib import Path, PurePosixPath
 
-from lineage._shape import shown
+from lineage._shape import named
 from lineage.errors import BadInputError, VerificationError
 
 PREFIX = "exante-audit"
@@ -181,9 +181,9 @@ def _members(path: Path, tar: tarfile.TarFile) -> dict[str, bytes]:
             raise BundleInputError(f"{path}: more than {MAX_MEMBERS} members; not an audit bundle")
         name = _member_name(m.name)
         if name is None or not m.isfile():
-            problems.append(f"{shown(m.name)}: not a plain file under {PREFIX}/ with a safe name")
+            problems.append(f"{named(m.name)}: not a plain file under {PREFIX}/ with a safe name")
         elif m.size > MAX_FILE:
-            problems.append(f"{shown(m.name)}: {m.size} bytes, larger than any bundle file")
+            problems.append(f"{named(m.name)}: {m.size} bytes, larger than any bundle file")
         else:
             members.append((name, m))
     problems += _name_clashes([name for name, _ in members])
@@ -197,12 +197,12 @@ def _name_clashes(names: list[str]) -> list[str]:
     seen, problems = set(), []
     for name in names:
         if name in seen:
-            problems.append(f"{shown(name)}: appears twice")
+            problems.append(f"{named(name)}: appears twice")
         seen.add(name)
     for name in sorted(seen):
         parents = {p.as_posix() for p in PurePosixPath(name).parents}
         if clash := sorted(parents & seen):
-            problems.append(f"{shown(name)}: under {shown(clash[0])}, which is a file")
+            problems.append(f"{named(name)}: under {named(clash[0])}, which is a file")
     return problems
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lineage._canonical import sha256_hex
-from lineage._shape import shown
+from lineage._shape import named, shown
 from lineage.errors import EnvelopeFormatError, LineageError
 from lineage.manifest import merkle_root, parse_leaves
 from lineage.merkle import LeafIndex
@@ -207,11 +207,11 @@ def check_index(ctx: _Context, c: Check) -> None:
     listed = subjects_of(statement)
     for name, digest in sorted(listed.items()):
         if name not in ctx.files:
-            c.problems.append(f"{shown(name)}: listed in the index, missing from the bundle")
+            c.problems.append(f"{named(name)}: listed in the index, missing from the bundle")
         elif sha256_hex(ctx.files[name]) != digest:
-            c.problems.append(f"{shown(name)}: modified (sha256 differs from the signed index)")
+            c.problems.append(f"{named(name)}: modified (sha256 differs from the signed index)")
     extra = sorted(set(ctx.files) - set(listed) - {INDEX})
-    c.problems += [f"{shown(name)}: in the bundle but not in the signed index" for name in extra]
+    c.problems += [f"{named(name)}: in the bundle but not in the signed index" for name in extra]
     c.notes.append(f"{len(listed)} files, each sha256 matched against the signed index")
 
 
@@ -289,19 +289,19 @@ def check_deletions(ctx: _Context, c: Check) -> None:
     proven = 0
     requested = {r.request_id for r in ledger.requests()}
     for rid in sorted(set(receipts) - requested):
-        c.problems.append(f"{shown(rid)}: a receipt for a request the ledger does not hold")
+        c.problems.append(f"{named(rid)}: a receipt for a request the ledger does not hold")
     for request in ledger.requests():
         rid = request.request_id
         if ledger.status_of(rid) != "complete":
-            c.notes.append(f"{shown(rid)}: {ledger.status_of(rid)}, not complete (no claim made)")
+            c.notes.append(f"{named(rid)}: {ledger.status_of(rid)}, not complete (no claim made)")
             continue
         receipt = receipts.get(rid)
         if receipt is None:
-            c.problems.append(f"{shown(rid)}: complete in the ledger, but its receipt is missing")
+            c.problems.append(f"{named(rid)}: complete in the ledger, but its receipt is missing")
             continue
         if receipt.ledger_entry_sha256 not in {e.sha256 for e in ledger.entries}:
             c.problems.append(
-                f"{shown(rid)}: the receipt names a ledger entry that is not in the ledger"
+                f"{named(rid)}: the receipt names a ledger entry that is not in the ledger"
             )
         proven += _receipt_versions(ctx, receipt, request.record_ids, c)
     c.notes.append(f"{proven} record × manifest-version non-inclusion proofs verified")
@@ -312,7 +312,7 @@ def check_deletions(ctx: _Context, c: Check) -> None:
 
 def _receipt_versions(ctx: _Context, receipt, record_ids, c: Check) -> int:
     """Prove the records absent from the receipt's manifest version and every later one."""
-    versions, v0, rid = ctx.manifests(), receipt.manifest_version, shown(receipt.request_id)
+    versions, v0, rid = ctx.manifests(), receipt.manifest_version, named(receipt.request_id)
     if v0 not in versions:
         c.problems.append(f"{rid}: its receipt names manifest v{v0}, which is not in the bundle")
         return 0
@@ -328,28 +328,28 @@ def _request_reports(ctx: _Context, ledger, c: Check) -> int:
         meta = getattr(entry, "meta", None) or {}
         reports = _at(meta, "verification", what="ledger meta") if "verification" in meta else {}
         for rid, info in reports.items():
-            info = _at(info, what=f"ledger meta verification of {shown(rid)}")
+            info = _at(info, what=f"ledger meta verification of {named(rid)}")
             name = info.get("report")
             if not isinstance(name, str) or name not in ctx.files:
                 c.problems.append(
-                    f"{shown(rid)}: its verification report {shown(name)} is not in the bundle"
+                    f"{named(rid)}: its verification report {named(name)} is not in the bundle"
                 )
                 continue
             statement = ctx.statement(name)
             pred = statement["predicate"]
             if pred.get("request_id") != rid:
                 c.problems.append(
-                    f"{name}: a report for {shown(pred.get('request_id'))}, not {shown(rid)}"
+                    f"{name}: a report for {shown(pred.get('request_id'))}, not {named(rid)}"
                 )
             for file, digest in subjects_of(statement).items():
                 if sha256_hex(ctx.files.get(file, b"")) != digest:
                     c.problems.append(
-                        f"{shown(file)}: not the file {shown(rid)}'s verification report signed"
+                        f"{named(file)}: not the file {named(rid)}'s verification report signed"
                     )
             exact = _dig(pred, "subjects", "exact", "forget_shard_sha256")
             if exact != info.get("exact_forget_shard_sha256"):
                 c.problems.append(
-                    f"{shown(rid)}: the ledger and the report name different exact models"
+                    f"{named(rid)}: the ledger and the report name different exact models"
                 )
             n += 1
     return n
@@ -371,7 +371,7 @@ def _absent_from(ctx: _Context, name: str, record_ids, c: Check) -> int:
             index.non_inclusion(record_id).verify(bytes.fromhex(root))
             n += 1
         except KeyError:
-            c.problems.append(f"{shown(record_id)}: deleted, but still a leaf of {name}")
+            c.problems.append(f"{named(record_id)}: deleted, but still a leaf of {name}")
     return n
 
 
@@ -440,7 +440,7 @@ def check_verification(ctx: _Context, c: Check) -> None:
         c.problems.append("the pre-registered policy differs from the one the report names")
     for name, digest in subjects.items():
         if not name.startswith(ENSEMBLE) and sha256_hex(ctx.files.get(name, b"")) != digest:
-            c.problems.append(f"{shown(name)}: not the file the verification report signed")
+            c.problems.append(f"{named(name)}: not the file the verification report signed")
     c.notes.append(f"report on the attested model ({len(tested)} files); policy digest matches")
 
 
