@@ -54,14 +54,14 @@ def small(tmp_path_factory):
 
 @FUZZ
 @given(data=st.data())
-def test_container_mutations_exit_1_or_3(small, data):
+def test_container_mutations_exit_0_1_or_3(small, data):
     built, good, where = small
     assert_handled(*run_verify(data.draw(container_mutation(good, built.files)), where))
 
 
 @FUZZ
 @given(data=st.data())
-def test_resigned_json_mutations_exit_0_or_1(small, data):
+def test_resigned_json_mutations_exit_0_1_or_3(small, data):
     built, _, where = small
     code, out, err = run_verify(data.draw(json_mutation(built.files, built.signer)), where,
                                 built.pub)  # fmt: skip
