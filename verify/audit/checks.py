@@ -14,9 +14,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cryptography.exceptions import UnsupportedAlgorithm
+
 from lineage._canonical import sha256_hex
 from lineage._shape import named, shown
-from lineage.errors import EnvelopeFormatError, LineageError
+from lineage.errors import EnvelopeFormatError, KeyFileError, LineageError
 from lineage.manifest import merkle_root, parse_leaves
 from lineage.merkle import LeafIndex
 from lineage.signing import (
@@ -107,7 +109,10 @@ def _trusted(files: Mapping[str, bytes], keys: list[Path] | None) -> tuple[dict,
                     (Path(tmp) / f"k{n}.pub.pem").write_bytes(Path(k).read_bytes())
                 except OSError as exc:
                     raise BundleInputError(f"cannot read the public key {k}: {exc}") from None
-            return load_trusted_keys(Path(tmp)), "the key(s) given with --key"
+            given = ", ".join(str(k) for k in keys)
+            return _load_keys(Path(tmp), f"the key(s) given with --key ({given})"), (
+                "the key(s) given with --key"
+            )
     with tempfile.TemporaryDirectory() as tmp:
         for name, data in files.items():
             if name.startswith("policies/trusted_keys/") and name.endswith(".pub.pem"):
@@ -116,7 +121,18 @@ def _trusted(files: Mapping[str, bytes], keys: list[Path] | None) -> tuple[dict,
             "the keys inside the bundle (policies/trusted_keys/): pass --key with the "
             "signer's public key, obtained separately, to rule out a re-signed bundle"
         )
-        return load_trusted_keys(Path(tmp)), origin
+        return _load_keys(Path(tmp), "the bundle's policies/trusted_keys/"), origin
+
+
+def _load_keys(directory: Path, where: str) -> dict:
+    """The trusted keys, or bad input naming where they came from (not the private copy)."""
+    try:
+        return load_trusted_keys(directory)
+    except (KeyFileError, UnsupportedAlgorithm) as exc:
+        why = "none is there" if "no trusted keys" in str(exc) else "one is not an ECDSA P-256 key"
+        raise BundleInputError(
+            f"{where}: no usable public keys ({why}); pass the signer's PEM public key with --key"
+        ) from None
 
 
 @dataclass

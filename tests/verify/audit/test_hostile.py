@@ -18,6 +18,8 @@ import zlib
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import x25519
 
 from exante.cli import main
 from lineage._canonical import canonical_json
@@ -175,6 +177,26 @@ def test_a_signed_predicate_of_the_wrong_type_fails_its_check(small, tmp_path, c
     change(small, files)
     code, out, _ = verify(resign(files, small.signer, tmp_path / "b.tar.gz"), capsys)
     assert code == 1 and check in failed(out), out
+
+
+def _unknown_key_type() -> bytes:
+    """A PEM public key of an algorithm nobody knows (cryptography: UnsupportedAlgorithm)."""
+    key = x25519.X25519PrivateKey.generate().public_key()
+    der = key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    der = der.replace(bytes([0x2B, 0x65, 0x6E]), bytes([0x2B, 0x65, 0x63]))  # 1.3.101.99
+    return b"-----BEGIN PUBLIC KEY-----\n" + base64.encodebytes(der) + b"-----END PUBLIC KEY-----\n"
+
+
+def test_a_public_key_of_an_unknown_type_is_bad_input(small, tmp_path, capsys):
+    files = dict(small.files) | {"policies/trusted_keys/k.pub.pem": _unknown_key_type()}
+    path = resign(files, small.signer, tmp_path / "b.tar.gz")
+    code, _, err = verify(path, capsys)
+    assert code == 3 and "policies/trusted_keys/: no usable public keys" in err
+    (tmp_path / "odd.pub.pem").write_bytes(_unknown_key_type())
+    code, _, err = verify(path, capsys, tmp_path / "odd.pub.pem")
+    assert code == 3 and "odd.pub.pem" in err and "exante-audit-" not in err
 
 
 # -- 2. bytes outside the verified archive -------------------------------------------------
