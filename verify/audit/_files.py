@@ -176,8 +176,8 @@ def _check_tar_end(path: Path, raw: bytes, end: int) -> None:
 
 def _members(path: Path, tar: tarfile.TarFile) -> dict[str, bytes]:
     members, problems = [], []
-    for m in tar:
-        if len(members) >= MAX_MEMBERS:
+    for n, m in enumerate(tar, 1):
+        if n > MAX_MEMBERS:
             raise BundleInputError(f"{path}: more than {MAX_MEMBERS} members; not an audit bundle")
         name = _member_name(m.name)
         if name is None or not m.isfile():
@@ -188,7 +188,10 @@ def _members(path: Path, tar: tarfile.TarFile) -> dict[str, bytes]:
             members.append((name, m))
     problems += _name_clashes([name for name, _ in members])
     if problems:
-        raise BundleInputError(f"{path}: not a well-formed audit bundle:", problems=problems)
+        more = [f"and {len(problems) - 20} more"] if len(problems) > 20 else []
+        raise BundleInputError(
+            f"{path}: not a well-formed audit bundle:", problems=problems[:20] + more
+        )
     return {name: tar.extractfile(m).read() for name, m in members}
 
 
