@@ -611,16 +611,30 @@ def cmd_audit_verify(args) -> int:
     from verify.audit import verify_bundle
 
     result = verify_bundle(args.path, keys=args.public_keys)
-    print(f"audit bundle {args.path}")
+    print(f"audit bundle {_printable(str(args.path))}")
     print(f"  trusted keys: {result.trusted}")
+    for keyid in result.signed_by or ("none of the trusted keys",):
+        print(f"  index signed by: {keyid} (key id = SHA-256 of the public key's DER)")
+    if not result.pinned:
+        print("  NOT PINNED: the bundle names its own keys, so a re-signed bundle passes too; "
+              "compare the key id above with the signer's, or pass --key")  # fmt: skip
     width = max(len(c.name) for c in result.checks)
-    for c in result.checks:
-        print(f"  {'PASS' if c.ok else 'FAIL'}  {c.name:{width}s}  {'; '.join(c.notes)}")
+    for c in result.checks:  # notes say what a passing check examined; a failure, what is wrong
+        notes = "; ".join(c.notes) if c.ok else ""
+        print(_printable(f"  {'PASS' if c.ok else 'FAIL'}  {c.name:{width}s}  {notes}".rstrip()))
         for problem in c.problems:
-            print(f"          - {problem}")
+            print(f"          - {_printable(problem)}")
     failed = sum(not c.ok for c in result.checks)
     print(f"{len(result.checks) - failed} of {len(result.checks)} checks passed")
     return 0 if result.ok else 1
+
+
+def _printable(text: str) -> str:
+    """``text`` with every non-printable character escaped: input cannot redraw the terminal."""
+    return "".join(
+        ch if ch.isprintable() else ch.encode("unicode_escape", "backslashreplace").decode()
+        for ch in text
+    )
 
 
 class BaselineMethodError(LineageError):
@@ -817,7 +831,8 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except LineageError as exc:
         kind = "verification failed" if exc.exit_code == 1 else "bad input"
-        print(f"exante: {kind}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        lines = (_printable(line) for line in str(exc).splitlines())  # names from input files
+        print(f"exante: {kind}: {type(exc).__name__}: " + "\n".join(lines), file=sys.stderr)
         return exc.exit_code
     except Exception:  # a bug, not bad input: show everything
         import traceback

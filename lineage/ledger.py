@@ -29,7 +29,15 @@ from pathlib import Path
 from typing import ClassVar
 
 from lineage._canonical import atomic_write, canonical_json, sha256_hex
-from lineage._shape import is_count, is_sha256, is_sorted_set, is_strs, is_utc, key_problems
+from lineage._shape import (
+    is_count,
+    is_sha256,
+    is_sorted_set,
+    is_strs,
+    is_utc,
+    key_problems,
+    shown,
+)
 from lineage.errors import (
     EnvelopeFormatError,
     LedgerBusyError,
@@ -176,11 +184,11 @@ def entry_problems(d: dict) -> list[str]:
     """Every way ``d`` is not a valid entry (beyond ``seq`` and ``prev``); empty if none."""
     keys = _KEYS.get(d.get("kind")) if isinstance(d.get("kind"), str) else None
     if keys is None:
-        return [f"kind is {d.get('kind')!r}, not 'request' or 'status'"]
+        return [f"kind is {shown(d.get('kind'))}, not 'request' or 'status'"]
     if problems := key_problems(d, keys, what=f"a {d['kind']} entry"):
         return problems
     if d["schema_version"] != SCHEMA_VERSION:
-        problems.append(f"schema_version is {d['schema_version']!r}, not {SCHEMA_VERSION}")
+        problems.append(f"schema_version is {shown(d['schema_version'])}, not {SCHEMA_VERSION}")
     rid = d["request_id"]
     if not isinstance(rid, str) or not rid or not rid.isprintable():
         problems.append("request_id must be a non-empty printable string")
@@ -212,7 +220,7 @@ def _request_problems(d: dict) -> list[str]:
 def _status_problems(d: dict) -> list[str]:
     problems = []
     if d["status"] not in STEPS:
-        problems.append(f"status is {d['status']!r}, not one of {', '.join(STEPS)}")
+        problems.append(f"status is {shown(d['status'])}, not one of {', '.join(STEPS)}")
     if not is_utc(d["at"]):
         problems.append("at must be an ISO 8601 time in UTC")
     if not isinstance(d["detail"], str) or (d["status"] == "failed" and not d["detail"]):
@@ -230,12 +238,14 @@ def _step(statuses: dict[str, str], entry: Entry) -> str | None:
     current = statuses.get(entry.request_id)
     if isinstance(entry, Request):
         if current is not None:
-            return f"request {entry.request_id!r} is already in the ledger"
+            return f"request {shown(entry.request_id)} is already in the ledger"
     elif current is None:
-        return f"no request {entry.request_id!r} precedes this status"
+        return f"no request {shown(entry.request_id)} precedes this status"
     elif entry.status not in NEXT[current]:
         allowed = " or ".join(sorted(NEXT[current])) or "nothing (it is final)"
-        return f"{entry.request_id!r} is {current}: it can move to {allowed}, not {entry.status}"
+        return (
+            f"{shown(entry.request_id)} is {current}: it can move to {allowed}, not {entry.status}"
+        )
     statuses[entry.request_id] = entry.status
     return None
 
@@ -328,7 +338,7 @@ def verify_ledger(root: Path, trusted: Mapping) -> Ledger:
     documents = [_decode(line, path, n) for n, line in enumerate(lines, 1)]
     _check_sequence([d["seq"] for d in documents], path)
     hashes = [sha256_hex(line) for line in lines]
-    _check_chain([d["prev"] for d in documents], hashes, path)
+    _check_chain([d["prev"] for d in documents], hashes, path, signed=head.entries)
     _check_head(head, hashes, path)
     pairs = zip(documents, lines, strict=True)
     entries = tuple(_parse(d, line, f"{path}:{n}") for n, (d, line) in enumerate(pairs, 1))
@@ -384,9 +394,17 @@ def _check_sequence(seqs: list[int], path: Path) -> None:
         )
 
 
-def _check_chain(prevs: list[str], hashes: list[str], path: Path) -> None:
+def _check_chain(prevs: list[str], hashes: list[str], path: Path, *, signed: int) -> None:
+    """Each ``prev`` names the line before; a break with lines missing is a removal, not an edit."""
     expected = [GENESIS, *hashes]
     broken = [n for n, prev in enumerate(prevs, 1) if prev != expected[n - 1]]
+    if broken and len(hashes) < signed:
+        raise MissingLedgerEntryError(
+            f"{path}: entries were removed before line {broken[0]} and the rest renumbered "
+            f"(the signed head counts {signed} entries, the file has {len(hashes)}; line "
+            f"{broken[0]}'s prev names no line here); restore the ledger from a copy whose "
+            "head verifies"
+        )
     if broken:
         raise TamperedLedgerEntryError(
             f"{path}: entries were edited after they were chained; "
@@ -399,8 +417,9 @@ def _check_head(head: LedgerHead, hashes: list[str], path: Path) -> None:
     n, m = len(hashes), head.entries
     if n < m:
         raise TruncatedLedgerError(
-            f"{path} has {n} entries but its signed head counts {m}: "
-            "entries were cut off the end, or an older ledger was put back"
+            f"{path} has {n} entries but its signed head counts {m}: entries were cut off "
+            "the end, or removed elsewhere with the rest renumbered and re-chained, "
+            "or an older ledger was put back"
         )
     if (hashes[m - 1] if m else GENESIS) != head.last_entry_sha256:
         raise TamperedLedgerEntryError(

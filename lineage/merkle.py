@@ -19,6 +19,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from itertools import islice
 
+from lineage._shape import shown
 from lineage.errors import ProofError
 
 _LEAF = b"\x00"
@@ -177,12 +178,19 @@ def _unb64(hashes: Iterable[str]) -> list[bytes]:
         raise ProofError(f"proof hash is not base64: {exc}") from None
 
 
+def _why(exc: Exception) -> str:
+    """What is wrong with a proof, without quoting it (a value could be anything)."""
+    if isinstance(exc, KeyError):
+        return f"it lacks {shown(exc.args[0] if exc.args else None)}"
+    return f"a field has the wrong type or value ({type(exc).__name__})"
+
+
 def _utf8_id(record_id: str) -> str:
     """``record_id``, if it has UTF-8 bytes to hash (a lone surrogate from JSON has none)."""
     try:
         record_id.encode("utf-8")
     except UnicodeEncodeError:
-        raise ProofError(f"proof record id {record_id!r} is not valid Unicode") from None
+        raise ProofError(f"proof record id {shown(record_id)} is not valid Unicode") from None
     return record_id
 
 
@@ -219,13 +227,13 @@ class InclusionProof:
                 schema_version=int(d["schema_version"]),
             )
         except (KeyError, TypeError, ValueError, OverflowError) as exc:
-            raise ProofError(f"malformed inclusion proof: {exc!r}") from None
+            raise ProofError(f"malformed inclusion proof: {_why(exc)}") from None
 
     def verify(self, root: bytes) -> None:
         try:
             leaf = record_leaf_hash(_utf8_id(self.record_id), self.sha256)
         except ValueError:
-            raise ProofError(f"proof digest {self.sha256!r} is not hex") from None
+            raise ProofError(f"proof digest {shown(self.sha256)} is not hex") from None
         verify_inclusion(leaf, self.leaf_index, self.tree_size, _unb64(self.hashes), root)
 
 
@@ -260,7 +268,7 @@ class NonInclusionProof:
                 schema_version=int(d["schema_version"]),
             )
         except (KeyError, TypeError, ValueError, OverflowError) as exc:
-            raise ProofError(f"malformed non-inclusion proof: {exc!r}") from None
+            raise ProofError(f"malformed non-inclusion proof: {_why(exc)}") from None
 
     def verify(self, root: bytes) -> None:
         """Raise :class:`ProofError` unless ``record_id`` is provably not a leaf under ``root``."""
@@ -285,7 +293,7 @@ class NonInclusionProof:
             if right.leaf_index != left.leaf_index + 1:
                 raise ProofError("neighbours are not adjacent leaves")
             if not sort_key(left.record_id) < key < sort_key(right.record_id):
-                raise ProofError(f"{self.record_id!r} is not between the two neighbours")
+                raise ProofError(f"{shown(self.record_id)} is not between the two neighbours")
 
 
 class LeafIndex:
@@ -296,7 +304,7 @@ class LeafIndex:
         self._keys = [sort_key(rid) for rid, _ in self.leaves]
         for a, b in zip(self._keys, self._keys[1:], strict=False):
             if a == b:
-                raise ProofError(f"duplicate leaf id {a.decode('utf-8', 'replace')!r}")
+                raise ProofError(f"duplicate leaf id {shown(a.decode('utf-8', 'replace'))}")
         self.tree = MerkleTree([record_leaf_hash(rid, sha) for rid, sha in self.leaves])
 
     @property

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from lineage._keymeta import SIGNED_AT
-from lineage._shape import is_count, is_sha256, is_sorted_set, is_utc, key_problems
+from lineage._shape import is_count, is_sha256, is_sorted_set, is_utc, key_problems, shown
 from lineage.errors import ArtifactDigestError, ProofError, ReceiptFormatError, ReceiptProofError
 from lineage.manifest import SignedManifest
 from lineage.merkle import LeafIndex, NonInclusionProof, sort_key
@@ -133,14 +133,14 @@ class Receipt:
         for r in self.removed:
             if r.proof.record_id != r.record_id or r.proof.tree_size != self.tree_size:
                 problems.append(
-                    f"{r.record_id!r}: the proof is for {r.proof.record_id!r} in a tree of "
-                    f"{r.proof.tree_size}, not this record in a tree of {self.tree_size}"
+                    f"{shown(r.record_id)}: the proof is for {shown(r.proof.record_id)} in a "
+                    f"tree of {r.proof.tree_size}, not this record in a tree of {self.tree_size}"
                 )
                 continue
             try:
                 r.proof.verify(root)
             except ProofError as exc:
-                problems.append(f"{r.record_id!r}: {exc}")
+                problems.append(f"{shown(r.record_id)}: {exc}")
         if problems:
             raise ReceiptProofError(
                 f"{WHAT}: records not proven absent from manifest v{self.manifest_version} "
@@ -152,7 +152,7 @@ class Receipt:
 def _top_problems(p: dict) -> list[str]:
     problems = []
     if p["schema_version"] != SCHEMA_VERSION:
-        problems.append(f"schema_version is {p['schema_version']!r}, not {SCHEMA_VERSION}")
+        problems.append(f"schema_version is {shown(p['schema_version'])}, not {SCHEMA_VERSION}")
     if not isinstance(p["request_id"], str) or not p["request_id"]:
         problems.append("request_id must be a non-empty string")
     if not is_utc(p["issued_at"]):

@@ -32,6 +32,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from lineage._canonical import atomic_write, canonical_json, file_sha256, sha256_hex
 from lineage._keymeta import SIGNED_AT, KeyValidity, parse_utc, read_all_meta, signing_time
+from lineage._shape import shown
 from lineage.errors import (
     EnvelopeFormatError,
     ForeignSignatureError,
@@ -341,6 +342,27 @@ def signed_at_of(payload: bytes):
 # -- in-toto Statement v1 ------------------------------------------------------
 
 
+def _unique(pairs: list[tuple[str, object]]) -> dict:
+    keys = [k for k, _ in pairs]
+    if len(set(keys)) != len(keys):
+        raise ValueError("an object has a duplicate key")
+    return dict(pairs)
+
+
+def parse_json(data: bytes, *, what: str) -> object:
+    """Signed JSON, strictly: one reading only, so no duplicate keys; bounded nesting.
+
+    A duplicate key lets two parsers see two different documents under one
+    signature; deep nesting or a huge number would crash the reader instead of
+    failing the check.
+    """
+    try:
+        return json.loads(data, object_pairs_hook=_unique)
+    except (ValueError, RecursionError) as exc:  # bad UTF-8/JSON, a 5000-digit int, nesting
+        reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)[:80]
+        raise EnvelopeFormatError(f"{what} is not JSON ({reason})") from None
+
+
 def make_statement(
     subjects: Mapping[str, str],
     predicate_type: str,
@@ -366,15 +388,13 @@ def make_statement(
 
 def parse_statement(payload: bytes, predicate_type: str, *, what: str = "statement") -> dict:
     """Parse and shape-check a Statement payload of the expected predicate type."""
-    try:
-        statement = json.loads(payload)
-    except (ValueError, RecursionError) as exc:  # bad UTF-8/JSON, a 5000-digit int, deep nesting
-        raise EnvelopeFormatError(f"{what}: payload is not JSON: {exc}") from None
+    statement = parse_json(payload, what=f"{what}: payload")
     if not isinstance(statement, dict) or statement.get("_type") != STATEMENT_TYPE:
         raise EnvelopeFormatError(f"{what}: payload is not an in-toto Statement v1")
     if statement.get("predicateType") != predicate_type:
         raise EnvelopeFormatError(
-            f"{what}: predicateType is {statement.get('predicateType')!r}, not {predicate_type!r}"
+            f"{what}: predicateType is {shown(statement.get('predicateType'))}, "
+            f"not {predicate_type!r}"
         )
     subjects = statement.get("subject")
     ok = isinstance(subjects, list) and all(
@@ -395,11 +415,10 @@ def subjects_of(statement: dict) -> dict[str, str]:
 
 def read_envelope(path: Path, *, what: str) -> dict:
     try:
-        envelope = json.loads(Path(path).read_bytes())
+        data = Path(path).read_bytes()
     except FileNotFoundError:
         raise EnvelopeFormatError(f"{what}: {path} does not exist; run the pipeline") from None
-    except (ValueError, RecursionError) as exc:  # as in parse_statement
-        raise EnvelopeFormatError(f"{what}: {path} is not JSON: {exc}") from None
+    envelope = parse_json(data, what=f"{what}: {path}")
     if not isinstance(envelope, dict):
         raise EnvelopeFormatError(f"{what}: {path} is not a DSSE envelope")
     return envelope

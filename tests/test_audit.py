@@ -16,11 +16,15 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from lineage._canonical import sha256_hex
 from lineage.signing import generate_key, load_signer, make_statement, sign_envelope
 from tests.conftest import Deletion, contains
 from tests.test_pipeline import REPO, run
+from tests.verify.audit._mutate import container_mutation, file_mutation, json_mutation
+from tests.verify.audit.test_fuzz import assert_handled, run_verify
 from verify.audit import verify_bundle
 from verify.audit._files import INDEX, read_tar_gz, write_tar_gz
 from verify.audit.bundle import PREDICATE_TYPE, index_predicate
@@ -259,3 +263,22 @@ def test_a_deletions_verification_is_bundled_and_an_edit_to_it_is_caught(project
     del files[where + "report.dsse.json"]
     verdicts = _verify(_resign(root, files, tmp_path / "u.tar.gz"), project["pub"])
     assert verdicts["deletions"] is False
+
+
+# -- hostile bundles: the fuzz of tests/verify/audit/test_fuzz.py on the real bundle ----------
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+@given(data=st.data())
+def test_mutated_real_bundles_exit_0_1_or_3_without_a_traceback(project, tmp_path_factory, data):
+    root = project["root"]
+    files = read_tar_gz(root / BUNDLE)
+    signer = load_signer(root / ".exante/keys/signing.key.pem")
+    mutation = data.draw(
+        st.one_of(
+            container_mutation((root / BUNDLE).read_bytes(), files),
+            json_mutation(files, signer),
+            file_mutation(files, signer),
+        )
+    )
+    assert_handled(*run_verify(mutation, tmp_path_factory.mktemp("fuzz"), project["pub"]))

@@ -8,21 +8,24 @@ network: ledger and receipt checks run on a private extraction of the bundle.
 from __future__ import annotations
 
 import base64
-import json
 import re
 import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cryptography.exceptions import UnsupportedAlgorithm
+
 from lineage._canonical import sha256_hex
-from lineage.errors import LineageError
+from lineage._shape import named, shown
+from lineage.errors import EnvelopeFormatError, KeyFileError, LineageError
 from lineage.manifest import merkle_root, parse_leaves
 from lineage.merkle import LeafIndex
 from lineage.signing import (
     _verifies,
     load_trusted_keys,
     pae,
+    parse_json,
     parse_statement,
     subjects_of,
     verify_envelope,
@@ -31,6 +34,9 @@ from verify.audit._files import INDEX, BundleInputError, read_tar_gz
 from verify.audit.bundle import PREDICATE_TYPE
 
 MANIFEST = "data/manifest.dsse.json"
+LEAVES = "data/manifest.leaves"
+DECISION = "data/gate/decision.dsse.json"
+PARTITION = "data/shards/partition.dsse.json"
 ATTESTATION = "models/attestation.dsse.json"
 MODEL_SIG = "models/ensemble.sig"
 REPORT = "data/verification/report.dsse.json"
@@ -52,6 +58,8 @@ class Check:
 class Result:
     checks: list[Check]
     trusted: str  # where the trusted keys came from
+    signed_by: tuple[str, ...] = ()  # ids (SHA-256 of the DER public key) that signed the index
+    pinned: bool = False  # the trusted keys came from --key, not from the bundle itself
 
     @property
     def ok(self) -> bool:
@@ -61,15 +69,36 @@ class Result:
 def verify_bundle(path: Path, *, keys: list[Path] | None = None) -> Result:
     """Run every check on the bundle at ``path``; trust ``keys`` or else the bundle's own."""
     files = read_tar_gz(path)
+    if INDEX not in files:
+        raise BundleInputError(
+            f"{path}: no {INDEX} in the bundle; not an exante audit bundle "
+            "(build one with `exante audit bundle`)"
+        )
     trusted, origin = _trusted(files, keys)
     with tempfile.TemporaryDirectory(prefix="exante-audit-") as tmp:
         root = Path(tmp)
-        for name, data in files.items():
+        for name, data in files.items():  # names were checked by read_tar_gz: none clash
             (root / name).parent.mkdir(parents=True, exist_ok=True)
             (root / name).write_bytes(data)
         ctx = _Context(files, trusted, root)
         checks = [_run(name, fn, ctx) for name, fn in CHECKS]
-    return Result(checks, origin)
+    return Result(checks, origin, _signers(files[INDEX], trusted), pinned=bool(keys))
+
+
+def _signers(index: bytes, trusted: Mapping) -> tuple[str, ...]:
+    """The trusted keys whose signature on the index verifies (none if it does not parse)."""
+    try:
+        envelope = parse_json(index, what=INDEX)
+        payload = base64.b64decode(envelope["payload"], validate=True)
+        signed = pae(envelope["payloadType"], payload)
+        return tuple(
+            s["keyid"]
+            for s in envelope["signatures"]
+            if s.get("keyid") in trusted
+            and _verifies(trusted[s["keyid"]], base64.b64decode(s["sig"], validate=True), signed)
+        )
+    except (LineageError, KeyError, TypeError, ValueError, AttributeError):
+        return ()
 
 
 def _trusted(files: Mapping[str, bytes], keys: list[Path] | None) -> tuple[dict, str]:
@@ -83,7 +112,10 @@ def _trusted(files: Mapping[str, bytes], keys: list[Path] | None) -> tuple[dict,
                 meta = Path(k).with_name(Path(k).name.removesuffix(".pub.pem") + ".meta.yaml")
                 if meta.is_file():  # its validity period, kept beside it (exante keys rotate)
                     (Path(tmp) / f"k{n}.meta.yaml").write_bytes(meta.read_bytes())
-            return load_trusted_keys(Path(tmp)), "the key(s) given with --key"
+            given = ", ".join(str(k) for k in keys)
+            return _load_keys(Path(tmp), f"the key(s) given with --key ({given})"), (
+                "the key(s) given with --key"
+            )
     with tempfile.TemporaryDirectory() as tmp:
         for name, data in files.items():
             if name.startswith("policies/trusted_keys/") and name.endswith(
@@ -94,7 +126,18 @@ def _trusted(files: Mapping[str, bytes], keys: list[Path] | None) -> tuple[dict,
             "the keys inside the bundle (policies/trusted_keys/): pass --key with the "
             "signer's public key, obtained separately, to rule out a re-signed bundle"
         )
-        return load_trusted_keys(Path(tmp)), origin
+        return _load_keys(Path(tmp), "the bundle's policies/trusted_keys/"), origin
+
+
+def _load_keys(directory: Path, where: str) -> dict:
+    """The trusted keys, or bad input naming where they came from (not the private copy)."""
+    try:
+        return load_trusted_keys(directory)
+    except (KeyFileError, UnsupportedAlgorithm) as exc:
+        why = "none is there" if "no trusted keys" in str(exc) else "one is not an ECDSA P-256 key"
+        raise BundleInputError(
+            f"{where}: no usable public keys ({why}); pass the signer's PEM public key with --key"
+        ) from None
 
 
 @dataclass
@@ -103,12 +146,35 @@ class _Context:
     trusted: dict
     root: Path
 
+    def file(self, name: str) -> bytes:
+        if name not in self.files:
+            raise EnvelopeFormatError(f"{name}: missing from the bundle")
+        return self.files[name]
+
     def statement(self, name: str) -> dict:
-        payload = verify_envelope(json.loads(self.files[name]), self.trusted, what=name)
-        return json.loads(payload)
+        """A trusted, well-formed in-toto Statement (of whatever predicate type it names)."""
+        payload = verify_envelope(self.envelope(name), self.trusted, what=name)
+        peek = parse_json(payload, what=f"{name}: payload")
+        kind = peek.get("predicateType") if isinstance(peek, dict) else None
+        return parse_statement(payload, kind if isinstance(kind, str) else "", what=name)
+
+    def envelope(self, name: str) -> dict:
+        envelope = parse_json(self.file(name), what=name)
+        if not isinstance(envelope, dict):
+            raise EnvelopeFormatError(f"{name}: not a DSSE envelope (a JSON object)")
+        return envelope
 
     def payload_sha256(self, name: str) -> str:
-        return sha256_hex(base64.b64decode(json.loads(self.files[name])["payload"]))
+        return sha256_hex(self.payload_bytes(self.envelope(name), name))
+
+    @staticmethod
+    def payload_bytes(envelope: dict, name: str) -> bytes:
+        """The envelope's payload, decoded but not verified (digests and the model signature)."""
+        payload = envelope.get("payload")
+        try:
+            return base64.b64decode(payload if isinstance(payload, str) else "", validate=True)
+        except ValueError:
+            raise EnvelopeFormatError(f"{name}: its payload is not base64") from None
 
     def manifests(self) -> dict[int, str]:
         out = {}
@@ -119,12 +185,35 @@ class _Context:
 
 
 def _run(name: str, fn: Callable[[_Context, Check], None], ctx: _Context) -> Check:
+    """Run one check; an error fails it (never passes it), naming the error, not the input."""
     check = Check(name)
     try:
         fn(ctx, check)
-    except (LineageError, KeyError, ValueError, TypeError) as exc:
-        check.problems.append(f"{type(exc).__name__}: {exc}".splitlines()[0][:300])
+    except LineageError as exc:  # paths inside the private extraction, named as in the bundle
+        first = str(exc).splitlines()[0].replace(f"{ctx.root}/", "")
+        more = "; ".join(p.replace(f"{ctx.root}/", "") for p in exc.problems[:5])
+        check.problems.append(f"{type(exc).__name__}: {first} {more}".strip()[:300])
+    except (KeyError, ValueError, TypeError, AttributeError, IndexError, RecursionError) as exc:
+        check.problems.append(
+            f"a signed file has an unexpected shape ({type(exc).__name__}); the check stopped"
+        )
     return check
+
+
+def _dig(value, *keys: str):
+    """``value[k1][k2]...``, or None where a level is missing or not an object."""
+    for key in keys:
+        value = value.get(key) if isinstance(value, dict) else None
+    return value
+
+
+def _at(value, *keys: str, kind: type = dict, what: str):
+    """``value[k1][k2]...``, which must be a ``kind``; else the error naming the field."""
+    value = _dig(value, *keys)
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        field = ".".join(keys) or "the document"
+        raise EnvelopeFormatError(f"{what}: {field} is missing or not a {kind.__name__}")
+    return value
 
 
 # -- the checks -----------------------------------------------------------------------
@@ -132,18 +221,18 @@ def _run(name: str, fn: Callable[[_Context, Check], None], ctx: _Context) -> Che
 
 def check_index(ctx: _Context, c: Check) -> None:
     statement = parse_statement(
-        verify_envelope(json.loads(ctx.files[INDEX]), ctx.trusted, what="bundle index"),
+        verify_envelope(ctx.envelope(INDEX), ctx.trusted, what="bundle index"),
         PREDICATE_TYPE,
         what="bundle index",
     )
     listed = subjects_of(statement)
     for name, digest in sorted(listed.items()):
         if name not in ctx.files:
-            c.problems.append(f"{name}: listed in the index, missing from the bundle")
+            c.problems.append(f"{named(name)}: listed in the index, missing from the bundle")
         elif sha256_hex(ctx.files[name]) != digest:
-            c.problems.append(f"{name}: modified (sha256 differs from the signed index)")
+            c.problems.append(f"{named(name)}: modified (sha256 differs from the signed index)")
     extra = sorted(set(ctx.files) - set(listed) - {INDEX})
-    c.problems += [f"{name}: in the bundle but not in the signed index" for name in extra]
+    c.problems += [f"{named(name)}: in the bundle but not in the signed index" for name in extra]
     c.notes.append(f"{len(listed)} files, each sha256 matched against the signed index")
 
 
@@ -153,13 +242,13 @@ def check_signatures(ctx: _Context, c: Check) -> None:
         try:
             ctx.statement(name)
         except LineageError as exc:
-            c.problems.append(str(exc).splitlines()[0])
-    sig = json.loads(ctx.files[MODEL_SIG])["dsseEnvelope"]
-    payload = base64.b64decode(sig["payload"])
-    signed = pae(sig["payloadType"], payload)
+            c.problems.append(str(exc).splitlines()[0][:300])
+    sig = _at(ctx.envelope(MODEL_SIG), "dsseEnvelope", what=MODEL_SIG)
+    payload = base64.b64decode(_at(sig, "payload", kind=str, what=MODEL_SIG), validate=True)
+    signed = pae(_at(sig, "payloadType", kind=str, what=MODEL_SIG), payload)
     ok = any(
-        _verifies(key, base64.b64decode(s["sig"]), signed)
-        for s in sig["signatures"]
+        _verifies(key, base64.b64decode(_at(s, "sig", kind=str, what=MODEL_SIG)), signed)
+        for s in _at(sig, "signatures", kind=list, what=MODEL_SIG)
         for key in ctx.trusted.values()
     )
     if not ok:
@@ -169,25 +258,37 @@ def check_signatures(ctx: _Context, c: Check) -> None:
 
 def check_manifest_chain(ctx: _Context, c: Check) -> None:
     versions = ctx.manifests()
-    if list(versions) != list(range(1, len(versions) + 1)):
-        c.problems.append(f"manifest versions are not 1..N without gaps: {list(versions)}")
+    if not versions:
+        c.problems.append("no manifest versions in data/manifests/: the history is missing")
+    elif list(versions) != list(range(1, len(versions) + 1)):
+        c.problems.append(f"manifest versions are not 1..N without gaps: {list(versions)[:20]}")
     previous = None
     for v, name in versions.items():
         pred = ctx.statement(name)["predicate"]
         if pred.get("version") != v:
-            c.problems.append(f"{name}: says version {pred.get('version')}, not {v}")
+            c.problems.append(f"{name}: says version {shown(pred.get('version'))}, not {v}")
         if pred.get("previous_manifest_sha256") != previous:
             c.problems.append(f"{name}: does not link its predecessor's payload digest")
         previous = ctx.payload_sha256(name)
-        leaves = ctx.files.get(name.replace(".dsse.json", ".leaves"))
-        if (
-            leaves is not None
-            and merkle_root(parse_leaves(leaves, what=name))[0] != (pred["merkle"]["root"])
-        ):
-            c.problems.append(f"{name}: its kept leaves do not hash to its signed Merkle root")
-    if versions and ctx.files[MANIFEST] != ctx.files[versions[max(versions)]]:
+        leaves = name.replace(".dsse.json", ".leaves")
+        _leaves_match(ctx, leaves, _at(pred, "merkle", "root", kind=str, what=name), c)
+    if versions and ctx.file(MANIFEST) != ctx.files[versions[max(versions)]]:
         c.problems.append(f"{MANIFEST} is not the latest version in data/manifests/")
-    c.notes.append(f"versions 1..{len(versions)}, each linked to its predecessor")
+    current = ctx.statement(MANIFEST)
+    if subjects_of(current).get(LEAVES) != sha256_hex(ctx.file(LEAVES)):
+        c.problems.append(f"{LEAVES}: not the leaves file the current manifest signed")
+    _leaves_match(
+        ctx, LEAVES, _at(current["predicate"], "merkle", "root", kind=str, what=MANIFEST), c
+    )
+    c.notes.append(f"{len(versions)} manifest version(s) examined: links, leaves, Merkle roots")
+
+
+def _leaves_match(ctx: _Context, name: str, root: str, c: Check) -> None:
+    """The leaves file ``name`` exists, parses and hashes to ``root``; else a problem."""
+    if name not in ctx.files:
+        c.problems.append(f"{name}: missing; the signed Merkle root cannot be checked")
+    elif merkle_root(parse_leaves(ctx.files[name], what=name))[0] != root:
+        c.problems.append(f"{name}: does not hash to its manifest's signed Merkle root")
 
 
 def check_ledger(ctx: _Context, c: Check) -> None:
@@ -206,56 +307,82 @@ def check_deletions(ctx: _Context, c: Check) -> None:
     for name in (n for n in ctx.files if re.fullmatch(r"data/receipts/[^/]+\.dsse\.json", n)):
         r = verify_receipt(ctx.root / name, ctx.trusted)
         receipts[r.request_id] = r
-    versions, proven = ctx.manifests(), 0
+    proven = 0
+    requested = {r.request_id for r in ledger.requests()}
+    for rid in sorted(set(receipts) - requested):
+        c.problems.append(f"{named(rid)}: a receipt for a request the ledger does not hold")
     for request in ledger.requests():
         rid = request.request_id
         if ledger.status_of(rid) != "complete":
-            c.notes.append(f"{rid}: {ledger.status_of(rid)}, not complete (no claim made)")
+            c.notes.append(f"{named(rid)}: {ledger.status_of(rid)}, not complete (no claim made)")
             continue
         receipt = receipts.get(rid)
         if receipt is None:
-            c.problems.append(f"{rid}: complete in the ledger, but its receipt is missing")
+            c.problems.append(f"{named(rid)}: complete in the ledger, but its receipt is missing")
             continue
         if receipt.ledger_entry_sha256 not in {e.sha256 for e in ledger.entries}:
-            c.problems.append(f"{rid}: the receipt names a ledger entry that is not in the ledger")
-        for v in (v for v in versions if v >= receipt.manifest_version):
-            proven += _absent_from(ctx, versions[v], request.record_ids, c)
+            c.problems.append(
+                f"{named(rid)}: the receipt names a ledger entry that is not in the ledger"
+            )
+        proven += _receipt_versions(ctx, receipt, request.record_ids, c)
     c.notes.append(f"{proven} record × manifest-version non-inclusion proofs verified")
     verified = _request_reports(ctx, ledger, c)
     if verified:
         c.notes.append(f"{verified} deletion(s) verified against a retrain reference (signed)")
 
 
+def _receipt_versions(ctx: _Context, receipt, record_ids, c: Check) -> int:
+    """Prove the records absent from the receipt's manifest version and every later one."""
+    versions, v0, rid = ctx.manifests(), receipt.manifest_version, named(receipt.request_id)
+    if v0 not in versions:
+        c.problems.append(f"{rid}: its receipt names manifest v{v0}, which is not in the bundle")
+        return 0
+    if ctx.payload_sha256(versions[v0]) != receipt.manifest_payload_sha256:
+        c.problems.append(f"{rid}: its receipt names a manifest v{v0} other than the bundled one")
+    return sum(_absent_from(ctx, versions[v], record_ids, c) for v in versions if v >= v0)
+
+
 def _request_reports(ctx: _Context, ledger, c: Check) -> int:
     """``exante delete --verify``: each report the ledger names is here, signed, unchanged."""
     n = 0
     for entry in ledger.entries:
-        for rid, info in (getattr(entry, "meta", None) or {}).get("verification", {}).items():
-            name = info.get("report", "")
-            if name not in ctx.files:
-                c.problems.append(f"{rid}: its verification report {name} is not in the bundle")
+        meta = getattr(entry, "meta", None) or {}
+        reports = _at(meta, "verification", what="ledger meta") if "verification" in meta else {}
+        for rid, info in reports.items():
+            info = _at(info, what=f"ledger meta verification of {named(rid)}")
+            name = info.get("report")
+            if not isinstance(name, str) or name not in ctx.files:
+                c.problems.append(
+                    f"{named(rid)}: its verification report {named(name)} is not in the bundle"
+                )
                 continue
             statement = ctx.statement(name)
             pred = statement["predicate"]
             if pred.get("request_id") != rid:
-                c.problems.append(f"{name}: a report for {pred.get('request_id')!r}, not {rid}")
+                c.problems.append(
+                    f"{name}: a report for {shown(pred.get('request_id'))}, not {named(rid)}"
+                )
             for file, digest in subjects_of(statement).items():
                 if sha256_hex(ctx.files.get(file, b"")) != digest:
-                    c.problems.append(f"{file}: not the file {rid}'s verification report signed")
-            exact = pred.get("subjects", {}).get("exact", {}).get("forget_shard_sha256")
+                    c.problems.append(
+                        f"{named(file)}: not the file {named(rid)}'s verification report signed"
+                    )
+            exact = _dig(pred, "subjects", "exact", "forget_shard_sha256")
             if exact != info.get("exact_forget_shard_sha256"):
-                c.problems.append(f"{rid}: the ledger and the report name different exact models")
+                c.problems.append(
+                    f"{named(rid)}: the ledger and the report name different exact models"
+                )
             n += 1
     return n
 
 
 def _absent_from(ctx: _Context, name: str, record_ids, c: Check) -> int:
-    leaves_bytes = ctx.files.get(name.replace(".dsse.json", ".leaves"))
-    if leaves_bytes is None:
+    leaves_name = name.replace(".dsse.json", ".leaves")
+    if leaves_name not in ctx.files:
         c.problems.append(f"{name}: its leaves are not in the bundle; absence cannot be proven")
         return 0
-    index = LeafIndex(parse_leaves(leaves_bytes, what=name))
-    root = ctx.statement(name)["predicate"]["merkle"]["root"]
+    index = LeafIndex(parse_leaves(ctx.files[leaves_name], what=leaves_name))
+    root = _at(ctx.statement(name)["predicate"], "merkle", "root", kind=str, what=name)
     if index.root.hex() != root:
         c.problems.append(f"{name}: its leaves do not hash to its signed Merkle root")
         return 0
@@ -265,24 +392,29 @@ def _absent_from(ctx: _Context, name: str, record_ids, c: Check) -> int:
             index.non_inclusion(record_id).verify(bytes.fromhex(root))
             n += 1
         except KeyError:
-            c.problems.append(f"{record_id}: deleted, but still a leaf of {name}")
+            c.problems.append(f"{named(record_id)}: deleted, but still a leaf of {name}")
     return n
 
 
 def check_model(ctx: _Context, c: Check) -> None:
     attested = subjects_of(ctx.statement(ATTESTATION))
-    resources = json.loads(
-        base64.b64decode(json.loads(ctx.files[MODEL_SIG])["dsseEnvelope"]["payload"])
-    )["predicate"]["resources"]
-    signed = {ENSEMBLE + r["name"]: r["digest"] for r in resources}
+    envelope = _at(ctx.envelope(MODEL_SIG), "dsseEnvelope", what=MODEL_SIG)
+    payload = parse_json(ctx.payload_bytes(envelope, MODEL_SIG), what=f"{MODEL_SIG}: payload")
+    resources = _at(payload, "predicate", "resources", kind=list, what=MODEL_SIG)
+    signed = {
+        ENSEMBLE + _at(r, "name", kind=str, what=MODEL_SIG): _at(
+            r, "digest", kind=str, what=MODEL_SIG
+        )
+        for r in resources
+    }
     in_attestation = {n: d for n, d in attested.items() if n.startswith(ENSEMBLE)}
     if signed != in_attestation:
         differ = sorted(set(signed.items()) ^ set(in_attestation.items()))
         c.problems.append(
             "the model signature and the training attestation name different model files: "
-            + ", ".join(sorted({n for n, _ in differ}))[:300]
+            + shown(", ".join(sorted({n for n, _ in differ})), 300)
         )
-    if attested.get(MODEL_SIG) != sha256_hex(ctx.files[MODEL_SIG]):
+    if attested.get(MODEL_SIG) != sha256_hex(ctx.file(MODEL_SIG)):
         c.problems.append(f"{MODEL_SIG} is not the signature the training attestation names")
     c.notes.append(f"{len(signed)} model files: model signature = training attestation")
 
@@ -291,20 +423,23 @@ def check_lineage(ctx: _Context, c: Check) -> None:
     pred = ctx.statement(ATTESTATION)["predicate"]
     expect = {
         "manifest_payload_sha256": ctx.payload_sha256(MANIFEST),
-        "decision_payload_sha256": ctx.payload_sha256("data/gate/decision.dsse.json"),
-        "partition_payload_sha256": ctx.payload_sha256("data/shards/partition.dsse.json"),
+        "decision_payload_sha256": ctx.payload_sha256(DECISION),
+        "partition_payload_sha256": ctx.payload_sha256(PARTITION),
     }
     for key, digest in expect.items():
         if pred.get(key) != digest:
             c.problems.append(f"the training attestation's {key} is not the bundled one's")
-    partition = ctx.statement("data/shards/partition.dsse.json")["predicate"]
+    partition = ctx.statement(PARTITION)["predicate"]
     for key in ("manifest_payload_sha256", "decision_payload_sha256"):
         if partition.get(key) != expect[key]:
             c.problems.append(f"the partition's {key} is not the bundled one's")
-    decision = ctx.statement("data/gate/decision.dsse.json")["predicate"]
-    version = ctx.statement(MANIFEST)["predicate"]["version"]
+    decision = ctx.statement(DECISION)["predicate"]
+    version = _at(ctx.statement(MANIFEST)["predicate"], "version", kind=int, what=MANIFEST)
     if decision.get("manifest_version") != version:
-        c.problems.append(f"the gate decision is for manifest v{decision.get('manifest_version')}")
+        c.problems.append(
+            f"the gate decision is for manifest v{shown(decision.get('manifest_version'))}, "
+            f"not v{version}"
+        )
     c.notes.append(f"manifest v{version} → gate decision → partition → training attestation")
 
 
@@ -317,14 +452,16 @@ def check_verification(ctx: _Context, c: Check) -> None:
         c.problems.append(
             "the verification report tested model files the attestation does not name"
         )
-    if pred["lineage"].get("attestation_sha256") != sha256_hex(ctx.files[ATTESTATION]):
+    lineage = _at(pred, "lineage", what=REPORT)
+    if lineage.get("attestation_sha256") != sha256_hex(ctx.file(ATTESTATION)):
         c.problems.append("the verification report names a different training attestation")
-    policy = pred.get("policy", {})
-    if sha256_hex(ctx.files.get(policy.get("path", ""), b"")) != policy.get("sha256"):
+    policy = _at(pred, "policy", what=REPORT)
+    path = policy.get("path")
+    if not isinstance(path, str) or sha256_hex(ctx.files.get(path, b"")) != policy.get("sha256"):
         c.problems.append("the pre-registered policy differs from the one the report names")
     for name, digest in subjects.items():
         if not name.startswith(ENSEMBLE) and sha256_hex(ctx.files.get(name, b"")) != digest:
-            c.problems.append(f"{name}: not the file the verification report signed")
+            c.problems.append(f"{named(name)}: not the file the verification report signed")
     c.notes.append(f"report on the attested model ({len(tested)} files); policy digest matches")
 
 
