@@ -90,10 +90,8 @@ def _diff_bytes(bundled: bytes, expected: bytes) -> str:
     try:
         return _diff(json.loads(bundled), json.loads(expected))
     except (ValueError, RecursionError):
-        lines = [
-            n for n, (a, b) in enumerate(zip(bundled.splitlines(), expected.splitlines()), 1)
-            if a != b
-        ]  # fmt: skip
+        pairs = zip(bundled.splitlines(), expected.splitlines(), strict=False)
+        lines = [n for n, (a, b) in enumerate(pairs, 1) if a != b]
         return f"lines {lines[:MAX_DIFFS]}" if lines else "length differs"
 
 

@@ -226,7 +226,7 @@ def _add_data(data: dict, facts: dict) -> None:
                             "name": f"{PREFIX}manifest.merkle_root",
                             "value": d["manifest"]["merkle_root"],
                         },
-                    ]  # fmt: skip
+                    ]
                 },
                 "governance": {"custodians": [{"organization": {"name": FILL}}]},
             }

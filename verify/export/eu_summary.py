@@ -92,7 +92,7 @@ def _general(facts: dict, totals: dict) -> dict:
                         if tokens is not None
                         else "not computed (the model's own tokenizer); operator to fill in"
                     )
-                ),  # fmt: skip
+                ),
             },
             "image": None,
             "audio": None,

@@ -137,7 +137,7 @@ def _model(facts: dict, ci) -> object:
             if any(
                 s["contains_personal_data"] and s["records_trained"]
                 for s in facts["sources"].values()
-            )  # fmt: skip
+            )
             else spdx.PresenceType.no
         ),
         ai_standardCompliance=["CycloneDX 1.6 ML-BOM", "EU AI Act Art. 53(1)(d) summary"],
