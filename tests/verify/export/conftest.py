@@ -56,6 +56,7 @@ def add_training_standins(p: Project) -> None:
     sign_report(root=root, files=[summary, *files.values()], signer=p.signer,
                 out=root / "data/verification/report.dsse.json",
                 predicate={"summary": verdicts, "reference": "retrain",
+                           "forget_set_sha256": "2" * 64,
                            "policy": {"path": "policies/default.yaml", "sha256": "1" * 64},
                            "lineage": {"manifest_payload_sha256": manifest}})  # fmt: skip
 
