@@ -115,4 +115,4 @@ def _walk(a, b, path: str, found: list[str]) -> None:
 
 def _short(value) -> str:
     text = json.dumps(value, sort_keys=True, ensure_ascii=True)
-    return text if len(text) <= 40 else text[:37] + "..."
+    return text if len(text) <= 100 else text[:97] + "..."
