@@ -199,7 +199,12 @@ def _model(attestation: dict) -> dict:
         "dp": pred.get("dp", {}),
         "code_revision": pred.get("code_revision", {}),
         "library_versions": pred.get("library_versions", {}),
-        "architecture": "GPT-2 (decoder-only transformer), SISA shard ensemble",
+        "architecture": (
+            "GPT-2 (decoder-only transformer) built from config"
+            if from_config
+            else "a local pretrained model (params train.model.local_path)"
+        )
+        + ", SISA shard ensemble",
         "tokenizer": "byte-level (UTF-8 bytes)" if from_config else "the base model's own",
         "tokens_are_bytes": from_config,
     }
@@ -226,7 +231,7 @@ def source_kind(terms: Mapping) -> str:
         return "user"
     if not license_id.startswith("LicenseRef-") or license_id == "LicenseRef-PublicDomain":
         return "public"
-    return "private" if license_id.startswith("LicenseRef-") else "other"
+    return "private"
 
 
 def _sources(manifest: dict, decision: dict, leaves, refused, sizes) -> dict[str, dict]:

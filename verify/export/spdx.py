@@ -76,8 +76,8 @@ def _objects(facts: dict) -> list:
     ci.createdBy.append(agent)
     model = _model(facts, ci)
     datasets = {sid: _dataset(facts, sid, s, ci) for sid, s in sorted(facts["sources"].items())}
-    rels, licenses = _relationships(facts, ci, model, datasets)
-    elements = [agent, model, *datasets.values(), *licenses, *rels]
+    rels, added = _relationships(facts, ci, model, datasets)
+    elements = [agent, model, *datasets.values(), *added, *rels]
     doc = spdx.SpdxDocument(
         _id=_id(facts, "document"),
         name="exante training lineage: released model and training data",
@@ -190,20 +190,22 @@ def _dataset(facts: dict, sid: str, s: dict, ci) -> object:
 
 
 def _relationships(facts: dict, ci, model, datasets: dict) -> tuple[list, list]:
-    rels, licenses = [], {}
+    """The relationships, and the elements they add (licenses, the forget set)."""
+    rels, added = [], []
     trained = [datasets[sid] for sid, s in facts["sources"].items() if s["records_trained"]]
     if trained:
         rels.append(_rel(facts, "trainedOn", model, trained, ci))
     tested = _forget_set(facts, ci)
     if tested is not None:
-        licenses["~forget-set"] = tested  # listed with the elements, not a license
+        added.append(tested)
         rels.append(_rel(facts, "testedOn", model, [tested], ci, name="verification"))
+    licenses = {}
     for sid, s in sorted(facts["sources"].items()):
         lic = licenses.setdefault(s["license"], spdx.simplelicensing_LicenseExpression(
             _id=_id(facts, f"license/{s['license']}"), creationInfo=ci,
             simplelicensing_licenseExpression=s["license"]))  # fmt: skip
         rels.append(_rel(facts, "hasDeclaredLicense", datasets[sid], [lic], ci, name=sid))
-    return rels, [licenses[k] for k in sorted(licenses)]
+    return rels, added + [licenses[k] for k in sorted(licenses)]
 
 
 def _forget_set(facts: dict, ci) -> object | None:
