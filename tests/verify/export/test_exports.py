@@ -142,6 +142,10 @@ def test_the_eu_summary_numbers_are_the_records(exports, released_module):
     assert tdm["sources_with_opt_out"] == ["newswire"]
     assert tdm["records_refused_for_opt_out"] == records["newswire"] > 0
     assert tdm["records_trained_from_opted_out_sources"] == 0
+    by = doc["section_3_data_processing_aspects"]["refusals_by_reason"]
+    assert by["terms_of_service"] == {"sources": 1, "records": records["forum"]}
+    assert by["retention_expired"] == {"sources": 1, "records": records["support_legacy"]}
+    assert by["license"]["records"] == records["forum"] + records["newswire"]
     kinds = {k.split("_", 2)[2]: set(v["sources"]) for k, v in
              doc["section_2_list_of_data_sources"].items()}  # fmt: skip
     assert kinds["crawled"] == {"forum", "newswire"} and kinds["user"] == {"crm", "support_legacy"}
