@@ -29,7 +29,7 @@ MAX_DIFFS = 5
 def check_exports(ctx, c) -> None:
     """``ctx.files`` (bundle members) and ``ctx.trusted``; problems and notes go on ``c``."""
     signed = {fmt: _signed(ctx.files, ctx.trusted, fmt, c) for fmt in FORMATS}
-    facts = _facts.compute(ctx.files, ctx.trusted, sizes=_sizes(ctx.files, signed))
+    facts = _facts.compute(ctx.files, ctx.trusted, sizes=_sizes(ctx.files, signed, c))
     for fmt, subjects in signed.items():
         if subjects is not None:
             _same_documents(ctx.files, fmt, subjects, facts, c)
@@ -65,11 +65,23 @@ def _signed(files: Mapping[str, bytes], trusted, fmt: str, c) -> dict | None:
     return {"subjects": subjects, "describes": statement_describes}
 
 
-def _sizes(files: Mapping[str, bytes], signed: dict) -> dict:
+def _sizes(files: Mapping[str, bytes], signed: dict, c) -> dict:
+    """Per-source byte sizes as the signed EU summary states them ({} if it cannot say)."""
     eu = signed.get("eu-summary")
     if eu is None or JSON_NAME not in eu["subjects"]:
         return {}
-    return json.loads(files[f"{DIR}/{JSON_NAME}"]).get("record_sizes", {})
+    try:
+        sizes = json.loads(files[f"{DIR}/{JSON_NAME}"]).get("record_sizes")
+    except (ValueError, RecursionError, AttributeError):
+        sizes = None
+    ok = isinstance(sizes, dict) and all(
+        isinstance(v, dict) and all(type(v.get(k)) is int for k in ("bytes", "bytes_trained"))
+        for v in sizes.values()
+    )
+    if not ok:
+        c.problems.append(f"{DIR}/{JSON_NAME}: record_sizes is missing or malformed")
+        return {}
+    return sizes
 
 
 def _same_documents(files: Mapping[str, bytes], fmt: str, signed: dict, facts: dict, c) -> None:

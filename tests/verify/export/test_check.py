@@ -117,3 +117,13 @@ def test_a_missing_export_fails(released_module, bundle, fmt):
     files = {n: d for n, d in bundle.items() if not n.startswith(f"exports/{fmt}")}
     c = _check(released_module, files)
     assert any(f"exports/{fmt}.dsse.json: missing" in p for p in c.problems), c.problems
+
+
+def test_malformed_sizes_in_a_signed_summary_are_a_problem_not_a_crash(released_module, bundle):
+    files = dict(bundle)
+    doc = json.loads(files["exports/eu-summary.json"])
+    doc["record_sizes"] = {"crm": [1, 2]}
+    files["exports/eu-summary.json"] = json.dumps(doc).encode()
+    _resign(released_module, files, "eu-summary")
+    c = _check(released_module, files)
+    assert any("record_sizes is missing or malformed" in p for p in c.problems), c.problems
