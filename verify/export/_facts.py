@@ -36,6 +36,7 @@ INPUTS = (MANIFEST, LEAVES, DECISION, ATTESTATION, REPORT, SUMMARY)
 ATTESTATION_TYPE = "https://exante.dev/attestations/training/v1"
 REPORT_TYPE = "https://exante.dev/attestations/verification/v1"
 RELEASED = "original"  # the verification report's name for the released model
+RELEASED_DIR = "models/ensemble/"  # the released model's files among the attested ones
 
 # The AI Office template's section 2 categories, in its order.
 KINDS = {
@@ -193,8 +194,11 @@ def _model(attestation: dict) -> dict:
     params = pred.get("params", {})
     model = params.get("model", {}) if isinstance(params, dict) else {}
     from_config = isinstance(model, dict) and model.get("local_path") is None
+    attested = subjects_of(attestation)
+    released = {n: d for n, d in attested.items() if n.startswith(RELEASED_DIR)}
     return {
-        "files": dict(sorted(subjects_of(attestation).items())),
+        "files": dict(sorted((released or attested).items())),
+        "attested_files": len(attested),
         "params": params,
         "dp": pred.get("dp", {}),
         "code_revision": pred.get("code_revision", {}),

@@ -27,6 +27,7 @@ from cyclonedx.spdx import is_supported_id
 from cyclonedx.validation.json import JsonStrictValidator
 
 from lineage.errors import VerificationError
+from verify.export._facts import RELEASED
 
 NAME = "cyclonedx.json"
 MODEL_REF = "model"
@@ -195,7 +196,7 @@ def _metrics(v: dict) -> list[dict]:
 def _considerations(facts: dict) -> dict:
     dp = facts["model"]["dp"]
     eps = {s: e["epsilon"] for s, e in sorted(dp.items()) if e}
-    released = facts["verification"]["verdicts"].get("original", {})
+    released = facts["verification"]["verdicts"].get(RELEASED, {})
     return {
         "technicalLimitations": [
             "Exact deletion by SISA shard retraining; the verification report compares the "
