@@ -637,6 +637,15 @@ def _printable(text: str) -> str:
     )
 
 
+def cmd_export(args) -> int:
+    from verify.export import build_exports, write_exports
+
+    files = build_exports(Path("."), signer=_signer(args), formats=(args.format,))
+    for path in write_exports(args.out, files):
+        print(path)
+    return 0
+
+
 class BaselineMethodError(LineageError):
     exit_code = 3
 
@@ -799,6 +808,11 @@ def build_parser() -> argparse.ArgumentParser:
                     help="a trusted public key (PEM); repeat for several. Default: the "
                     "bundle's own policies/trusted_keys (say so, then pin the key)")  # fmt: skip
     av.set_defaults(func=cmd_audit_verify)
+    ex = sub.add_parser("export", help="EU training-content summary, CycloneDX or SPDX; signed")
+    ex.add_argument("format", choices=["eu-summary", "cyclonedx", "spdx"])
+    ex.add_argument("--out", type=Path, default=Path("data/audit/exports"),
+                    help="directory for the files and their signed envelope")  # fmt: skip
+    ex.set_defaults(func=cmd_export)
     return p
 
 

@@ -28,6 +28,7 @@ from tests.verify.audit.test_fuzz import assert_handled, run_verify
 from verify.audit import verify_bundle
 from verify.audit._files import INDEX, read_tar_gz, write_tar_gz
 from verify.audit.bundle import PREDICATE_TYPE, index_predicate
+from verify.export.cyclonedx import validate as validate_bom
 
 BUNDLE = Path("data/audit/bundle.tar.gz")
 HTML = Path("data/audit/report.html")
@@ -50,7 +51,7 @@ def test_the_bundle_after_a_deletion_verifies_offline(project, tmp_path):
     copy.parent.mkdir()
     shutil.copy(root / BUNDLE, copy)
     out = run(["exante", "audit", "verify", str(copy), "--key", str(project["pub"])], tmp_path)
-    assert out.stdout.count("PASS") == 8 and "8 of 8 checks passed" in out.stdout
+    assert out.stdout.count("PASS") == 9 and "9 of 9 checks passed" in out.stdout
     assert re.search(r"[1-9]\d* record × manifest-version non-inclusion proofs", out.stdout)
     files = read_tar_gz(copy)
     assert any(n.startswith("data/receipts/") for n in files)
@@ -77,6 +78,26 @@ def test_the_bundle_is_byte_identical_when_rebuilt(project, tmp_path):
     first, again = read_tar_gz(root / BUNDLE), read_tar_gz(a)
     assert {n for n in first | again if first.get(n) != again.get(n)} == {"dvc.lock", INDEX}
     assert "Data and pipelines are up to date" in run(["dvc", "status"], root).stdout
+
+
+def test_the_bundle_carries_the_signed_exports_and_the_project_a_copy(project):
+    root = project["root"]
+    files = read_tar_gz(root / BUNDLE)
+    names = {"eu-summary.json", "eu-summary.md", "eu-summary.dsse.json", "cyclonedx.json",
+             "cyclonedx.dsse.json", "spdx.json", "spdx.dsse.json"}  # fmt: skip
+    assert {n for n in files if n.startswith("exports/")} == {f"exports/{n}" for n in names}
+    for name in names:  # data/audit/exports is what the bundle carries
+        assert (root / "data/audit/exports" / name).read_bytes() == files[f"exports/{name}"]
+    bom = json.loads(files["exports/cyclonedx.json"])
+    assert validate_bom(json.dumps(bom)) is None
+    manifest = _statement(files, "data/manifest.dsse.json")["predicate"]
+    assert manifest["merkle"]["root"] in files["exports/eu-summary.md"].decode()
+    doc = json.loads(files["exports/eu-summary.json"])
+    listed = {sid: s for sec in doc["section_2_list_of_data_sources"].values()
+              for sid, s in sec["sources"].items()}  # fmt: skip
+    assert {sid: s["records"] for sid, s in listed.items()} == {
+        sid: s["record_count"] for sid, s in manifest["sources"].items()
+    }
 
 
 def test_a_bundle_from_an_unrun_project_is_refused(tmp_path):
@@ -158,6 +179,17 @@ def _attestation_names_other_manifest(root, files):
     _sign_statement(root, files, "models/attestation.dsse.json", st)
 
 
+def _export_number_edited_and_resigned(root, files):
+    doc = json.loads(files["exports/eu-summary.json"])
+    text = doc["section_1_general_information"]["1_3_modalities_and_size"]["text"]
+    text["records"] += 1
+    files["exports/eu-summary.json"] = json.dumps(doc).encode()
+    st = _statement(files, "exports/eu-summary.dsse.json")
+    for subject in st["subject"]:
+        subject["digest"]["sha256"] = sha256_hex(files[f"exports/{subject['name']}"])
+    _sign_statement(root, files, "exports/eu-summary.dsse.json", st)
+
+
 def _report_names_other_attestation(root, files):
     st = _statement(files, "data/verification/report.dsse.json")
     st["predicate"]["lineage"]["attestation_sha256"] = "2" * 64
@@ -172,6 +204,7 @@ TAMPER = {
     "model": _model_signature_names_other_weights,
     "lineage": _attestation_names_other_manifest,
     "verification report": _report_names_other_attestation,
+    "exports": _export_number_edited_and_resigned,
 }
 
 

@@ -55,9 +55,12 @@ class BundleLeakError(AuditError):
 def build_bundle(root: Path, *, signer: Signer, out: Path, html_out: Path | None) -> dict:
     """Collect, check for content, render, index, sign and write; return the index predicate."""
     from verify.audit.html import render
+    from verify.export import build_exports, write_exports
 
     root = Path(root)
     files = project_files(root)
+    exports = build_exports(root, signer=signer)  # also written beside the bundle, below
+    files.update({f"exports/{name}": data for name, data in exports.items()})
     files["models/knowledge.json"] = knowledge_summary(root)
     files.update(environment())
     files["mlflow/runs.json"] = canonical_json(mlflow_runs(root, files)) + b"\n"
@@ -77,6 +80,7 @@ def build_bundle(root: Path, *, signer: Signer, out: Path, html_out: Path | None
     )
     files[INDEX] = json.dumps(envelope, indent=2, sort_keys=True).encode() + b"\n"
     atomic_write(Path(out), write_tar_gz(Path(out), files))
+    write_exports(Path(out).parent / "exports", exports)
     if html_out is not None:
         atomic_write(Path(html_out), files[REPORT])
     return predicate

@@ -32,6 +32,7 @@ from lineage.signing import (
 )
 from verify.audit._files import INDEX, BundleInputError, read_tar_gz
 from verify.audit.bundle import PREDICATE_TYPE
+from verify.export import check_exports
 
 MANIFEST = "data/manifest.dsse.json"
 LEAVES = "data/manifest.leaves"
@@ -474,4 +475,5 @@ CHECKS: list[tuple[str, Callable[[_Context, Check], None]]] = [
     ("model: attested checkpoints = model signature", check_model),
     ("lineage: manifest → gate → partition → training", check_lineage),
     ("verification report: refers to the attested model", check_verification),
+    ("exports: numbers and digests agree with the manifest and attestation", check_exports),
 ]

@@ -1,0 +1,70 @@
+"""Render, sign and write the exports; the same code renders them again for the audit check."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+from lineage._canonical import atomic_write, sha256_hex
+from lineage.signing import (
+    TRUSTED_KEYS_DIR,
+    Signer,
+    load_trusted_keys,
+    make_statement,
+    sign_envelope,
+)
+from verify.export import _facts, cyclonedx, eu_summary, spdx
+
+PREDICATE_TYPE = "https://exante.dev/attestations/compliance-export/v1"
+SCHEMA_VERSION = 1
+DIR = "exports"  # inside a bundle; data/audit/exports in the project
+FORMATS: dict[str, Callable[[dict], dict[str, bytes]]] = {
+    "eu-summary": eu_summary.render,
+    "cyclonedx": cyclonedx.render,
+    "spdx": spdx.render,
+}
+
+
+def envelope_name(fmt: str) -> str:
+    return f"{fmt}.dsse.json"
+
+
+def project_facts(root: Path) -> dict:
+    """The facts of the project at ``root``, read from its signed artifacts and records."""
+    root = Path(root)
+    trusted = load_trusted_keys(root / TRUSTED_KEYS_DIR)
+    files = _facts.read_inputs(root)
+    return _facts.compute(files, trusted, sizes=_facts.record_sizes(root, files, trusted))
+
+
+def render(fmt: str, facts: dict, *, signer: Signer) -> dict[str, bytes]:
+    """One format's files and its DSSE envelope, by bare file name."""
+    files = FORMATS[fmt](facts)
+    predicate = {"schema_version": SCHEMA_VERSION, "format": fmt, "describes": facts["describes"]}
+    subjects = {name: sha256_hex(data) for name, data in files.items()}
+    envelope = sign_envelope(make_statement(subjects, PREDICATE_TYPE, predicate), signer)
+    return {**files, envelope_name(fmt): _envelope_bytes(envelope)}
+
+
+def _envelope_bytes(envelope: dict) -> bytes:
+    import json
+
+    return json.dumps(envelope, indent=2, sort_keys=True).encode() + b"\n"
+
+
+def build_exports(root: Path, *, signer: Signer, formats=tuple(FORMATS)) -> dict[str, bytes]:
+    """Every requested format of the project at ``root``, signed, by bare file name."""
+    facts = project_facts(root)
+    out: dict[str, bytes] = {}
+    for fmt in formats:
+        out.update(render(fmt, facts, signer=signer))
+    return dict(sorted(out.items()))
+
+
+def write_exports(directory: Path, files: Mapping[str, bytes]) -> list[Path]:
+    """Write each file atomically under ``directory``; return the paths written."""
+    paths = []
+    for name, data in sorted(files.items()):
+        atomic_write(Path(directory) / name, data)
+        paths.append(Path(directory) / name)
+    return paths
