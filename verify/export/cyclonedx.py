@@ -196,12 +196,15 @@ def _metrics(v: dict) -> list[dict]:
 def _considerations(facts: dict) -> dict:
     dp = facts["model"]["dp"]
     eps = {s: e["epsilon"] for s, e in sorted(dp.items()) if e}
-    released = facts["verification"]["verdicts"].get(RELEASED, {})
+    verdicts = facts["verification"]["verdicts"]
+    released = verdicts.get(RELEASED, {})
     return {
         "technicalLimitations": [
-            "Exact deletion by SISA shard retraining; the verification report compares the "
-            f"released model with a retrain reference: verdict {released.get('verdict')}, "
-            f"{released.get('failed')} of {released.get('checks')} checks failed."
+            "The verification tests deletion of a forget set against a retrain reference. "
+            f"The release itself ({RELEASED}, trained on the forget set): verdict "
+            f"{released.get('verdict')}, {released.get('failed')} of {released.get('checks')} "
+            "checks failed; after deletion: "
+            + ", ".join(f"{k}: {v['verdict']}" for k, v in verdicts.items() if k != RELEASED)
         ],
         "performanceTradeoffs": [
             "Differential privacy per shard: "
