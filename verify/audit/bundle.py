@@ -59,7 +59,8 @@ def build_bundle(root: Path, *, signer: Signer, out: Path, html_out: Path | None
 
     root = Path(root)
     files = project_files(root)
-    exports = build_exports(root, signer=signer)  # also written beside the bundle, below
+    at = bundle_signed_at(root, files, signer)  # the exports' and the index's signing time
+    exports = build_exports(root, signer=signer, signed_at=at)  # also written beside the bundle
     files.update({f"exports/{name}": data for name, data in exports.items()})
     files["models/knowledge.json"] = knowledge_summary(root)
     files.update(environment())
@@ -74,7 +75,6 @@ def build_bundle(root: Path, *, signer: Signer, out: Path, html_out: Path | None
         )
     predicate = index_predicate(files)
     subjects = {name: sha256_hex(data) for name, data in files.items()}
-    at = bundle_signed_at(root, files, signer)
     envelope = sign_envelope(
         make_statement(subjects, PREDICATE_TYPE, predicate, signed_at=at), signer
     )

@@ -37,12 +37,15 @@ def project_facts(root: Path) -> dict:
     return _facts.compute(files, trusted, sizes=_facts.record_sizes(root, files, trusted))
 
 
-def render(fmt: str, facts: dict, *, signer: Signer) -> dict[str, bytes]:
+def render(
+    fmt: str, facts: dict, *, signer: Signer, signed_at: str | None = None
+) -> dict[str, bytes]:
     """One format's files and its DSSE envelope, by bare file name."""
     files = FORMATS[fmt](facts)
     predicate = {"schema_version": SCHEMA_VERSION, "format": fmt, "describes": facts["describes"]}
     subjects = {name: sha256_hex(data) for name, data in files.items()}
-    envelope = sign_envelope(make_statement(subjects, PREDICATE_TYPE, predicate), signer)
+    statement = make_statement(subjects, PREDICATE_TYPE, predicate, signed_at=signed_at)
+    envelope = sign_envelope(statement, signer)
     return {**files, envelope_name(fmt): _envelope_bytes(envelope)}
 
 
@@ -52,12 +55,23 @@ def _envelope_bytes(envelope: dict) -> bytes:
     return json.dumps(envelope, indent=2, sort_keys=True).encode() + b"\n"
 
 
-def build_exports(root: Path, *, signer: Signer, formats=tuple(FORMATS)) -> dict[str, bytes]:
-    """Every requested format of the project at ``root``, signed, by bare file name."""
+def build_exports(
+    root: Path, *, signer: Signer, formats=tuple(FORMATS), signed_at: str | None = None
+) -> dict[str, bytes]:
+    """Every requested format of the project at ``root``, signed, by bare file name.
+
+    Signed at ``signed_at`` (the audit bundle passes its index's time), else
+    at the latest time the signed inputs claim: a time derived from the
+    evidence, not the clock, so a rebuild gives the same bytes.
+    """
+    if signed_at is None:
+        from verify.audit.bundle import bundle_signed_at
+
+        signed_at = bundle_signed_at(root, _facts.read_inputs(root), signer)
     facts = project_facts(root)
     out: dict[str, bytes] = {}
     for fmt in formats:
-        out.update(render(fmt, facts, signer=signer))
+        out.update(render(fmt, facts, signer=signer, signed_at=signed_at))
     return dict(sorted(out.items()))
 
 

@@ -429,4 +429,5 @@ def test_shape_messages_cap_and_escape_unknown_fields():
 
 def test_envelope_helper_round_trips(small):
     env = envelope(small.signer, {}, "t", {"a": 1})
-    assert json.loads(base64.b64decode(json.loads(env)["payload"]))["predicate"] == {"a": 1}
+    predicate = json.loads(base64.b64decode(json.loads(env)["payload"]))["predicate"]
+    assert predicate == {"a": 1, "signed_at": predicate["signed_at"]}
