@@ -47,6 +47,7 @@ run: env
 	@echo "  baselines             models/verify/  (retrain reference, exact deletion, approximate unlearning)"
 	@echo "  audit bundle (signed) data/audit/bundle.tar.gz  (check it offline: exante audit verify data/audit/bundle.tar.gz)"
 	@echo "  audit report (HTML)   data/audit/report.html  (open it in a browser; also inside the bundle)"
+	@echo "  compliance exports    data/audit/exports/  (EU AI Act training-content summary, CycloneDX 1.6, SPDX 3.0.1; signed)"
 	@echo "  MLflow runs           sqlite:///mlruns.db  (mlflow ui --backend-store-uri sqlite:///mlruns.db)"
 	@echo "  DVC remote            .dvc-remote/"
 	@echo "Next: exante check · exante trace crm/p0001-email · exante verify check · exante generate \"Stephanie Pena was born in\" · see README.md"
