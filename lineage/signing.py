@@ -26,7 +26,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -208,7 +208,7 @@ def load_trusted_keys(directory: Path = TRUSTED_KEYS_DIR) -> TrustedKeys:
     for path in sorted(Path(directory).glob("*.pub.pem")):
         try:
             key = serialization.load_pem_public_key(path.read_bytes())
-        except ValueError as exc:
+        except (ValueError, UnsupportedAlgorithm) as exc:
             raise KeyFileError(f"trusted key {path} is unreadable: {exc}") from None
         if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name != "secp256r1":
             raise KeyFileError(f"trusted key {path} is not ECDSA P-256")

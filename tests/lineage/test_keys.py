@@ -364,3 +364,12 @@ def test_pkcs11_signs_the_openssf_model_signature(token, tmp_path, monkeypatch):
     verify_model_dir(model, public_key=public, signature=sig)
     sign_model_dir(model, private_key=token["uri"], signature=sig)  # the URI works as well
     verify_model_dir(model, public_key=public, signature=sig)
+
+
+def test_a_trusted_key_of_an_unknown_algorithm_is_bad_input_naming_the_file(tmp_path):
+    from tests.verify.audit.test_hostile import _unknown_key_type
+
+    (tmp_path / "odd.pub.pem").write_bytes(_unknown_key_type())
+    with pytest.raises(KeyFileError, match=r"odd\.pub\.pem is unreadable") as info:
+        load_trusted_keys(tmp_path)
+    assert info.value.exit_code == 3
