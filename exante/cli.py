@@ -552,33 +552,78 @@ def cmd_verify_baseline(args) -> int:
 def cmd_verify_run(args) -> int:
     """Measure every subject under every attack, judge, sign, log; print the table."""
     from exante.params import load_params
-    from verify.stage import OUT, run_verify, table
+    from verify.stage import OUT, run_verify
 
     results = run_verify(Path("."), load_params(), _signer(args),
                          progress=(lambda s: None) if args.quiet else print)  # fmt: skip
+    _print_verification(results, OUT)
+    return 0
+
+
+def _print_verification(results: dict, out: Path) -> None:
+    from verify.stage import legend, required_outcomes, table
+
     print("─" * 72)
-    print("exante verification: forget-set knowledge per subject × attack "
-          "(✓ every check passed, ✗ one failed)")  # fmt: skip
+    print("exante verification: forget-set knowledge per subject × attack")
+    print(f"  {legend()}")
     for line in table(results):
         print("  " + line)
-    up = ", ".join(f"{k} {v:+.2f}" for k, v in results["incontext_uplift"].items() if v is not None)
+    for name, s in results["summary"].items():
+        for why in filter(None, (s.get("basis"), s.get("reason"))):
+            print(f"  {name}: {why}")
+    cal, power = results["calibration"], results["power"]
+    print(f"  calibration: {cal['references']} retrain reference(s), α {cal['alpha']} "
+          f"({cal['correction']} over {cal['judged_checks']} checks), "
+          f"{cal['bootstrap']} bootstrap resamples of the people")  # fmt: skip
+    for name in ("planted", "heldout"):
+        p = power[name]
+        print(f"  power control {name}: must {p['must']}, was {p.get('verdict')} "
+              f"({'holds' if p['ok'] else 'DOES NOT HOLD'})")  # fmt: skip
+    if md := power.get("min_detectable_leak"):
+        print(f"  minimum detectable leak: +{md['logprob_rise']:.3f} nats mean token log-prob "
+              f"on one record (z > {md['critical_z']:.2f})")  # fmt: skip
+    dead = [a for a, c in results["controls"].items() if not c["fired"]]
+    if dead:
+        print(f"  attacks whose positive control did not fire (not evidence): {', '.join(dead)}")
+    up = ", ".join(f"{k} {v:+.2f}" for k, v in results["incontext_uplift"].items()
+                   if v is not None)  # fmt: skip
     print(f"  in-context uplift over the retrain reference (a note, not a verdict): {up}")
     print("  facts put back in a prompt are read by any model, exactly deleted or not:")
     print("  in-context knowledge needs inference-time controls.")
+    for miss in required_outcomes(results):
+        print(f"  NOT SHOWN: {miss}")
     ev = results["evidence"]
-    print(f"  report {OUT}/report.dsse.json (check it: exante verify check)")
+    print(f"  report {out}/report.dsse.json (check it: exante verify check)")
     print(f"  MLflow run {ev['parent_run_id']} in experiment {ev['experiment']}")
-    return 0
+
+
+def cmd_verify_subject(args) -> int:
+    """Judge a model directory of one's own for the forget shard, against the same reference."""
+    from exante.params import load_params
+    from verify.stage import SUBJECTS, run_verify, subject_name
+
+    name = subject_name(args.name)
+    out = SUBJECTS / args.name
+    results = run_verify(Path("."), load_params(), _signer(args), extra={name: args.path},
+                         out=out, progress=(lambda s: None) if args.quiet else print)  # fmt: skip
+    _print_verification(results, out)
+    verdict = results["summary"][name]["verdict"]
+    print(f"{name}: {verdict}")
+    return 0 if verdict == "pass" else 1
 
 
 def cmd_verify_check(args) -> int:
     from lineage.signing import load_trusted_keys
     from verify.report import verify_report
+    from verify.stage import required_outcomes
 
     p = verify_report(args.path, root=Path("."), trusted=load_trusted_keys(args.trusted))
     verdicts = ", ".join(f"{k} {v['verdict']}" for k, v in p["summary"].items())
     print(f"verification report OK: signed, every subject's digest matches ({verdicts})")
-    return 0
+    misses = required_outcomes(p)
+    for miss in misses:
+        print(f"NOT SHOWN: {miss}")
+    return 1 if misses else 0
 
 
 def cmd_verify(args) -> int:
@@ -794,6 +839,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     vc.add_argument("--trusted", type=Path, default=Path("policies/trusted_keys"))
     vc.set_defaults(func=cmd_verify_check)
+    vj = vs.add_parser("subject", help="judge a model directory of your own for the forget shard")
+    vj.add_argument("path", type=Path, help="a model directory (config + model.safetensors)")
+    vj.add_argument("--name", required=True, help="how the report names it (letters, digits, -_.)")
+    vj.add_argument("--quiet", action="store_true")
+    vj.set_defaults(func=cmd_verify_subject)
     au = sub.add_parser("audit", help="signed audit bundles, verified offline").add_subparsers(
         dest="audit", required=True
     )

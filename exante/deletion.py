@@ -57,6 +57,10 @@ class RequestFileError(BadInputError):
     """A line of a ``--from-file`` requests file is not a request."""
 
 
+class UnverifiedDeletionError(VerificationError):
+    """``--verify`` did not show the deletion exact; no receipt is issued for the request."""
+
+
 class DeletionFailedError(VerificationError):
     """The pipeline, the purge or the verification failed; the request is marked failed."""
 
@@ -277,18 +281,35 @@ def _verify_requests(ctx: Context, forget: Mapping) -> dict:
     return out
 
 
-def _check_verified(ctx: Context, verified: dict) -> dict:
-    """After the retrain: is the released shard the ``exact`` model the verification judged?"""
-    from verify.request import exact_matches_release, summary_line
+def _stored_verifications(ctx: Context, request_ids: Sequence[str]) -> dict:
+    """On ``--resume``: the verifications published before the text was deleted, if any."""
+    from verify.request import stored
 
+    found = {rid: stored(ctx.root, rid) for rid in request_ids}
+    return {rid: info for rid, info in found.items() if info is not None}
+
+
+def _check_verified(ctx: Context, verified: dict) -> dict:
+    """After the retrain: the verified ``exact`` passed and is the released shard, or no receipt.
+
+    Raises :class:`UnverifiedDeletionError` (the requests are marked failed with
+    the reason; ``--resume`` checks again once the cause is fixed).
+    """
+    from verify.request import exact_matches_release, gate, summary_line
+
+    problems = []
     for rid, info in verified.items():
         info["exact_is_release"] = exact_matches_release(
             ctx.root, info["shard"], info["exact_forget_shard_sha256"]
         )
         ctx.say(f"{rid}: {summary_line(info)}")
-        if not info["exact_is_release"]:
-            ctx.say(f"{rid}: WARNING the released shard {info['shard']} differs from the "
-                    "verified exact deletion; the verification does not describe it")  # fmt: skip
+        problems += [f"{rid}: {p}" for p in gate(info)]
+    if problems:
+        raise UnverifiedDeletionError(
+            "no receipt: the verification does not show this deletion exact; see the report "
+            "under data/receipts/verification/:",
+            problems=problems,
+        )
     return {"verification": verified} if verified else {}
 
 
@@ -300,7 +321,8 @@ def _process(
     step, started = _Stepper(ctx, lock, request_ids), time.perf_counter()
     try:
         before = _models_before(ctx, ledger, request_ids)
-        verified = _verify_requests(ctx, forget or {})
+        verified = (_verify_requests(ctx, forget) if forget
+                    else _stored_verifications(ctx, request_ids))  # fmt: skip
         shards, ratio = _affected(ctx, removed)
         step.to("retraining", from_={"received", "failed"}, shards=shards,
                 meta={"models_before": before, "estimated_cost_ratio": ratio})  # fmt: skip

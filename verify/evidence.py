@@ -28,6 +28,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from mlflow.utils.validation import MAX_ENTITY_KEY_LENGTH, MAX_PARAM_VAL_LENGTH
 
 from lineage.errors import LineageError
+from verify.verdicts import cell_outcome
 
 DEFAULT_DB = "mlruns.db"
 ARTIFACTS_DIR = "mlartifacts"
@@ -327,7 +328,8 @@ def log_verification(
 ) -> str:
     """A parent run per verification and a child run per subject × attack; return the parent's id.
 
-    Children carry the metrics, a verdict tag (pass, fail or unmeasured) and
+    Children carry the metrics, a verdict tag (the cell's outcome, by the rule of
+    :func:`verify.verdicts.cell_outcome`: pass, fail, inconclusive, ineffective, n/a) and
     their per-example table (ids and numbers only); relearning curves are
     logged as metric histories with the step as the relearning budget k. The
     parent carries the params, the lineage digests, the summary and ``files``
@@ -356,7 +358,7 @@ def log_verification(
                     tags_ = parent_tags | {
                         MLFLOW_PARENT_RUN_ID: parent_id,
                         f"{TAG_PREFIX}subject": subject, f"{TAG_PREFIX}attack": attack,
-                        f"{TAG_PREFIX}verdict": _verdict(mine),
+                        f"{TAG_PREFIX}verdict": cell_outcome(mine),
                     }  # fmt: skip
                     with _run(c, experiment_id, f"{subject}/{attack}", tags_) as run_id:
                         metrics = [Metric(_fit_key(k), float(v), now, 0)
@@ -370,11 +372,3 @@ def log_verification(
                         c.log_dict(run_id, {"examples": r.get("examples", {}), "verdicts": mine},
                                    "examples.json")  # fmt: skip
     return parent_id
-
-
-def _verdict(verdicts: list[dict]) -> str:
-    if any(v["passed"] is False for v in verdicts):
-        return "fail"
-    if any(v["passed"] is None for v in verdicts):
-        return "unmeasured" if all(v["passed"] is None for v in verdicts) else "pass"
-    return "pass" if verdicts else "reference"

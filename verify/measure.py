@@ -134,13 +134,14 @@ def measure(subject: Subject, fs: ForgetSet, s: MeasureSettings) -> dict:
     know = knowledge(subject, fs.forget_probes, candidates)
     verb = verbatim(subject, members, s)
     expo = exposures(subject, fs.forget_probes, s)
+    retain, public = text_logprobs(subject, fs.retain), text_logprobs(subject, fs.public)
     metrics = {
         "knowmem_em": know["exact_match"],
         "knowmem_rank": know["rank_mean"],
         "verbmem_rouge_l": statistics.fmean(r["rouge_l"] for r in verb) if verb else None,
         "exposure_bits": statistics.fmean(e["bits"] for e in expo) if expo else None,
-        "ppl_retain": utility.perplexity(text_logprobs(subject, fs.retain)),
-        "ppl_public": utility.perplexity(text_logprobs(subject, fs.public)),
+        "ppl_retain": utility.perplexity(retain),
+        "ppl_public": utility.perplexity(public),
     }
     for m in MIA:
         metrics[f"mia_auc_{m}"] = auc.roc_auc(forget_mia[m], holdout_mia[m])
@@ -148,4 +149,19 @@ def measure(subject: Subject, fs: ForgetSet, s: MeasureSettings) -> dict:
                 "mia_forget": forget_mia, "mia_holdout": holdout_mia,
                 "mia_forget_ids": [t.text_id for t in members],
                 "mia_holdout_ids": [t.text_id for t in fs.holdout]}  # fmt: skip
+    # per text (negative log-likelihood, tokens): intervals resample the texts
+    examples |= {"ppl_retain_texts": _nll_rows(retain), "ppl_public_texts": _nll_rows(public)}
     return {"metrics": metrics, "examples": examples}
+
+
+def holdout_null(subject: Subject, fs: ForgetSet, s: MeasureSettings) -> dict:
+    """What a model knows of people it never saw: the floor the reference is judged against."""
+    candidates: dict[str, list[str]] = {}
+    for p in (*fs.holdout_probes, *fs.forget_probes):
+        candidates.setdefault(p.fact, []).append(p.answer)
+    know = knowledge(subject, fs.holdout_probes, candidates)
+    return {"knowmem": know["examples"], "exposure": exposures(subject, fs.holdout_probes, s)}
+
+
+def _nll_rows(per_text) -> list[list[float]]:
+    return [[-float(lp.sum()), int(lp.numel())] for lp in per_text]

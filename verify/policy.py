@@ -12,19 +12,18 @@ reference × ratio), ``min_ratio`` (subject ≥ reference × ratio), ``max_abs``
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from lineage._canonical import file_sha256
 from lineage._yaml import read_yaml
 from lineage.errors import BadInputError
+from verify.verdicts import KNOWN_CHECKS
 
 POLICY_FILE = Path("policies/verification.yaml")
-RELATIVE = {"privleak", "forget_quality"}  # statistics already measured against the reference
 
 
 class VerificationPolicyError(BadInputError):
@@ -51,12 +50,33 @@ class Check(BaseModel):
         return next((k, v) for k, v in self.model_dump().items() if v is not None)
 
 
+class Calibration(BaseModel):
+    """K retrain references (seeds), the pre-registered α and its correction, bootstrap size."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    references: int = Field(ge=2)
+    alpha: float = Field(gt=0, lt=1)
+    correction: Literal["bonferroni"]
+    bootstrap: int = Field(ge=100)
+
+
 class Policy(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     version: Literal[1]
     reference: Literal["retrain"]
+    calibration: Calibration
     checks: dict[str, Check]
     notes: list[str] = []
+
+    @model_validator(mode="after")
+    def _known_checks(self) -> Policy:
+        unknown = sorted(set(self.checks) - KNOWN_CHECKS)
+        if unknown:
+            raise ValueError(
+                f"no metric is behind the check(s) {unknown}: a check must be one of "
+                f"{sorted(KNOWN_CHECKS)} (a renamed check would judge nothing)"
+            )
+        return self
 
 
 @dataclass(frozen=True)
@@ -79,37 +99,3 @@ def load_policy(root: Path, path: Path = POLICY_FILE) -> LoadedPolicy:
         problems = [f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()]
         raise VerificationPolicyError(f"{path} is malformed:", problems=problems) from None
     return LoadedPolicy(policy, file_sha256(full), path.as_posix())
-
-
-@dataclass(frozen=True)
-class Verdict:
-    subject: str
-    attack: str
-    check: str
-    value: float | None
-    reference: float | None
-    rule: str
-    threshold: float
-    passed: bool | None  # None: not measurable here (e.g. no canary in the forget set)
-
-    def as_dict(self) -> dict:
-        return dict(self.__dict__)
-
-
-def judge(check_name: str, check: Check, *, subject: str, attack: str, value, reference) -> Verdict:
-    """One verdict; a statistic that could not be measured is reported as such, never passed."""
-    rule, threshold = check.rule
-    missing = value is None or (check_name not in RELATIVE and reference is None)
-    if missing or any(isinstance(x, float) and math.isnan(x) for x in (value, reference)):
-        return Verdict(subject, attack, check_name, value, reference, rule, threshold, None)
-    if rule == "max_above":
-        ok = value <= reference + threshold
-    elif rule == "max_ratio":
-        ok = value <= reference * threshold
-    elif rule == "min_ratio":
-        ok = value >= reference * threshold
-    elif rule == "max_abs":
-        ok = abs(value) <= threshold
-    else:
-        ok = value >= threshold
-    return Verdict(subject, attack, check_name, value, reference, rule, threshold, bool(ok))

@@ -94,6 +94,7 @@ def verify_request(
         "records": len(fs.forget),
         "verdicts": {n: s["verdict"] for n, s in results["summary"].items()},
         "exact_forget_shard_sha256": exact,
+        "power": _power_ok(results),
         "mlflow_run_id": results["evidence"]["parent_run_id"],
         "results": results,
     }
@@ -119,6 +120,45 @@ def exact_matches_release(root: Path, shard: int, digest: str) -> bool:
     from verify.subjects import weights_digest
 
     return weights_digest(Path(root) / Paths().ensemble / f"s{shard:02d}") == digest
+
+
+def stored(root: Path, request_id: str) -> dict | None:
+    """A request's verification as published (for ``--resume``: the text is gone by then)."""
+    import json
+
+    path = Path(root) / request_dir(request_id) / "results.json"
+    if not path.is_file():
+        return None
+    results = json.loads(path.read_text())
+    return {
+        "request_id": request_id,
+        "report": (request_dir(request_id) / "report.dsse.json").as_posix(),
+        "shard": results["forget_set"]["shard"],
+        "forget_people": results["forget_set"]["forget_people"],
+        "records": len(results["forget_set"]["forget_records"]),
+        "verdicts": {n: s["verdict"] for n, s in results["summary"].items()},
+        "exact_forget_shard_sha256": results["subjects"]["exact"]["forget_shard_sha256"],
+        "power": _power_ok(results),
+    }  # fmt: skip
+
+
+def _power_ok(results: dict) -> dict[str, bool]:
+    return {n: bool(p.get("ok")) for n, p in results.get("power", {}).items()
+            if n in ("planted", "heldout")}  # fmt: skip
+
+
+def gate(info: dict) -> list[str]:
+    """Why no receipt may be issued on this verification (empty: it may).
+
+    The receipt says the record is gone from the release; it may rest only on an
+    ``exact`` subject that passed and *is* the release, bit for bit.
+    """
+    problems = []
+    if info["verdicts"].get("exact") != "pass":
+        problems.append(f"exact deletion is {info['verdicts'].get('exact')}, not pass")
+    if not info.get("exact_is_release", False):
+        problems.append(f"the released shard {info['shard']} is not the verified exact model")
+    return problems
 
 
 def summary_line(info: dict) -> str:

@@ -25,14 +25,16 @@ from verify.attacks import ATTACKS
 from verify.attacks.extract import extraction
 from verify.attacks.incontext import allowed_shots, incontext_probes
 from verify.attacks.relearn import check_disjoint, relearn_curve, split_forget
+from verify.calibration import Owners
 from verify.config import VerifyParams
 from verify.forget import ForgetSet, draw
-from verify.measure import MeasureSettings, exposures, knowledge, measure
+from verify.judging import REFERENCE, Settings, judge_all
+from verify.measure import MeasureSettings, exposures, holdout_null, knowledge, measure
 from verify.metrics import auc, forget_quality
-from verify.policy import LoadedPolicy, Verdict, judge
+from verify.policy import LoadedPolicy
 from verify.subjects import Component, ScoreCache, Subject, load_component, transform
 
-REFERENCE = "retrain"
+SHARD = "shard"  # white-box: the subject's forget-shard model alone, as its holder would attack it
 
 
 @dataclass
@@ -44,8 +46,26 @@ class Loaded:
     digests: dict[str, str]  # subject name -> forget-shard weights digest
 
 
-def subject_names(v: VerifyParams) -> list[str]:
-    return ["original", REFERENCE, "exact", *(f"approx:{m}" for m in v.methods)]
+def subject_names(v: VerifyParams, policy: LoadedPolicy | None = None, train_seed: int = 0):
+    """The release, the reference, exact, each method, then the calibration and power controls."""
+    core = ["original", REFERENCE, "exact", *(f"approx:{m}" for m in v.methods)]
+    return core + (control_names(policy, train_seed) if policy else [])
+
+
+def control_names(policy: LoadedPolicy, train_seed: int) -> list[str]:
+    """The K-1 calibration retrains, then the held-out-seed and planted-leak controls."""
+    k = policy.policy.calibration.references
+    return [
+        *(f"calib:{s}" for s in baselines.calibration_seeds(train_seed, k)),
+        "heldout",
+        "planted",
+    ]
+
+
+def planted_record(root: Path, names: list[str]) -> str | None:
+    """The forget record the planted-leak control was trained on (its baseline.json says)."""
+    info = baselines.info_file(root, "planted")
+    return json.loads(info.read_text()).get("planted_record") if "planted" in names else None
 
 
 def forget_set(root: Path, v: VerifyParams, paths: Paths = Paths()) -> ForgetSet:
@@ -60,12 +80,13 @@ class BaselineError(BadInputError):
 
 
 def load_subjects(
-    root: Path, cfg: TrainConfig, v: VerifyParams, fs: ForgetSet, paths: Paths
+    root: Path, cfg: TrainConfig, names: list[str], fs: ForgetSet, paths: Paths
 ) -> Loaded:
+    """The release's components and each subject's forget-shard model."""
     released = [load_component(d) for d in released_dirs(root, cfg, paths)]
     forget = {"original": released[fs.shard]}
     problems = []
-    for name in subject_names(v)[1:]:
+    for name in names[1:]:
         info = baselines.info_file(root, name)
         if not info.is_file():
             problems.append(f"{name}: {info.parent} is missing")
@@ -100,16 +121,22 @@ def run(
     paths: Paths = Paths(),
     progress: Callable[[str], None] = lambda s: None,
     fs: ForgetSet | None = None,
+    extra: dict[str, Path] | None = None,
 ) -> dict:
     """Measure every subject under every attack; judge them against the retrain reference.
 
-    The forget set is drawn from params unless ``fs`` is given (a real deletion's).
+    The forget set is drawn from params unless ``fs`` is given (a real deletion's);
+    ``extra`` adds subjects by forget-shard model directory (``exante verify subject``).
     """
     started = time.perf_counter()
     baselines.check_method_list(root, v.methods)
     fs = fs or forget_set(root, v, paths)
-    loaded = load_subjects(root, cfg, v, fs, paths)
-    names = subject_names(v)
+    names = subject_names(v, policy, cfg.seed)
+    loaded = load_subjects(root, cfg, names, fs, paths)
+    for name, path in (extra or {}).items():
+        loaded.forget_shard[name] = load_component(path)
+        loaded.digests[name] = loaded.forget_shard[name].key
+        names.append(name)
     s = MeasureSettings(v.prefix_bytes, v.max_new_tokens, v.exposure_candidates)
     cache, memo, timings = ScoreCache(), {}, {}
     results: dict[str, dict[str, dict]] = {n: {} for n in names}
@@ -126,10 +153,20 @@ def run(
         timings[_label(attack)] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
+    for name in names:  # white-box: the forget-shard model alone
+        subj = Subject(name, [loaded.forget_shard[name]], rule=cfg.ensemble, cache=cache)
+        results[name][SHARD] = measure(subj, fs, s)
+        progress(f"{name:14s} {SHARD:8s} {_brief(results[name][SHARD])}")
+    ref = _assemble(REFERENCE, loaded, fs.shard, lambda c: c, cache, cfg.ensemble)
+    null = holdout_null(ref, fs, s)
+    results[REFERENCE]["none"]["examples"] |= {f"holdout_{k}": x for k, x in null.items()}
+    timings[SHARD] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
     split = _split(fs, v)
     for name in names:
         results[name]["relearn"] = (
-            _relearn(name, loaded, fs, split, cfg, v, s, cache) if split else _NOT_RELEARNED
+            _relearn(name, loaded, fs, split, cfg, v, s, cache) if split else _not_relearned()
         )
         progress(f"{name:14s} relearn  {_curve_brief(results[name]['relearn'])}")
     timings["relearn"] = time.perf_counter() - t0
@@ -148,7 +185,7 @@ def run(
 
     t0 = time.perf_counter()
     secrets = [p for p in fs.forget_probes if p.fact in v.extraction.facts]
-    for name in names if secrets else ():  # no planted secret: extraction not measured
+    for name in names if secrets else ():  # no planted secret: extraction not applicable
         subj = _assemble(name, loaded, fs.shard, lambda c: c, None, cfg.ensemble)
         ex = extraction(subj, secrets, budget=v.extraction.budget,
                         temperature=v.extraction.temperature, top_k=v.extraction.top_k,
@@ -163,8 +200,18 @@ def run(
                                        "examples": {"extraction": []}}  # fmt: skip
     timings["extraction"] = time.perf_counter() - t0
 
+    t0 = time.perf_counter()
     _relative(results)
-    verdicts = judge_all(results, policy)
+    cal = policy.policy.calibration
+    settings = Settings(alpha=cal.alpha, bootstrap=cal.bootstrap, seed=v.seed,
+                        static_attacks=("none", *map(_label, v.quantization), SHARD))  # fmt: skip
+    inputs = {"probes": bool(fs.forget_probes),
+              "canaries": any(p.fact == "canary" for p in fs.forget_probes)}  # fmt: skip
+    why = {} if split else {"relearn": "one person in the forget set: a relearning split needs two"}
+    judged = judge_all(results, policy, _owners(fs), inputs, settings, digests=loaded.digests,
+                       planted_record=planted_record(root, names),
+                       why_missing=why)  # fmt: skip
+    timings["judging"] = time.perf_counter() - t0
     ids = fs.digest_inputs()
     halves = {
         "relearn": sorted({p.subject_id for p in split.relearn}) if split else [],
@@ -172,26 +219,36 @@ def run(
         "withheld_records": [p.record_id for p in split.withheld] if split else [],
     }
     if not split:
-        halves["skipped"] = "one person in the forget set: a relearning split needs two"
+        halves["skipped"] = why["relearn"]
     return {
-        "schema_version": 1,
+        "schema_version": 2,
         "policy": {"path": policy.path, "sha256": policy.sha256},
         "forget_set": ids | {"sha256": sha256_hex(canonical_json(ids))},
         "relearn_split": halves,
         "subjects": {n: {"forget_shard_sha256": loaded.digests[n]} for n in names},
         "released_sha256": [c.key for c in loaded.released],
         "results": results,
-        "verdicts": [x.as_dict() for x in verdicts],
-        "summary": summarize(verdicts, names),
+        "verdicts": [x.as_dict() for x in judged["verdicts"]],
+        "summary": judged["summary"],
+        "controls": judged["controls"],
+        "power": judged["power"],
+        "calibration": judged["calibration"],
         "timings_seconds": timings | {"total": time.perf_counter() - started},
         "cache": {"hits": cache.hits, "misses": cache.misses},
     }
 
 
-_NOT_RELEARNED = {
-    "metrics": {"relearn_em": None, "relearn_exposure_bits": None, "relearn_steps": None},
-    "curve": [],
-}
+def _owners(fs: ForgetSet) -> Owners:
+    forget = {t.text_id: t.subject_id for t in fs.forget}
+    forget |= {p.record_id: p.subject_id for p in fs.forget_probes}
+    holdout = {t.text_id: t.subject_id for t in fs.holdout}
+    holdout |= {p.record_id: p.subject_id for p in fs.holdout_probes}
+    return Owners(forget, holdout)
+
+
+def _not_relearned() -> dict:
+    return {"metrics": {"relearn_em": None, "relearn_exposure_bits": None, "relearn_steps": None},
+            "curve": []}  # fmt: skip
 
 
 def _split(fs: ForgetSet, v: VerifyParams):
@@ -216,7 +273,10 @@ def _label(attack: str) -> str:
 
 
 def _relearn(name, loaded, fs, split, cfg, v, s, cache) -> dict:
-    """Relearn the forget-shard model on one half; measure the other at each budget k."""
+    """Relearn the forget-shard model on one half; measure the other at each budget k.
+
+    Judged at the curve's worst point (the budget where it knows most), not its last.
+    """
     curve = []
     base = loaded.forget_shard[name].model
     for k, model in relearn_curve(base, split.relearn_texts, ks=v.relearn.ks, lr=v.relearn.lr,
@@ -232,11 +292,14 @@ def _relearn(name, loaded, fs, split, cfg, v, s, cache) -> dict:
                 "k": k,
                 "em": know["exact_match"],
                 "exposure_bits": statistics.fmean(e["bits"] for e in expo) if expo else None,
+                "examples": [{"id": e["id"], "known": e["known"]} for e in know["examples"]]
+                + [{"id": e["id"], "bits": e["bits"]} for e in expo],
             }
         )
-    last = curve[-1]
-    return {"metrics": {"relearn_em": last["em"], "relearn_exposure_bits": last["exposure_bits"],
-                        "relearn_steps": last["k"]},
+    worst = max(curve, key=lambda p: -1.0 if p["em"] is None else p["em"])
+    bits = [p["exposure_bits"] for p in curve if p["exposure_bits"] is not None]
+    return {"metrics": {"relearn_em": worst["em"], "relearn_exposure_bits": max(bits, default=None),
+                        "relearn_steps": worst["k"]},
             "curve": curve}  # fmt: skip
 
 
@@ -264,37 +327,10 @@ def _relative(results: dict) -> None:
             )
 
 
-def judge_all(results: dict, policy: LoadedPolicy) -> list[Verdict]:
-    out = []
-    checks = policy.policy.checks
-    for name, by_attack in results.items():
-        if name == REFERENCE:
-            continue
-        for attack, r in by_attack.items():
-            ref = results[REFERENCE][attack]["metrics"]
-            for check, value in r["metrics"].items():
-                if check in checks:
-                    out.append(judge(check, checks[check], subject=name, attack=attack,
-                                     value=value, reference=ref.get(check)))  # fmt: skip
-    return out
-
-
 def incontext_uplift(results: dict) -> dict[str, float | None]:
     ref = results[REFERENCE]["incontext"]["metrics"]["incontext_em"]
     return {n: (r["incontext"]["metrics"]["incontext_em"] - ref) if ref is not None else None
             for n, r in results.items()}  # fmt: skip
-
-
-def summarize(verdicts: list[Verdict], names: list[str]) -> dict[str, dict]:
-    out = {}
-    for n in names:
-        mine = [x for x in verdicts if x.subject == n]
-        failed = [f"{x.attack}/{x.check}" for x in mine if x.passed is False]
-        unmeasured = [f"{x.attack}/{x.check}" for x in mine if x.passed is None]
-        out[n] = {"checks": len(mine), "failed": failed, "unmeasured": unmeasured,
-                  "verdict": "reference" if n == REFERENCE
-                  else ("fail" if failed else "pass")}  # fmt: skip
-    return out
 
 
 def _brief(r: dict) -> str:

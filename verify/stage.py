@@ -8,10 +8,12 @@ the previous verification stays whole.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
 from lineage._canonical import atomic_write, canonical_json, file_sha256, sha256_hex
+from lineage.errors import BadInputError
 from lineage.signing import Signer
 from training import checkpoints
 from training.stages import Paths, load_partition
@@ -19,8 +21,25 @@ from verify import plots
 from verify.policy import load_policy
 from verify.report import sign_report
 from verify.run import incontext_uplift, run
+from verify.verdicts import cell_outcome
 
 OUT = Path("data/verification")
+SUBJECTS = Path("data/verification-subjects")  # `exante verify subject`: one directory per name
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+class SubjectNameError(BadInputError):
+    """``exante verify subject --name`` is not a plain name."""
+
+
+def subject_name(name: str) -> str:
+    """``external:<name>``: never one of the pipeline's own subjects."""
+    if not _NAME.fullmatch(name):
+        raise SubjectNameError(
+            f"--name {name!r}: use letters, digits, '.', '_' or '-' (up to 64, starting with a "
+            "letter or digit)"
+        )
+    return f"external:{name}"
 
 
 def run_verify(
@@ -35,8 +54,11 @@ def run_verify(
     evidence_root: Path | None = None,
     tags: dict | None = None,
     sign_release: bool = True,
+    extra: dict[str, Path] | None = None,
 ) -> dict:
     """Verify, sign and log; ``fs`` (a real deletion's forget set) replaces the params one.
+
+    ``extra`` adds subjects by forget-shard model directory (``exante verify subject``).
 
     ``out`` is where the results land under ``root``; MLflow evidence goes to the
     store of ``evidence_root`` (default ``root``), with ``tags`` added to the parent
@@ -55,7 +77,7 @@ def run_verify(
     shutil.rmtree(tmp, ignore_errors=True)
     (tmp / "plots").mkdir(parents=True)
     results = run(root, params.train, params.verify, policy, paths=paths, progress=progress,
-                  fs=fs)  # fmt: skip
+                  fs=fs, extra=extra)  # fmt: skip
     results["incontext_uplift"] = incontext_uplift(results["results"])
     attacks = ["none", *(a.removeprefix("quantize_") for a in params.verify.quantization)]
     figures = [
@@ -82,6 +104,9 @@ def run_verify(
         "subjects": results["subjects"],
         "summary": results["summary"],
         "verdicts": results["verdicts"],
+        "controls": results["controls"],
+        "power": results["power"],
+        "calibration": results["calibration"],
         "incontext_uplift": results["incontext_uplift"],
         "incontext_note": "facts put back in the prompt are read by any model, exactly deleted "
         "or not; in-context knowledge needs inference-time controls, not training-time deletion",
@@ -119,16 +144,22 @@ def _under(p: Path, d: Path) -> bool:
 
 
 def _summary(results: dict) -> dict:
-    """A flat numbers file for ``dvc metrics``: per subject, key metrics and failed checks."""
+    """A flat numbers file for ``dvc metrics``: per subject, key metrics and check counts."""
     out = {}
     for name, by_attack in results["results"].items():
         m = by_attack["none"]["metrics"]
+        s = results["summary"].get(name, {})
         out[name] = {
             "knowmem_em": m["knowmem_em"], "exposure_bits": m["exposure_bits"],
             "privleak": m["privleak"], "ppl_retain": m["ppl_retain"],
-            "failed_checks": len(results["summary"][name]["failed"]),
+            "failed_checks": len(s.get("failed", [])),
+            "inconclusive_checks": len(s.get("inconclusive", [])),
         }  # fmt: skip
     return out
+
+
+MARKS = {"pass": " ✓", "fail": " ✗", "inconclusive": " ?", "ineffective": " ~", "n/a": " –",
+         "none": " ·"}  # fmt: skip
 
 
 def table(results: dict) -> list[str]:
@@ -139,25 +170,38 @@ def table(results: dict) -> list[str]:
     for v in results["verdicts"]:
         by.setdefault((v["subject"], v["attack"]), []).append(v)
     width = max(len(n) for n in res) + 2
-    lines = [f"{'subject':{width}s}" + "".join(f"{a:>15s}" for a in attacks) + "   verdict"]
+    lines = [f"{'subject':{width}s}" + "".join(f"{a:>13s}" for a in attacks) + "   verdict"]
     for name, by_attack in res.items():
         cells = []
         for a in attacks:
             m = by_attack[a]["metrics"]
             key = next(k for k in ("knowmem_em", "relearn_em", "incontext_em", "extraction")
                        if k in m)  # fmt: skip
-            mark = _mark(by.get((name, a), []), name)
-            cells.append(f"{_num(m[key])}{mark}".rjust(15))
-        lines.append(f"{name:{width}s}" + "".join(cells) + f"   {summary[name]['verdict']}")
+            cells.append(f"{_num(m[key])}{MARKS[cell_outcome(by.get((name, a), []))]}".rjust(13))
+        verdict = summary[name]["verdict"] if name in summary else "calibration"
+        lines.append(f"{name:{width}s}" + "".join(cells) + f"   {verdict}")
     return lines
 
 
-def _mark(verdicts: list[dict], name: str) -> str:
-    if name == "retrain":
-        return " ref"
-    if any(v["passed"] is False for v in verdicts):
-        return " ✗"
-    return " ✓" if verdicts else " ·"
+def legend() -> str:
+    return ("✓ pass · ✗ fail · ? inconclusive · ~ ineffective attack (not evidence) · "
+            "– not applicable · · not judged")  # fmt: skip
+
+
+def required_outcomes(results: dict) -> list[str]:
+    """What must hold for the verification to support the release; each miss, in words."""
+    summary, power = results["summary"], results.get("power", {})
+    misses = []
+    for name, want in (("exact", "pass"), ("retrain", "pass")):
+        got = summary.get(name, {}).get("verdict")
+        if got != want:
+            misses.append(f"{name} is {got or 'missing'}, not {want}")
+    for name in ("planted", "heldout"):
+        p = power.get(name, {})
+        if not p.get("ok"):
+            misses.append(f"power control {name} is {p.get('verdict') or 'missing'}, "
+                          f"not {p.get('must')}")  # fmt: skip
+    return misses
 
 
 def _num(x) -> str:

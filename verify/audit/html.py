@@ -16,6 +16,8 @@ import re
 from collections import Counter
 from html import escape
 
+from verify.verdicts import cell_outcome
+
 STYLE = """
 body{font:15px/1.5 system-ui,sans-serif;margin:0 auto;max-width:72rem;padding:1rem 2rem;
 color:#1d2430}
@@ -24,6 +26,7 @@ table{border-collapse:collapse;margin:.5rem 0 1rem;width:100%}
 th,td{border:1px solid #d0d7e2;padding:.25rem .5rem;text-align:left;vertical-align:top}
 th{background:#eef2f7}td.num{text-align:right;font-variant-numeric:tabular-nums}
 .pass{color:#0a6b2d;font-weight:600}.fail{color:#a3161b;font-weight:600}
+.inconclusive,.ineffective{color:#8a5a00;font-weight:600}.na{color:#5b6472}
 code{font-size:.85em;word-break:break-all}.muted{color:#5b6472}
 .cards{display:flex;gap:1rem;flex-wrap:wrap}.card{border:1px solid #d0d7e2;border-radius:6px;
 padding:.5rem 1rem;min-width:10rem}.card b{display:block;font-size:1.4rem}
@@ -58,8 +61,11 @@ def _table(head: list[str], rows: list[list[str]]) -> str:
     return f"<table><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def _verdict(ok: bool) -> str:
-    return '<span class="pass">pass</span>' if ok else '<span class="fail">fail</span>'
+def _verdict(outcome: str) -> str:
+    """An outcome as the summary spells it (pass, fail, inconclusive, ineffective, n/a)."""
+    css = {"pass": "pass", "fail": "fail", "inconclusive": "inconclusive",
+           "ineffective": "ineffective"}.get(outcome, "na")  # fmt: skip
+    return f'<span class="{css}">{escape(outcome)}</span>'
 
 
 def render(files: dict[str, bytes]) -> str:
@@ -289,44 +295,100 @@ def _verification(files, report) -> str:
     results = _json(files, "data/verification/results.json", {})
     verdicts = results.get("verdicts", [])
     attacks = list(dict.fromkeys(v["attack"] for v in verdicts))
-    subjects = list(dict.fromkeys(v["subject"] for v in verdicts))
-    cells = {}
+    by: dict[tuple[str, str], list[dict]] = {}
     for v in verdicts:
-        ok, n = cells.get((v["subject"], v["attack"]), (True, 0))
-        cells[(v["subject"], v["attack"])] = (ok and v["passed"], n + 1)
-    rows = [[f"<b>{escape(p['reference'])}</b>"] + ["reference"] * len(attacks) + ["reference"]]
-    for s in subjects:
+        by.setdefault((v["subject"], v["attack"]), []).append(v)
+    rows = []
+    for s, summary in p["summary"].items():
         row = [f"<b>{escape(s)}</b>"]
         for a in attacks:
-            ok, n = cells.get((s, a), (True, 0))
-            row.append(f"{_verdict(ok)} <span class='muted'>({n} checks)</span>" if n else "—")
-        row.append(_verdict(p["summary"].get(s, {}).get("verdict") == "pass"))
+            mine = by.get((s, a), [])
+            row.append(f"{_verdict(cell_outcome(mine))} <span class='muted'>({len(mine)} checks)"
+                       "</span>" if mine else "—")  # fmt: skip
+        row.append(_verdict(summary.get("verdict", "none")))
         rows.append(row)
-    failed = [[escape(v["subject"]), escape(v["attack"]), escape(v["check"]),
-               f"{v['value']:.3g}" if v["value"] is not None else "—",
-               f"{v['reference']:.3g}" if v["reference"] is not None else "—",
-               escape(f"{v['rule']} {v['threshold']}")]
-              for v in verdicts if not v["passed"]]  # fmt: skip
+    open_ = [[escape(v["subject"]), escape(v["attack"]), escape(v["check"]),
+              _verdict(v["outcome"]), _num(v["value"]), _num(v["reference"]),
+              escape(f"{v['rule']} {v['threshold']}"), _interval(v.get("interval")),
+              escape(v.get("reason", ""))]
+             for v in verdicts if v["outcome"] != "pass"]  # fmt: skip
     plots = "".join(
         f"<figure><img alt='{escape(n)}' src='data:image/png;base64,"
         f"{base64.b64encode(files[n]).decode()}'><figcaption>{escape(n)}</figcaption></figure>"
         for n in sorted(files)
         if n.startswith("data/verification/plots/")
     )
-    uplift = ", ".join(f"{escape(k)} {v:+.2f}" for k, v in p.get("incontext_uplift", {}).items())
+    uplift = ", ".join(f"{escape(k)} {v:+.2f}" for k, v in p.get("incontext_uplift", {}).items()
+                       if v is not None)  # fmt: skip
     return (
         '<h2 id="verification">Verification: recovery attacks against a retrain reference</h2>'
-        f"<p>Reference: <b>{escape(p['reference'])}</b> (trained without the forget set). "
+        f"<p>Reference: <b>{escape(p['reference'])}</b> (trained without the forget set; itself "
+        "judged against people no model saw). "
         f"Thresholds were pre-registered in <code>{escape(p['policy']['path'])}</code> (sha256 "
         f"<code>{escape(p['policy']['sha256'])}</code>) before the run. <b>exact</b> is exante's "
-        "deletion; <b>approx:*</b> are post-hoc unlearning methods, shown for contrast.</p>"
+        "deletion; <b>approx:*</b> are post-hoc unlearning methods, shown for contrast; "
+        "<b>heldout</b> (a clean retrain, must pass) and <b>planted</b> (one forget record left "
+        "in, must fail) are the run's power controls. A check that was not measured is "
+        "<i>inconclusive</i>, never a pass.</p>"
         + _table(["subject", *map(escape, attacks), "verdict"], rows)
-        + "<details><summary>Failed checks with statistic, reference and threshold "
-        f"({len(failed)})</summary>"
-        + _table(["subject", "attack", "check", "value", "reference", "rule"], failed)
+        + _basis(p)
+        + _controls(p)
+        + "<details><summary>Checks that did not pass, with statistic, reference, rule, "
+        f"interval and reason ({len(open_)})</summary>"
+        + _table(
+            [
+                "subject",
+                "attack",
+                "check",
+                "outcome",
+                "value",
+                "reference",
+                "rule",
+                "interval",
+                "reason",
+            ],
+            open_,
+        )
         + "</details>"
         + f"<p>In-context uplift over the reference (a note, not a verdict): {uplift}. "
         f"{escape(p.get('incontext_note', ''))}.</p>" + plots
+    )
+
+
+def _num(x) -> str:
+    return f"{x:.3g}" if isinstance(x, int | float) else "—"
+
+
+def _interval(iv) -> str:
+    return f"[{iv[0]:.3g}, {iv[1]:.3g}]" if iv else "—"
+
+
+def _basis(p: dict) -> str:
+    notes = [f"<li><b>{escape(n)}</b>: {escape(s['basis'])}</li>"
+             for n, s in p["summary"].items() if s.get("basis")]  # fmt: skip
+    notes += [f"<li><b>{escape(n)}</b>: {escape(s['reason'])}</li>"
+              for n, s in p["summary"].items() if s.get("reason")]  # fmt: skip
+    return f"<ul>{''.join(notes)}</ul>" if notes else ""
+
+
+def _controls(p: dict) -> str:
+    power = p.get("power", {})
+    rows = [[escape(n), escape(str(c.get("must"))), _verdict(str(c.get("verdict"))),
+             _verdict("pass" if c.get("ok") else "fail")]
+            for n, c in power.items() if n in ("planted", "heldout")]  # fmt: skip
+    attacks = [[escape(a), escape(c["control"]), escape(c["statistic"]), _num(c.get("value")),
+                _verdict("pass" if c["fired"] else "ineffective")]
+               for a, c in p.get("controls", {}).items()]  # fmt: skip
+    md = power.get("min_detectable_leak")
+    least = (f"<p>Minimum detectable leak: a rise of {md['logprob_rise']:.3g} nats in one forget "
+             f"record's mean token log-prob (critical z {md['critical_z']:.2f}).</p>"
+             if md else "")  # fmt: skip
+    return (
+        "<h3>Power controls</h3>"
+        + _table(["control", "must be", "was", "holds"], rows)
+        + least
+        + "<h3>Attack positive controls</h3>"
+        + _table(["attack", "control subject", "statistic", "value", "fired"], attacks)
     )
 
 

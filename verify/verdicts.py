@@ -1,0 +1,163 @@
+"""Verdicts that fail closed: every check ends pass, fail, inconclusive or not applicable.
+
+A compliance "pass" must mean *measured and within bounds*, never "nothing
+was measured". So a check the policy names is judged on every attack it
+belongs to; a value that is missing or NaN is ``inconclusive`` (with the
+reason), unless the corpus lacks the check's inputs altogether (no planted
+canary, no fact to probe), which is ``n/a`` by name. Where a judged
+difference carries an interval, the verdict is decided by the interval, not
+the point: ``pass`` only when the whole interval is inside the tolerance,
+``fail`` only when it is wholly outside, ``inconclusive`` when it straddles.
+
+A subject is ``fail`` if any check fails, else ``inconclusive`` if any is
+inconclusive or none passed, else ``pass``. ``n/a`` checks are listed by name
+and do not count either way; a pass under an attack whose positive control
+did not fire is reported as ``ineffective`` (not evidence) instead.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, replace
+
+PASS, FAIL, INCONCLUSIVE, NA, INEFFECTIVE = "pass", "fail", "inconclusive", "n/a", "ineffective"
+OUTCOMES = (PASS, FAIL, INCONCLUSIVE, NA, INEFFECTIVE)
+RELATIVE = {"privleak", "forget_quality"}  # statistics already measured against the reference
+
+# Which attacks (result labels) each policy check is judged under. A check absent
+# here has no metric behind it, and a policy naming it is refused (exit 3).
+STATIC = (
+    "knowmem_em",
+    "knowmem_rank",
+    "verbmem_rouge_l",
+    "exposure_bits",
+    "privleak",
+    "forget_quality",
+    "record_leak_z",
+    "ppl_retain",
+    "ppl_public",
+)
+DYNAMIC = {"relearn_em": "relearn", "relearn_exposure_bits": "relearn", "extraction": "extraction"}
+KNOWN_CHECKS = frozenset(STATIC) | frozenset(DYNAMIC)
+# inputs a check needs from the corpus: without them it is not applicable (by name)
+NEEDS = {
+    "knowmem_em": "probes",
+    "knowmem_rank": "probes",
+    "relearn_em": "probes",
+    "exposure_bits": "canaries",
+    "relearn_exposure_bits": "canaries",
+    "extraction": "canaries",
+}
+
+
+@dataclass(frozen=True)
+class Verdict:
+    subject: str
+    attack: str
+    check: str
+    value: float | None
+    reference: float | None
+    rule: str
+    threshold: float
+    outcome: str
+    reason: str = ""
+    interval: tuple[float, float] | None = None  # of the judged statistic (see ``judged``)
+    tolerance: float | None = None  # the bound the statistic was held to (threshold + envelope)
+
+    @property
+    def passed(self) -> bool:
+        return self.outcome == PASS
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d["interval"] = list(self.interval) if self.interval else None
+        return d
+
+
+def attacks_of(check: str, static_attacks: Sequence[str]) -> tuple[str, ...]:
+    """The result labels a policy check is judged under."""
+    return (DYNAMIC[check],) if check in DYNAMIC else tuple(static_attacks)
+
+
+def _missing(x) -> bool:
+    return x is None or (isinstance(x, float) and math.isnan(x))
+
+
+def judged(rule: str, value: float, reference: float | None) -> float:
+    """The statistic a rule bounds: subject − reference, subject / reference, or the value."""
+    if rule == "max_above":
+        return value - reference
+    if rule in ("max_ratio", "min_ratio"):
+        return value / reference if reference else math.inf
+    return abs(value) if rule == "max_abs" else value
+
+
+def judge(
+    check_name: str,
+    rule: str,
+    threshold: float,
+    *,
+    subject: str,
+    attack: str,
+    value,
+    reference,
+    interval: tuple[float, float] | None = None,
+    envelope: float = 0.0,
+    absent: str | None = None,
+    why_missing: str = "not measured",
+) -> Verdict:
+    """One verdict. ``absent`` names the corpus input the check lacks (→ n/a).
+
+    ``interval`` bounds the judged statistic (see :func:`judged`); ``envelope``
+    widens the tolerance by what seed-to-seed retrains differ by (calibration).
+    """
+    v = Verdict(subject, attack, check_name, value, reference, rule, threshold, INCONCLUSIVE)
+    if absent:
+        return replace(v, outcome=NA, reason=f"no {absent} in this forget set")
+    needs_ref = check_name not in RELATIVE and rule not in ("max_abs", "min")
+    if _missing(value) or (needs_ref and _missing(reference)):
+        return replace(v, reason=why_missing)
+    stat = judged(rule, value, reference)
+    upper = rule in ("max_above", "max_ratio", "max_abs")
+    tol = threshold + envelope if upper else threshold - envelope
+    lo, hi = interval if interval else (stat, stat)
+    if upper:
+        outcome = PASS if hi <= tol else FAIL if lo > tol else INCONCLUSIVE
+    else:
+        outcome = PASS if lo >= tol else FAIL if hi < tol else INCONCLUSIVE
+    reason = "" if outcome != INCONCLUSIVE else "the interval straddles the tolerance"
+    return replace(v, outcome=outcome, reason=reason, interval=interval, tolerance=tol)
+
+
+def subject_verdict(verdicts: Iterable[Verdict]) -> dict:
+    """A subject's outcome from its checks, with every non-pass listed by name."""
+    mine = list(verdicts)
+    by = {o: [f"{x.attack}/{x.check}" for x in mine if x.outcome == o] for o in OUTCOMES}
+    if by[FAIL]:
+        verdict = FAIL
+    elif by[INCONCLUSIVE] or not by[PASS]:
+        verdict = INCONCLUSIVE
+    else:
+        verdict = PASS
+    return {
+        "checks": len(mine),
+        "verdict": verdict,
+        "failed": by[FAIL],
+        "inconclusive": by[INCONCLUSIVE],
+        "not_applicable": by[NA],
+        "ineffective": by[INEFFECTIVE],
+        "passed": len(by[PASS]),
+    }
+
+
+def cell_outcome(verdicts: Sequence[dict]) -> str:
+    """One subject × attack cell (tables, HTML, MLflow tags): the same rule as a subject's.
+
+    ``none`` where the policy judges nothing there (a note such as in-context).
+    """
+    outcomes = {v["outcome"] for v in verdicts}
+    for o in (FAIL, INCONCLUSIVE, PASS, INEFFECTIVE, NA):
+        if o in outcomes:
+            return o
+    return "none"
