@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from lineage._canonical import file_sha256
 from lineage._yaml import read_yaml
@@ -51,10 +51,27 @@ class Check(BaseModel):
         return next((k, v) for k, v in self.model_dump().items() if v is not None)
 
 
+class Calibration(BaseModel):
+    """How verdicts are calibrated: fixed in the policy, so before any reference exists.
+
+    ``references`` retrain references of different seeds (the reference and
+    ``references - 1`` others) give each statistic a null envelope; ``alpha``
+    is the significance level, corrected over the judged checks; ``bootstrap``
+    resamples over people give the intervals.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    references: int = Field(ge=2)
+    alpha: float = Field(gt=0, lt=1)
+    correction: Literal["bonferroni", "holm"]
+    bootstrap: int = Field(ge=100)
+
+
 class Policy(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     version: Literal[1]
     reference: Literal["retrain"]
+    calibration: Calibration
     checks: dict[str, Check]
     notes: list[str] = []
 
