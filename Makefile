@@ -44,7 +44,7 @@ run: env
 	@echo "  training attestation  models/attestation.dsse.json"
 	@echo "  knowledge + summary   models/report.json"
 	@echo "  verification          data/verification/  (results.json, plots/*.png, signed report.dsse.json)"
-	@echo "  baselines             models/verify/  (retrain reference, exact deletion, approximate unlearning)"
+	@echo "  baselines             models/verify/  (retrain reference, exact deletion, approximate unlearning, calibration, power controls)"
 	@echo "  audit bundle (signed) data/audit/bundle.tar.gz  (check it offline: exante audit verify data/audit/bundle.tar.gz)"
 	@echo "  audit report (HTML)   data/audit/report.html  (open it in a browser; also inside the bundle)"
 	@echo "  compliance exports    data/audit/exports/  (EU AI Act training-content summary, CycloneDX 1.6, SPDX 3.0.1; signed)"

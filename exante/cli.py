@@ -514,28 +514,61 @@ def cmd_ledger_verify(args) -> int:
     return 0
 
 
+def cmd_verify_register(args) -> int:
+    """Sign the verification plan (policy, verify params, seeds) before any baseline is built."""
+    from exante.params import load_params
+    from verify.policy import load_policy
+    from verify.provenance import REGISTRATION, register
+
+    policy = load_policy(Path("."))
+    got, written = register(Path("."), load_params(), policy, _signer(args))
+    print(f"verification {'registered' if written else 'already registered'}: {REGISTRATION}")
+    print(f"  {policy.path} sha256 {policy.sha256[:16]}…, verify params sha256 "
+          f"{got['verify_params_sha256'][:16]}…")  # fmt: skip
+    print(f"  calibration seeds {got['calibration_seeds']}, held-out seed {got['heldout_seed']}")
+    return 0
+
+
+def _baseline_names(kind: str, method: str | None, params, policy) -> list[str]:
+    from verify import baselines
+
+    if kind == "approx":
+        if method not in params.verify.methods:
+            raise BaselineMethodError(
+                f"--method {method!r} is not in verify.methods {list(params.verify.methods)}"
+            )
+        return [f"approx:{method}"]
+    if kind == "calib":
+        return baselines.calibration_names(params, policy)
+    return [kind]
+
+
 def cmd_verify_baseline(args) -> int:
     """Build one baseline the verification compares against (a cached DVC stage each)."""
     from exante.params import load_params
-    from verify import baselines
+    from verify.policy import load_policy
     from verify.run import forget_set
 
-    params = load_params()
+    params, policy = load_params(), load_policy(Path("."))
     fs = forget_set(Path("."), params.verify)
-    if args.kind == "retrain":
-        info = baselines.build_retrain(Path("."), params.train, fs)
-    elif args.kind == "exact":
-        info = baselines.build_exact(Path("."), params.train, fs)
-    else:
-        if args.method not in params.verify.methods:
-            raise BaselineMethodError(
-                f"--method {args.method!r} is not in verify.methods {list(params.verify.methods)}"
-            )
-        info = baselines.build_approx(Path("."), params.train, fs, args.method,
-                                      params.verify.unlearn)  # fmt: skip
+    for name in _baseline_names(args.kind, args.method, params, policy):
+        _build_baseline(name, params, policy, fs)
+    return 0
+
+
+def _build_baseline(name: str, params, policy, fs) -> None:
+    """Build and describe one baseline; the time is printed, never recorded (not reproducible)."""
+    import time
+
+    from verify import baselines
+
+    start = time.perf_counter()
+    info = baselines.build(Path("."), name, params, policy, fs)
     people = ", ".join(fs.forget_people)
     print(f"{info['kind']}: shard {fs.shard} without {len(fs.forget)} records of {people} "
-          f"in {info['wall_seconds']:.0f} s")  # fmt: skip
+          f"in {time.perf_counter() - start:.0f} s")  # fmt: skip
+    if "planted_record" in info:
+        print(f"  planted leak: {info['planted_record']} left in")
     if "trained_slices" in info:
         print(f"  trained slices {info['trained_slices']} of {len(info['slices'])}")
     if "report" in info:
@@ -546,7 +579,6 @@ def cmd_verify_baseline(args) -> int:
             f"retain loss {r['retain_loss_before']:.3f} → {r['retain_loss_after']:.3f}, "
             f"largest weight change {r['max_weight_change']:.2e}"
         )
-    return 0
 
 
 def cmd_verify_run(args) -> int:
@@ -614,12 +646,14 @@ def cmd_verify_subject(args) -> int:
 
 def cmd_verify_check(args) -> int:
     from lineage.signing import load_trusted_keys
-    from verify.report import verify_report
+    from verify.report import check_policy_on_disk, verify_report
     from verify.stage import required_outcomes
 
     p = verify_report(args.path, root=Path("."), trusted=load_trusted_keys(args.trusted))
+    check_policy_on_disk(p, root=Path("."))
     verdicts = ", ".join(f"{k} {v['verdict']}" for k, v in p["summary"].items())
-    print(f"verification report OK: signed, every subject's digest matches ({verdicts})")
+    print(f"verification report OK: signed, every subject's digest matches, the policy on disk "
+          f"is the one it names ({verdicts})")  # fmt: skip
     misses = required_outcomes(p)
     for miss in misses:
         print(f"NOT SHOWN: {miss}")
@@ -627,16 +661,24 @@ def cmd_verify_check(args) -> int:
 
 
 def cmd_verify(args) -> int:
-    """Standalone: build whichever baselines are missing, then run the verification."""
+    """Standalone: register, build whichever baselines are missing or stale, then run."""
     from exante.params import load_params
-    from verify.baselines import VERIFY_MODELS
+    from verify import baselines
+    from verify.policy import load_policy
+    from verify.provenance import REGISTRATION, register
+    from verify.run import forget_set
 
-    params = load_params()
-    need = [("retrain", None), ("exact", None)] + [("approx", m) for m in params.verify.methods]
-    for kind, method in need:
-        where = VERIFY_MODELS / (f"approx/{method}" if method else kind)
-        if args.rebuild or not (where / "baseline.json").is_file():
-            cmd_verify_baseline(argparse.Namespace(kind=kind, method=method))
+    root, params = Path("."), load_params()
+    policy = load_policy(root)
+    if register(root, params, policy, _signer(args))[1]:
+        print(f"registered the verification plan anew: {REGISTRATION} (policy sha256 "
+              f"{policy.sha256[:16]}…); baselines built under another are rebuilt")  # fmt: skip
+    fs = forget_set(root, params.verify)
+    for name in baselines.required(params, policy):
+        why = ["--rebuild"] if args.rebuild else baselines.stale(root, name, params, fs)
+        if why:
+            print(f"building baseline {name}: {'; '.join(why)}")
+            _build_baseline(name, params, policy, fs)
     return cmd_verify_run(args)
 
 
@@ -822,12 +864,16 @@ def build_parser() -> argparse.ArgumentParser:
         func=cmd_ledger_verify
     )
     v = sub.add_parser("verify", help="recovery attacks against a retrain reference; signed report")
-    v.add_argument("--rebuild", action="store_true", help="rebuild the baselines first")
+    v.add_argument("--rebuild", action="store_true",
+                   help="rebuild every baseline (missing and stale ones always are)")  # fmt: skip
     v.add_argument("--quiet", action="store_true", help="no per-subject progress lines")
     v.set_defaults(func=cmd_verify)
     vs = v.add_subparsers(dest="verify", metavar="STEP")
-    vb = vs.add_parser("baseline", help="build one baseline (retrain, exact, approx --method M)")
-    vb.add_argument("kind", choices=["retrain", "exact", "approx"])
+    vg = vs.add_parser("register", help="sign the policy and verify params before any baseline")
+    vg.set_defaults(func=cmd_verify_register)
+    vb = vs.add_parser("baseline", help="build one baseline (retrain, exact, approx --method M, "
+                       "calib: every calibration reference, heldout, planted)")  # fmt: skip
+    vb.add_argument("kind", choices=["retrain", "exact", "approx", "calib", "heldout", "planted"])
     vb.add_argument("--method", help="approx only: an unlearning method of verify.methods")
     vb.set_defaults(func=cmd_verify_baseline, check=_check_baseline_args)
     vr = vs.add_parser("run", help="measure, judge, sign and log (the dvc verify stage)")

@@ -51,7 +51,13 @@ class Check(BaseModel):
 
 
 class Calibration(BaseModel):
-    """K retrain references (seeds), the pre-registered α and its correction, bootstrap size."""
+    """How verdicts are calibrated: fixed in the policy, so before any reference exists.
+
+    ``references`` retrain references of different seeds (the reference and
+    ``references - 1`` others) give each statistic a null envelope; ``alpha``
+    is the significance level, corrected over the judged checks (Bonferroni); ``bootstrap``
+    resamples over people give the intervals.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     references: int = Field(ge=2)

@@ -63,6 +63,7 @@ def verify_request(
 ) -> dict:
     """Build the subjects for ``fs`` in a scratch workspace, verify, publish, clean up."""
     from verify import baselines
+    from verify.policy import load_policy
     from verify.stage import run_verify
 
     root = Path(root).resolve()
@@ -71,11 +72,10 @@ def verify_request(
     shutil.rmtree(scratch, ignore_errors=True)
     try:
         _link_workspace(root, scratch)
-        cfg = params.train
-        baselines.build_retrain(scratch, cfg, fs)
-        baselines.build_exact(scratch, cfg, fs)
-        for method in params.verify.methods:
-            baselines.build_approx(scratch, cfg, fs, method, params.verify.unlearn)
+        policy = load_policy(scratch)
+        for name in baselines.required(params, policy):  # under the project's registration
+            progress(f"{request_id}: building {name}")
+            baselines.build(scratch, name, params, policy, fs)
         results = run_verify(scratch, params, signer, progress=progress, fs=fs, out=out,
                              evidence_root=root, tags={"request_id": request_id},
                              sign_release=False)  # fmt: skip

@@ -18,9 +18,8 @@ from pathlib import Path
 
 from lineage._canonical import canonical_json, sha256_hex
 from lineage.errors import BadInputError
-from training.config import TrainConfig
 from training.stages import Paths, released_dirs
-from verify import baselines
+from verify import baselines, provenance
 from verify.attacks import ATTACKS
 from verify.attacks.extract import extraction
 from verify.attacks.incontext import allowed_shots, incontext_probes
@@ -46,20 +45,9 @@ class Loaded:
     digests: dict[str, str]  # subject name -> forget-shard weights digest
 
 
-def subject_names(v: VerifyParams, policy: LoadedPolicy | None = None, train_seed: int = 0):
-    """The release, the reference, exact, each method, then the calibration and power controls."""
-    core = ["original", REFERENCE, "exact", *(f"approx:{m}" for m in v.methods)]
-    return core + (control_names(policy, train_seed) if policy else [])
-
-
-def control_names(policy: LoadedPolicy, train_seed: int) -> list[str]:
-    """The K-1 calibration retrains, then the held-out-seed and planted-leak controls."""
-    k = policy.policy.calibration.references
-    return [
-        *(f"calib:{s}" for s in baselines.calibration_seeds(train_seed, k)),
-        "heldout",
-        "planted",
-    ]
+def subject_names(params, policy: LoadedPolicy) -> list[str]:
+    """The release, then every baseline: reference, exact, methods, calibration, controls."""
+    return ["original", *baselines.required(params, policy)]
 
 
 def planted_record(root: Path, names: list[str]) -> str | None:
@@ -80,11 +68,12 @@ class BaselineError(BadInputError):
 
 
 def load_subjects(
-    root: Path, cfg: TrainConfig, names: list[str], fs: ForgetSet, paths: Paths
+    root: Path, params, policy: LoadedPolicy, names: list[str], fs: ForgetSet, paths: Paths
 ) -> Loaded:
-    """The release's components and each subject's forget-shard model."""
-    released = [load_component(d) for d in released_dirs(root, cfg, paths)]
+    """The release's components and each baseline's forget-shard model, each checked fresh."""
+    released = [load_component(d) for d in released_dirs(root, params.train, paths)]
     forget = {"original": released[fs.shard]}
+    provenance.check_registration(root, policy, params=params)
     problems = []
     for name in names[1:]:
         info = baselines.info_file(root, name)
@@ -96,11 +85,15 @@ def load_subjects(
             problems.append(f"{name}: built for shard {built['shard']} without "
                             f"{built['forget_people']}, not this forget set")  # fmt: skip
             continue
+        stale = baselines.stale(root, name, params, fs, paths)
+        if stale:
+            problems += [f"{name} is stale: {why}" for why in stale]
+            continue
         forget[name] = load_component(baselines.model_dir(root, name))
     if problems:
         raise BaselineError(
             "the baselines do not match this verification; build them with `dvc repro` "
-            "(or `exante verify --rebuild`):",
+            "(or `exante verify`, which rebuilds missing and stale ones):",
             problems=problems,
         )
     return Loaded(released, forget, {n: c.key for n, c in forget.items()})
@@ -114,8 +107,7 @@ def _assemble(name: str, loaded: Loaded, shard: int, swap: Callable, cache, rule
 
 def run(
     root: Path,
-    cfg: TrainConfig,
-    v: VerifyParams,
+    params,
     policy: LoadedPolicy,
     *,
     paths: Paths = Paths(),
@@ -129,10 +121,11 @@ def run(
     ``extra`` adds subjects by forget-shard model directory (``exante verify subject``).
     """
     started = time.perf_counter()
+    cfg, v = params.train, params.verify
     baselines.check_method_list(root, v.methods)
     fs = fs or forget_set(root, v, paths)
-    names = subject_names(v, policy, cfg.seed)
-    loaded = load_subjects(root, cfg, names, fs, paths)
+    names = subject_names(params, policy)
+    loaded = load_subjects(root, params, policy, names, fs, paths)
     for name, path in (extra or {}).items():
         loaded.forget_shard[name] = load_component(path)
         loaded.digests[name] = loaded.forget_shard[name].key

@@ -76,7 +76,7 @@ def run_verify(
     tmp = out.with_name(f".{out.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     (tmp / "plots").mkdir(parents=True)
-    results = run(root, params.train, params.verify, policy, paths=paths, progress=progress,
+    results = run(root, params, policy, paths=paths, progress=progress,
                   fs=fs, extra=extra)  # fmt: skip
     results["incontext_uplift"] = incontext_uplift(results["results"])
     attacks = ["none", *(a.removeprefix("quantize_") for a in params.verify.quantization)]
