@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from statistics import NormalDist
 
 from verify.metrics import auc, forget_quality
+from verify.verdicts import PVALUES
 
 Weights = Mapping[str, int]  # person (or text) id -> multiplicity in a resample
 
@@ -127,17 +128,23 @@ def _mia_auc(res: dict, o: Owners, w: Resample) -> float | None:
 
 
 def weighted_auc(pos: Sequence[tuple[float, int]], neg: Sequence[tuple[float, int]]):
-    """Mann–Whitney AUC with multiplicities (ties count one half); None when a side is empty."""
+    """Mann–Whitney AUC with multiplicities (ties count one half); None when a side is empty.
+
+    One pass over the scores in order: O(n log n), not one comparison per pair.
+    """
     wp, wn = sum(k for _, k in pos), sum(k for _, k in neg)
     if not wp or not wn:
         return None
-    u = sum(
-        kp * kn * (1.0 if p > n else 0.5 if p == n else 0.0)
-        for p, kp in pos
-        if kp
-        for n, kn in neg
-        if kn
-    )
+    marked = sorted([(x, k, 0) for x, k in neg if k] + [(x, k, 1) for x, k in pos if k])
+    u = below = 0.0
+    i = 0
+    while i < len(marked):
+        j, tp, tn = i, 0.0, 0.0
+        while j < len(marked) and marked[j][0] == marked[i][0]:
+            tp, tn = (tp + marked[j][1], tn) if marked[j][2] else (tp, tn + marked[j][1])
+            j += 1
+        u += tp * (below + tn / 2)
+        below, i = below + tn, j
     return u / (wp * wn)
 
 
@@ -228,9 +235,14 @@ STATISTICS: dict[str, Callable] = {
 def interval(
     check: str, s: dict, r: dict, owners: Owners, draws: Sequence[Resample], level: float
 ) -> tuple[float, float] | None:
-    """The percentile interval of ``check``'s statistic over ``draws`` at ``level``."""
+    """The percentile interval of ``check``'s statistic over ``draws`` at ``level``.
+
+    None for a p-value (forget quality): it is a test of its own, judged at a
+    corrected level (:mod:`verify.verdicts`), and a percentile interval of
+    p-values has no meaning.
+    """
     fn = STATISTICS.get(check)
-    if fn is None or not draws:
+    if fn is None or not draws or check in PVALUES:
         return None
     values = sorted(x for x in (fn(s, r, owners, d) for d in draws) if x is not None)
     if len(values) < max(20, len(draws) // 2):

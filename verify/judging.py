@@ -79,25 +79,12 @@ def judge_all(
     }
     draws = cal.resamples(owners, s.bootstrap, s.seed)
     envelopes = _envelopes(checks, pairs, ref, calib, owners)
-    verdicts: list[Verdict] = []
-    for name in judged_names(results):
-        for attack, check in pairs:
-            verdicts.append(
-                _one(
-                    name,
-                    attack,
-                    check,
-                    checks[check],
-                    results,
-                    owners,
-                    inputs,
-                    leak.get(attack),
-                    draws,
-                    level,
-                    envelopes.get((attack, check), 0.0),
-                    why_missing,
-                )
-            )
+    ctx = _Ctx(results, owners, inputs, leak, draws, level, envelopes, why_missing, m)
+    verdicts = [
+        _one(ctx, name, attack, check, checks[check])
+        for name in judged_names(results)
+        for attack, check in pairs
+    ]
     verdicts += _reference_null(ref, checks, owners, inputs, draws, level)
     verdicts += _identity(digests)
     controls = attack_controls(results, s.static_attacks, leak)
@@ -155,55 +142,54 @@ def _envelopes(checks, pairs, ref, calib, owners) -> dict:
     return out
 
 
-def _one(
-    name, attack, check, rule_of, results, owners, inputs, leak, draws, level, env, why_missing
-) -> Verdict:
+@dataclass(frozen=True)
+class _Ctx:
+    """What every verdict of one run is judged with."""
+
+    results: Mapping
+    owners: cal.Owners
+    inputs: Mapping[str, bool]
+    leak: Mapping
+    draws: Sequence
+    level: float
+    envelopes: Mapping
+    why_missing: Mapping[str, str]
+    checks: int  # judged per subject: the Bonferroni divisor
+
+
+def _one(ctx: _Ctx, name: str, attack: str, check: str, rule_of) -> Verdict:
     rule, threshold = rule_of.rule
     need = NEEDS.get(check)
-    absent = need if need and not inputs.get(need, False) else None
-    mine, ref = results[name].get(attack), results[REFERENCE].get(attack)
-    why = why_missing.get(attack, "not measured")
+    absent = need if need and not ctx.inputs.get(need, False) else None
+    mine, ref = ctx.results[name].get(attack), ctx.results[REFERENCE].get(attack)
+    base = dict(
+        subject=name,
+        attack=attack,
+        absent=absent,
+        corrections=ctx.checks,
+        why_missing=ctx.why_missing.get(attack, "not measured"),
+    )
     if mine is None or ref is None:
-        return judge(
-            check,
-            rule,
-            threshold,
-            subject=name,
-            attack=attack,
-            value=None,
-            reference=None,
-            absent=absent,
-            why_missing=why,
-        )
+        return judge(check, rule, threshold, value=None, reference=None, **base)
     if check == "record_leak_z":
+        leak = ctx.leak.get(attack)
+        if not leak:
+            base["why_missing"] = "no calibration reference to scale the test"
         z, record = cal.leak_z(mine, ref, leak) if leak else (None, None)
         v = judge(
-            check,
-            rule,
-            threshold,
-            subject=name,
-            attack=attack,
-            value=z,
-            reference=leak.critical if leak else None,
-            absent=absent,
-            why_missing="no calibration reference to scale the test" if not leak else why,
+            check, rule, threshold, value=z, reference=leak.critical if leak else None, **base
         )
         return replace(v, reason=v.reason or (f"largest on {record}" if record else ""))
-    value = mine["metrics"].get(check)
-    reference = ref["metrics"].get(check)
-    iv = None if absent else cal.interval(check, mine, ref, owners, draws, level)
+    iv = None if absent else cal.interval(check, mine, ref, ctx.owners, ctx.draws, ctx.level)
     return judge(
         check,
         rule,
         threshold,
-        subject=name,
-        attack=attack,
-        value=value,
-        reference=reference,
+        value=mine["metrics"].get(check),
+        reference=ref["metrics"].get(check),
         interval=iv,
-        envelope=env,
-        absent=absent,
-        why_missing=why,
+        envelope=ctx.envelopes.get((attack, check), 0.0),
+        **base,
     )
 
 

@@ -1,13 +1,22 @@
-"""Verdicts that fail closed: every check ends pass, fail, inconclusive or not applicable.
+r"""Verdicts that fail closed: every check ends pass, fail, inconclusive or not applicable.
 
 A compliance "pass" must mean *measured and within bounds*, never "nothing
 was measured". So a check the policy names is judged on every attack it
 belongs to; a value that is missing or NaN is ``inconclusive`` (with the
 reason), unless the corpus lacks the check's inputs altogether (no planted
-canary, no fact to probe), which is ``n/a`` by name. Where a judged
-difference carries an interval, the verdict is decided by the interval, not
-the point: ``pass`` only when the whole interval is inside the tolerance,
-``fail`` only when it is wholly outside, ``inconclusive`` when it straddles.
+canary, no fact to probe), which is ``n/a`` by name.
+
+A measured check is a test of "the subject tells no more about the forget set
+than a clean retrain, within the pre-registered margin": it ``fail``\ s only
+when its interval (at the Bonferroni-corrected level) lies wholly beyond the
+tolerance — a significant excess; it is ``inconclusive`` when the point
+estimate is beyond the tolerance but the interval still reaches inside it;
+and it ``pass``\ es when the point estimate is within. A pass is therefore
+"no significant excess", and is worth what the test's power is: the
+verification's planted-leak control must fail, or no pass stands (see
+:mod:`verify.judging`), and the report states the minimum detectable leak.
+A p-value statistic (forget quality) is itself a test: its threshold is
+divided by the number of judged checks (Bonferroni) instead.
 
 A subject is ``fail`` if any check fails, else ``inconclusive`` if any is
 inconclusive or none passed, else ``pass``. ``n/a`` checks are listed by name
@@ -24,6 +33,7 @@ from dataclasses import asdict, dataclass, replace
 PASS, FAIL, INCONCLUSIVE, NA, INEFFECTIVE = "pass", "fail", "inconclusive", "n/a", "ineffective"
 OUTCOMES = (PASS, FAIL, INCONCLUSIVE, NA, INEFFECTIVE)
 RELATIVE = {"privleak", "forget_quality"}  # statistics already measured against the reference
+PVALUES = {"forget_quality"}  # the statistic is a p-value: a test of its own
 
 # Which attacks (result labels) each policy check is judged under. A check absent
 # here has no metric behind it, and a policy naming it is refused (exit 3).
@@ -106,11 +116,13 @@ def judge(
     envelope: float = 0.0,
     absent: str | None = None,
     why_missing: str = "not measured",
+    corrections: int = 1,
 ) -> Verdict:
     """One verdict. ``absent`` names the corpus input the check lacks (→ n/a).
 
     ``interval`` bounds the judged statistic (see :func:`judged`); ``envelope``
-    widens the tolerance by what seed-to-seed retrains differ by (calibration).
+    widens the tolerance by what seed-to-seed retrains differ by (calibration);
+    ``corrections`` divides a p-value check's threshold (Bonferroni).
     """
     v = Verdict(subject, attack, check_name, value, reference, rule, threshold, INCONCLUSIVE)
     if absent:
@@ -120,13 +132,16 @@ def judge(
         return replace(v, reason=why_missing)
     stat = judged(rule, value, reference)
     upper = rule in ("max_above", "max_ratio", "max_abs")
-    tol = threshold + envelope if upper else threshold - envelope
+    if check_name in PVALUES:
+        tol = threshold / corrections
+    else:
+        tol = threshold + envelope if upper else threshold - envelope
     lo, hi = interval if interval else (stat, stat)
     if upper:
-        outcome = PASS if hi <= tol else FAIL if lo > tol else INCONCLUSIVE
+        outcome = FAIL if lo > tol else INCONCLUSIVE if stat > tol else PASS
     else:
-        outcome = PASS if lo >= tol else FAIL if hi < tol else INCONCLUSIVE
-    reason = "" if outcome != INCONCLUSIVE else "the interval straddles the tolerance"
+        outcome = FAIL if hi < tol else INCONCLUSIVE if stat < tol else PASS
+    reason = "" if outcome != INCONCLUSIVE else "beyond the tolerance, but not significantly"
     return replace(v, outcome=outcome, reason=reason, interval=interval, tolerance=tol)
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from verify.policy import POLICY_FILE, Check, VerificationPolicyError, judge, load_policy
+from verify.policy import POLICY_FILE, VerificationPolicyError, load_policy
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -54,37 +54,3 @@ def test_a_malformed_policy_is_refused_with_what_is_wrong(tmp_path, text, needle
 def test_a_missing_policy_is_refused(tmp_path):
     with pytest.raises(VerificationPolicyError, match="registered before a run"):
         load_policy(tmp_path)
-
-
-@pytest.mark.parametrize(
-    "rule, value, reference, passed",
-    [
-        ({"max_above": 0.05}, 0.10, 0.06, True),
-        ({"max_above": 0.05}, 0.12, 0.06, False),
-        ({"max_ratio": 1.25}, 12.4, 10.0, True),
-        ({"max_ratio": 1.25}, 12.6, 10.0, False),
-        ({"min_ratio": 0.8}, 4.0, 5.0, True),
-        ({"min_ratio": 0.8}, 1.0, 5.0, False),
-    ],
-)
-def test_each_rule_compares_with_the_reference(rule, value, reference, passed):
-    v = judge("knowmem_em", Check(**rule), subject="s", attack="none", value=value,
-              reference=reference)  # fmt: skip
-    assert v.passed is passed
-    assert (v.value, v.reference, v.threshold) == (value, reference, next(iter(rule.values())))
-
-
-def test_relative_statistics_need_no_reference_value():
-    assert judge("privleak", Check(max_abs=10), subject="s", attack="none", value=-9.0,
-                 reference=None).passed  # fmt: skip
-    assert not judge("privleak", Check(max_abs=10), subject="s", attack="none", value=40.0,
-                     reference=None).passed  # fmt: skip
-    assert not judge("forget_quality", Check(min=0.05), subject="s", attack="none", value=0.01,
-                     reference=None).passed  # fmt: skip
-
-
-@pytest.mark.parametrize("value, reference", [(None, 0.1), (0.1, None), (float("nan"), 0.1)])
-def test_what_could_not_be_measured_is_never_passed(value, reference):
-    v = judge("exposure_bits", Check(max_above=1.0), subject="s", attack="none", value=value,
-              reference=reference)  # fmt: skip
-    assert v.passed is None
