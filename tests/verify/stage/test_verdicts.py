@@ -256,3 +256,24 @@ def test_weighted_auc_is_the_mann_whitney_auc_of_the_repeated_samples():
         flat_neg = [x for x, k in neg for _ in range(k)]
         if flat_pos and flat_neg:
             assert weighted_auc(pos, neg) == pytest.approx(auc.roc_auc(flat_pos, flat_neg))
+
+
+def test_the_html_report_and_the_summary_agree_on_every_subject(policy):
+    import json
+    import re
+
+    from verify.audit import html
+
+    results = _subjects(exact=_model(1))
+    results["exact"]["relearn"] = {"metrics": {"relearn_em": None}, "curve": []}  # inconclusive
+    got = _judge(results, policy, digests={n: f"d-{n}" for n in results} | {"exact": "d-retrain"})
+    verdicts = [v.as_dict() for v in got["verdicts"]]
+    predicate = {"summary": got["summary"], "power": got["power"], "controls": got["controls"],
+                 "reference": "retrain", "policy": {"path": "p", "sha256": "0" * 64}}  # fmt: skip
+    files = {"data/verification/results.json": json.dumps({"verdicts": verdicts}).encode()}
+    page = html._verification(files, {"predicate": predicate})
+    table = page.split("<table>", 1)[1].split("</table>", 1)[0]
+    rows = re.findall(r"<tr><td><b>([^<]+)</b></td>(.*?)</tr>", table)
+    shown = {name: re.findall(r'class="[a-z]+">([^<]+)</span>', cells)[-1] for name, cells in rows}
+    assert shown == {n: s["verdict"] for n, s in got["summary"].items()}
+    assert {"pass", "fail", "inconclusive"} <= set(shown.values())
