@@ -1,0 +1,128 @@
+"""Benchmark: the verification's error rates — does a single-record leak fail, a clean retrain pass?
+
+Run it in a project where the pipeline has run (``make run``): the release, the
+baselines and the registration must exist. For each of ``--seeds`` N draws i it
+trains, into a temporary directory (the project is not touched):
+
+- ``planted-i``: the forget shard retrained without the forget set but for ONE
+  forget record (chosen by a key derived from i), with a training seed of its
+  own, so the leak hides among seed noise as a real one would;
+- ``heldout-i``: a clean retrain with another seed never used by calibration.
+
+Then one verification run judges all 2N models as extra subjects against the
+same reference, calibration and policy as ``exante verify`` (``verify.run``,
+no signing or MLflow). It prints, per draw, each verdict and the record-leak
+statistic, and the two rates against the targets: a planted leak fails in at
+least 19 of 20 draws, a clean retrain passes in at least 19 of 20.
+
+    python bench/bench_power.py --seeds 20          # the issue's measurement
+    python bench/bench_power.py --seeds 3 --check   # a quick look; exit 1 on a miss
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from exante.params import load_params
+from training.model import set_determinism
+from training.sisa import dp_secret_for, final_checkpoint, train_shard
+from training.stages import Paths
+from verify.baselines import _base, planted_set
+from verify.policy import load_policy
+from verify.run import forget_set, run
+from verify.seeds import _derive, calibration_seeds, heldout_seed, keyed_choice
+
+
+def _train(root: Path, cfg, fs, placed, out: Path) -> Path:
+    set_determinism(cfg)
+    train_shard(fs.shard, placed, cfg, base=_base(root, Paths()), out_dir=out,
+                dp_secret=dp_secret_for(cfg, root))  # fmt: skip
+    return final_checkpoint(out)
+
+
+def _seed(kind: str, i: int, taken: set[int]) -> int:
+    n = 0
+    while (s := _derive("bench-power", kind, i, n)) in taken:
+        n += 1
+    taken.add(s)
+    return s
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--project", type=Path, default=Path("."))
+    ap.add_argument("--seeds", type=int, default=20)
+    ap.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
+    args = ap.parse_args()
+    root = args.project.resolve()
+    os.chdir(root)
+    params, policy = load_params(root / "params.yaml"), load_policy(root)
+    cfg = params.train
+    fs = forget_set(root, params.verify)
+    k = policy.policy.calibration.references
+    taken = {cfg.seed, heldout_seed(cfg.seed), *calibration_seeds(cfg.seed, k)}
+    probed = sorted({p.record_id for p in fs.forget_probes}) or sorted(fs.forget_record_ids)
+    work = Path(tempfile.mkdtemp(prefix="bench-power-"))
+    extra, planted, t0 = {}, {}, time.perf_counter()
+    try:
+        for i in range(args.seeds):
+            record = keyed_choice(_derive("bench-power", "record", i), probed)
+            planted[f"planted-{i}"] = record
+            leak_cfg = cfg.model_copy(update={"seed": _seed("planted", i, taken)})
+            extra[f"planted-{i}"] = _train(root, leak_cfg, fs, planted_set(fs, record),
+                                           work / f"planted-{i}")  # fmt: skip
+            clean_cfg = cfg.model_copy(update={"seed": _seed("heldout", i, taken)})
+            extra[f"heldout-{i}"] = _train(root, clean_cfg, fs, fs.remaining(),
+                                           work / f"heldout-{i}")  # fmt: skip
+            print(f"[{time.perf_counter() - t0:6.0f} s] trained draw {i}", flush=True)
+        trained = time.perf_counter() - t0
+        results = run(root, params, policy, extra=extra)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    judged = time.perf_counter() - t0 - trained
+    return _report(results, planted, args, trained, judged)
+
+
+def _report(results, planted, args, trained: float, judged: float) -> int:
+    summary = results["summary"]
+    z = {v["subject"]: v for v in results["verdicts"]
+         if v["check"] == "record_leak_z" and v["attack"] == "none"}  # fmt: skip
+    print(f"{'draw':>4s}  {'planted record':24s} {'verdict':>12s} {'leak z':>7s}   "
+          f"{'clean retrain':>13s} {'leak z':>7s}")  # fmt: skip
+    fails = passes = 0
+    for i in range(args.seeds):
+        p, h = f"planted-{i}", f"heldout-{i}"
+        fails += summary[p]["verdict"] == "fail"
+        passes += summary[h]["verdict"] == "pass"
+        print(f"{i:4d}  {planted[p]:24s} {summary[p]['verdict']:>12s} {_z(z.get(p)):>7s}   "
+              f"{summary[h]['verdict']:>13s} {_z(z.get(h)):>7s}")  # fmt: skip
+    n = args.seeds
+    need = -(-19 * n // 20)  # 19 of 20, rounded up
+    crit = z.get("planted-0", {}).get("reference")
+    print(f"critical z {_z({'value': crit})}; α {results['calibration']['alpha']}, "
+          f"{results['calibration']['references']} reference(s)")  # fmt: skip
+    print(f"planted single-record leak failed: {fails}/{n} (target ≥ {need}) "
+          f"{'met' if fails >= need else 'MISSED'}")  # fmt: skip
+    print(f"clean held-out-seed retrain passed: {passes}/{n} (target ≥ {need}) "
+          f"{'met' if passes >= need else 'MISSED'}")  # fmt: skip
+    for name, s in summary.items():
+        if name.startswith("heldout-") and s["verdict"] != "pass":
+            print(f"  {name}: {s['verdict']} — failed {s['failed']}, inconclusive "
+                  f"{s['inconclusive']}")  # fmt: skip
+    print(f"training {trained:.0f} s, judging {judged:.0f} s")
+    return 1 if args.check and (fails < need or passes < need) else 0
+
+
+def _z(v) -> str:
+    x = (v or {}).get("value")
+    return "—" if x is None else f"{x:.2f}"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
