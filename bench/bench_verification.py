@@ -36,7 +36,6 @@ def main() -> int:
     os.chdir(root)
     params = load_params(root / "params.yaml")
     set_determinism(params.train)
-    v = params.verify
     start = time.perf_counter()
     t0 = time.perf_counter()
     progress = (
