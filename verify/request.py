@@ -150,12 +150,15 @@ def _power_ok(results: dict) -> dict[str, bool]:
 def gate(info: dict) -> list[str]:
     """Why no receipt may be issued on this verification (empty: it may).
 
-    The receipt says the record is gone from the release; it may rest only on an
-    ``exact`` subject that passed and *is* the release, bit for bit.
+    The receipt says the records are gone from the release: not on an ``exact``
+    subject that failed, nor on one that is not the release, bit for bit. An
+    inconclusive verification (one person: nothing to relearn on) does not
+    block the receipt, which records it as inconclusive, never as a pass.
     """
     problems = []
-    if info["verdicts"].get("exact") != "pass":
-        problems.append(f"exact deletion is {info['verdicts'].get('exact')}, not pass")
+    verdict = info["verdicts"].get("exact")
+    if verdict not in ("pass", "inconclusive"):
+        problems.append(f"exact deletion is {verdict or 'missing'}, not pass")
     if not info.get("exact_is_release", False):
         problems.append(f"the released shard {info['shard']} is not the verified exact model")
     return problems
