@@ -70,8 +70,10 @@ def test_the_released_model_fails_and_exact_deletion_passes(project):
     r = _results(project)
     s = r["summary"]
     assert s["original"]["verdict"] == "fail", s["original"]
-    assert "none/knowmem_em" in s["original"]["failed"]
+    assert "none/record_leak_z" in s["original"]["failed"]
     assert s["exact"]["verdict"] == "pass", s["exact"]
+    assert "bit-identical" in s["exact"]["basis"]
+    assert s["retrain"]["verdict"] == "pass", s["retrain"]  # judged against the holdout null
     none = {n: x["none"]["metrics"] for n, x in r["results"].items()}
     assert none["original"]["knowmem_em"] >= 0.5  # the positive control memorized
     assert none["retrain"]["knowmem_em"] <= 0.2
@@ -86,14 +88,31 @@ def test_exact_deletion_is_the_retrain_reference_bit_for_bit(project):
     assert 0 < len(exact["trained_slices"]) <= 2  # retrained from its clean slice, not all
 
 
+def test_the_power_controls_hold_and_every_attack_has_its_control(project):
+    r = _results(project)
+    power = r["power"]
+    assert power["planted"]["ok"], power  # one forget record left in: caught
+    assert power["heldout"]["ok"], power  # a clean retrain of another seed: passes
+    assert r["summary"]["planted"]["verdict"] == "fail"
+    assert power["min_detectable_leak"]["logprob_rise"] > 0
+    assert set(r["controls"]) >= {"none", "shard", "relearn", "extraction", "incontext"}
+    assert r["controls"]["none"]["fired"] and r["controls"]["shard"]["fired"]
+    assert any(n.startswith("calib:") for n in r["results"])  # K-1 calibration retrains
+    assert "calib:" not in " ".join(r["summary"])  # ...which are not judged
+
+
 def test_every_subject_has_every_attack_and_verdicts_name_their_numbers(project):
     r = _results(project)
-    attacks = {"none", "rtn_int8", "rtn_int4", "relearn", "incontext", "extraction"}
+    attacks = {"none", "rtn_int8", "rtn_int4", "shard", "relearn", "incontext", "extraction"}
     for name, by_attack in r["results"].items():
         assert set(by_attack) == attacks, name
+    outcomes = {"pass", "fail", "inconclusive", "n/a", "ineffective"}
     for v in r["verdicts"]:
-        assert v["subject"] != "retrain"
-        assert {"value", "reference", "threshold", "rule", "passed"} <= set(v)
+        assert v["outcome"] in outcomes
+        assert {"value", "reference", "threshold", "rule", "interval", "tolerance"} <= set(v)
+        if v["outcome"] in ("pass", "fail") and v["check"] in ("knowmem_em", "privleak"):
+            assert v["interval"] is not None, v  # every judged number carries its interval
+    assert {v["attack"] for v in r["verdicts"] if v["subject"] == "retrain"} == {"null"}
     assert (
         r["policy"]["sha256"]
         == __import__("hashlib")
@@ -128,12 +147,14 @@ def test_mlflow_holds_a_parent_and_a_child_per_subject_and_attack(project):
     from verify.evidence import client, runs_of
 
     ev = json.loads((project / "data/verification/evidence.json").read_text())
+    r = _results(project)
     runs = runs_of(project, ev["parent_run_id"])
-    assert len(runs) == 6 * 6
+    assert len(runs) == len(r["results"]) * 7
     parent = client(project).get_run(ev["parent_run_id"])
-    assert parent.data.tags["exante.verdict.original"] == "fail"
-    assert parent.data.tags["exante.policy_sha256"] == _results(project)["policy"]["sha256"]
-    names = {r.info.run_name: r for r in runs}
+    for name, s in r["summary"].items():  # MLflow says what the summary says
+        assert parent.data.tags[f"exante.verdict.{name}"] == s["verdict"]
+    assert parent.data.tags["exante.policy_sha256"] == r["policy"]["sha256"]
+    names = {x.info.run_name: x for x in runs}
     assert names["exact/none"].data.tags["exante.verdict"] == "pass"
     assert "knowmem_em" in names["exact/none"].data.metrics
 
