@@ -11,6 +11,7 @@ else is found (:func:`differences`) and refused or rebuilt, never judged.
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
@@ -80,10 +81,10 @@ def register(root: Path, params, policy: LoadedPolicy, signer) -> tuple[dict, bo
             have = None
         if have is not None and _without_time(have) == want:
             return have, False
-    subjects = {policy.path: policy.sha256}
+    payload = make_statement({policy.path: policy.sha256}, PREDICATE_TYPE, want)
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_envelope(path, sign_envelope(make_statement(subjects, PREDICATE_TYPE, want), signer))
-    return _registered(root), True
+    write_envelope(path, sign_envelope(payload, signer))
+    return json.loads(payload)["predicate"], True
 
 
 def check_registration(root: Path, policy: LoadedPolicy, *, params=None) -> dict:
