@@ -8,7 +8,6 @@ import pytest
 
 from lineage.errors import VerificationError
 from lineage.signing import generate_key, load_signer
-from tests._cli import exante
 from tests.verify.baselines.conftest import Tiny, make_tiny
 from training.checkpoints import Checkpoint
 from verify import baselines
@@ -149,17 +148,3 @@ def test_a_registration_by_an_untrusted_key_is_refused(tmp_path):
     assert exc.value.exit_code == 1
     _, written = register(t.root, t.params, t.policy, t.signer)  # a trusted one replaces it
     assert written and check_registration(t.root, t.policy)["policy"]["sha256"]
-
-
-def test_the_register_command_signs_the_plan(tmp_path):
-    import yaml
-
-    t = make_tiny(tmp_path / "proj")
-    (t.root / "params.yaml").write_text(yaml.safe_dump(t.params.model_dump(mode="json")))
-    first = exante(t.root, "--key", str(t.root / ".exante/keys/signing.key.pem"),
-                   "verify", "register")  # fmt: skip
-    assert first.code == 0, first.err
-    assert "verification registered" in first.out
-    again = exante(t.root, "--key", str(t.root / ".exante/keys/signing.key.pem"),
-                   "verify", "register")  # fmt: skip
-    assert again.code == 0 and "already registered" in again.out
