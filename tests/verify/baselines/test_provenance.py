@@ -148,3 +148,18 @@ def test_a_registration_by_an_untrusted_key_is_refused(tmp_path):
     assert exc.value.exit_code == 1
     _, written = register(t.root, t.params, t.policy, t.signer)  # a trusted one replaces it
     assert written and check_registration(t.root, t.policy)["policy"]["sha256"]
+
+
+def test_a_baseline_without_a_readable_record_of_its_provenance_is_stale(tmp_path):
+    t = make_tiny(tmp_path / "proj")
+    register(t.root, t.params, t.policy, t.signer)
+    info = baselines.info_file(t.root, "heldout")
+    info.parent.mkdir(parents=True)
+    info.write_text(json.dumps({"kind": "heldout", "shard": 0, "wall_seconds": 3.0}))
+    assert baselines.stale(t.root, "heldout", t.params, t.fs) == [
+        "no provenance recorded (built by an older exante)"
+    ]
+    info.write_text("[1, 2")
+    assert "not a baseline record" in baselines.stale(t.root, "heldout", t.params, t.fs)[0]
+    with pytest.raises(StaleBaselineError, match="baseline heldout"):
+        baselines.check_fresh(t.root, "heldout", t.params, t.policy, t.fs)
