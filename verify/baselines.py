@@ -299,7 +299,10 @@ def stale(root: Path, name: str, params, fs: ForgetSet, paths: Paths = Paths()) 
     path = info_file(root, name)
     if not path.is_file():
         return [f"{path.parent} is missing"]
-    recorded = json.loads(path.read_text()).get("provenance")
+    try:
+        recorded = json.loads(path.read_text()).get("provenance")
+    except (ValueError, AttributeError):
+        return [f"{path} is not a baseline record (not a JSON object)"]
     if not (Path(root) / provenance.REGISTRATION).is_file():
         return [f"{provenance.REGISTRATION} is missing"]
     current = provenance.stamp(root, params, inputs_of(root, name, fs, paths))

@@ -11,6 +11,7 @@ else is found (:func:`differences`) and refused or rebuilt, never judged.
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
@@ -80,10 +81,10 @@ def register(root: Path, params, policy: LoadedPolicy, signer) -> tuple[dict, bo
             have = None
         if have is not None and _without_time(have) == want:
             return have, False
-    subjects = {policy.path: policy.sha256}
+    payload = make_statement({policy.path: policy.sha256}, PREDICATE_TYPE, want)
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_envelope(path, sign_envelope(make_statement(subjects, PREDICATE_TYPE, want), signer))
-    return _registered(root), True
+    write_envelope(path, sign_envelope(payload, signer))
+    return json.loads(payload)["predicate"], True
 
 
 def check_registration(root: Path, policy: LoadedPolicy, *, params=None) -> dict:
@@ -101,13 +102,14 @@ def check_registration(root: Path, policy: LoadedPolicy, *, params=None) -> dict
         )
     got = _registered(root)
     problems = []
-    if got["policy"]["sha256"] != policy.sha256:
+    registered = str((got.get("policy") or {}).get("sha256"))
+    if registered != policy.sha256:
         problems.append(f"{policy.path}: sha256 {policy.sha256[:16]}… on disk, "
-                        f"{got['policy']['sha256'][:16]}… registered")  # fmt: skip
+                        f"{registered[:16]}… registered")  # fmt: skip
     if params is not None:
         want = plan(params, policy)
         problems += [f"params.yaml: {k} differs from the registered one" for k in
-                     ("verify_params_sha256", "train_seed") if got[k] != want[k]]  # fmt: skip
+                     ("verify_params_sha256", "train_seed") if got.get(k) != want[k]]  # fmt: skip
     if problems:
         raise RegistrationError(
             f"the verification plan changed after it was registered ({REGISTRATION}): rules or "
@@ -172,19 +174,24 @@ def stamp(root: Path, params, inputs: dict) -> dict:
 
 def differences(recorded: dict | None, current: dict) -> list[str]:
     """What differs between a baseline's recorded stamp and the current one, by name."""
-    if not recorded:
+    if not isinstance(recorded, dict) or not set(current) <= set(recorded):
         return ["no provenance recorded (built by an older exante)"]
     out = [
         f"params {section}.{k}"
         for section in ("train", "verify")
-        for k in _changed(recorded["params"].get(section, {}), current["params"][section])
+        for k in _changed(_dict(recorded["params"], section), current["params"][section])
     ]
-    if recorded["code"]["sha256"] != current["code"]["sha256"]:
+    if _dict(recorded, "code").get("sha256") != current["code"]["sha256"]:
         out.append(f"code ({', '.join(CODE)})")
-    out += [f"input {k}" for k in _changed(recorded["inputs"], current["inputs"])]
+    out += [f"input {k}" for k in _changed(_dict(recorded, "inputs"), current["inputs"])]
     if recorded["registration_sha256"] != current["registration_sha256"]:
         out.append(f"registration ({REGISTRATION})")
     return out
+
+
+def _dict(d, key: str) -> dict:
+    value = d.get(key) if isinstance(d, dict) else None
+    return value if isinstance(value, dict) else {}
 
 
 def _changed(a: dict, b: dict) -> list[str]:
