@@ -167,3 +167,15 @@ def test_plots_are_png(project):
 def test_a_second_repro_runs_nothing(project):
     out = run(["dvc", "repro"], project)
     assert "Running stage" not in out.stdout
+
+
+def test_a_stale_baseline_is_refused_naming_it(project, tmp_path):
+    copy = tmp_path / "p"
+    shutil.copytree(project, copy, symlinks=True)
+    params = yaml.safe_load((copy / "params.yaml").read_text())
+    params["train"]["shard"]["lr"] = 0.002  # the baselines were trained under 0.003
+    (copy / "params.yaml").write_text(yaml.safe_dump(params))
+    out = run(["exante", "verify", "run", "--quiet"], copy, check=False)
+    assert out.returncode == 3, out.stderr
+    assert "retrain is stale" in out.stderr and "params train.shard" in out.stderr
+    assert not (copy / "data/verification/.verification.tmp").exists()

@@ -19,6 +19,7 @@ from training import checkpoints
 from training.stages import Paths, load_partition
 from verify import plots
 from verify.policy import load_policy
+from verify.provenance import registration_digest
 from verify.report import sign_report
 from verify.run import incontext_uplift, run
 from verify.verdicts import cell_outcome
@@ -100,6 +101,7 @@ def run_verify(
         "forget_set_sha256": results["forget_set"]["sha256"],
         "lineage": lineage,
         "params_sha256": sha256_hex(canonical_json(params.model_dump(mode="json"))),
+        "registration_sha256": registration_digest(root),
         "reference": "retrain",
         "subjects": results["subjects"],
         "summary": results["summary"],

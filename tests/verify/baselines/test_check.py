@@ -19,7 +19,9 @@ def signed(tmp_path):
     policy.write_text((REPO / POLICY_FILE).read_text())
     (tmp_path / "results.json").write_text("{}")
     predicate = {"policy": {"path": POLICY_FILE.as_posix(), "sha256": file_sha256(policy)},
-                 "summary": {"exact": {"verdict": "pass"}}}  # fmt: skip
+                 "summary": {"exact": {"verdict": "pass"}, "retrain": {"verdict": "pass"}},
+                 "power": {"planted": {"must": "fail", "verdict": "fail", "ok": True},
+                           "heldout": {"must": "pass", "verdict": "pass", "ok": True}}}  # fmt: skip
     signer = load_signer(tmp_path / "k.pem")
     sign_report(root=tmp_path, files=[tmp_path / "results.json"], predicate=predicate,
                 signer=signer, out=tmp_path / "report.dsse.json")  # fmt: skip
