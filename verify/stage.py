@@ -76,9 +76,9 @@ def run_verify(
     out = root / out
     tmp = out.with_name(f".{out.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    (tmp / "plots").mkdir(parents=True)
     results = run(root, params, policy, paths=paths, progress=progress,
                   fs=fs, extra=extra)  # fmt: skip
+    (tmp / "plots").mkdir(parents=True)  # only once there is something to publish
     results["incontext_uplift"] = incontext_uplift(results["results"])
     attacks = ["none", *(a.removeprefix("quantize_") for a in params.verify.quantization)]
     figures = [
