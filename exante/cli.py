@@ -305,8 +305,8 @@ def cmd_report(args) -> int:
     cfg = params.train
     report = run_report(root, cfg, paths)
     partition, _, partition_sha = load_partition(root, paths)
-    units = {"base": paths.base / "metrics.json"} | {
-        f"shard-{s:02d}": paths.shard_dir(s) / "metrics.json" for s in range(cfg.shards)
+    units = {"base": paths.unit_metrics("base")} | {
+        f"shard-{s:02d}": paths.unit_metrics(f"s{s:02d}") for s in range(cfg.shards)
     }
     digests = {
         "manifest_payload_sha256": partition["manifest_payload_sha256"],

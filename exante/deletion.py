@@ -542,7 +542,7 @@ def _log_evidence(ctx: Context, request_ids, removed, started: float, models: _M
     from verify.evidence import log_deletion
 
     shards = models.retrained
-    units = [json.loads((ctx.root / Paths().shard_dir(s) / "metrics.json").read_text())
+    units = [json.loads((ctx.root / Paths().unit_metrics(f"s{s:02d}")).read_text())
              for s in shards]  # fmt: skip
     metrics = {
         "records_removed": len(removed), "shards_retrained": len(shards),
