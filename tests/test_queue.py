@@ -156,3 +156,21 @@ def test_a_forged_acknowledgement_is_refused(project: Project, keys: Keys):
     write_envelope(path, sign_envelope(base64.b64decode(payload), keys.stranger))
     with pytest.raises(UntrustedKeyError):
         verify_acknowledgement(path, _trusted(project))
+
+
+def test_a_flush_that_fails_leaves_every_request_pending_for_the_next(project: Project):
+    """No pipeline here, so ``dvc repro`` fails: the requests are ``failed``, not lost."""
+    root = project.root
+    for n in (6, 7):
+        assert _enqueue(project, "--record", f"crm/p000{n}-city", "--reason", "T",
+                        "--request-id", f"q-{n}").code == 0  # fmt: skip
+    first = exante(root, "delete", "--flush")
+    assert first.code == 1 and "dvc repro" in first.err and "--resume" in first.err
+    ledger = verify_ledger(root, _trusted(project))
+    assert [ledger.status_of(f"q-{n}") for n in (6, 7)] == ["failed", "failed"]
+    assert not (root / "data/receipts").exists()
+    status = exante(root, "ledger", "status")
+    assert status.code == 0 and status.out.count(" failed ") == 2
+    again = exante(root, "delete", "--flush")  # takes both up again, from retraining
+    assert again.code == 1 and "processing 2 requests together: q-6, q-7" in again.out
+    assert exante(root, "ledger", "verify").code == 0
