@@ -183,10 +183,11 @@ def _write_metrics(path: Path, metrics: dict) -> None:
 
 
 def _write_unit(root: Path, paths: Paths, out_dir: Path, unit: str, facts: dict, timings: dict):
-    """The unit's facts beside its weights; facts and timings in ``models/metrics/<unit>.json``.
+    """The model's facts beside its weights; with the run's, in ``models/metrics/<unit>.json``.
 
-    Wall-clock times change on every run: kept in the output directory, they would
-    change its DVC hash and re-run every stage downstream of bit-identical weights.
+    Wall-clock times change on every run, and which slices a run trained depends
+    on the checkpoints it found: kept in the output directory, they would change
+    its DVC hash and re-run every stage downstream of bit-identical weights.
     """
     _write_metrics(root / out_dir / "metrics.json", facts)
     _write_metrics(root / paths.unit_metrics(unit), facts | timings)
@@ -226,16 +227,17 @@ def run_train_shard(
                          on_epoch=on_epoch)  # fmt: skip
     wall = time.perf_counter() - start
     check_privacy_spent(result.dp, max_epsilon, f"shard {shard}")
-    facts = {
-        "kind": "shard", "shard": shard, "records": len(placed), "slices": result.slices,
+    facts = {"kind": "shard", "shard": shard, "records": len(placed), "slices": result.slices,
+             "dp": result.dp, "dp_noise": result.dp_noise}  # fmt: skip
+    # what this run did depends on the checkpoints it found, not only on its inputs
+    run = {
         "trained_slices": result.trained,
         "reused_slices": [r for r in range(cfg.slices) if r not in result.trained],
-        "epochs": result.epochs, "dp": result.dp, "dp_noise": result.dp_noise,
-    }  # fmt: skip
-    timings = _timings(result.epochs, wall) | {
-        "slice_seconds": {str(r): sec for r, sec in sorted(result.seconds.items())}
+        "epochs": result.epochs,
+        "slice_seconds": {str(r): sec for r, sec in sorted(result.seconds.items())},
     }
-    return _write_unit(root, paths, paths.shard_dir(shard), f"s{shard:02d}", facts, timings)
+    return _write_unit(root, paths, paths.shard_dir(shard), f"s{shard:02d}", facts,
+                       _timings(result.epochs, wall) | run)  # fmt: skip
 
 
 # -- ensemble and attestation -------------------------------------------------------

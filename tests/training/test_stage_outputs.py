@@ -41,6 +41,7 @@ def test_retraining_on_identical_data_leaves_the_dependent_outputs_byte_identica
     run_train_shard(root, TINY, 0)
     shard_before = _digests(root / paths.shard_dir(0))
     timings_before = json.loads((root / paths.unit_metrics("s00")).read_text())
+    assert timings_before["trained_slices"] == [0, 1]
 
     shutil.rmtree(root / paths.base)
     shutil.rmtree(root / paths.shard_dir(0))  # from scratch: no checkpoint to reuse
@@ -49,11 +50,15 @@ def test_retraining_on_identical_data_leaves_the_dependent_outputs_byte_identica
 
     assert _digests(root / paths.base) == base_before
     assert _digests(root / paths.shard_dir(0)) == shard_before
+    again = run_train_shard(root, TINY, 0)  # the stage re-run: every checkpoint is reused
+    assert again["trained_slices"] == [] and again["reused_slices"] == [0, 1]
+    assert _digests(root / paths.shard_dir(0)) == shard_before
     assert first["wall_seconds"] > 0 and second["wall_seconds"] > 0
     for unit, out_dir in (("base", paths.base), ("s00", paths.shard_dir(0))):
         facts = json.loads((root / out_dir / "metrics.json").read_text())
         full = json.loads((root / paths.unit_metrics(unit)).read_text())
         assert not {"wall_seconds", "tokens_per_second", "slice_seconds"} & set(facts)
+        assert unit == "base" or not {"trained_slices", "reused_slices", "epochs"} & set(facts)
         assert full["wall_seconds"] > 0 and full.items() >= facts.items()
     assert "slice_seconds" in timings_before
 
