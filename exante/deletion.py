@@ -15,9 +15,11 @@ The flow, under the ledger lock (:func:`lineage.ledger.ledger_lock`):
 5. verify (``verified``); 6. sign a receipt (``complete``).
 
 A failure appends ``failed`` with the reason; ``--resume`` finishes every
-pending request from where it stands. The previous release (``models/ensemble``,
-its signature, its attestation and the checkpoints it names) stays in force until
-the pipeline's attest stage replaces it.
+pending request from where it stands. Queued requests (:mod:`exante.queue`)
+wait for ``--flush``, which runs this same flow over all of them at once.
+``dvc repro`` is streamed into ``.exante/logs`` (and to ``Context.progress``).
+The previous release (``models/ensemble``, its signature, its attestation and
+the checkpoints it names) stays in force until the attest stage replaces it.
 """
 
 from __future__ import annotations
