@@ -69,8 +69,7 @@ def sh(cmd: list[str], cwd: Path) -> float:
 
 def shard_metrics(root: Path, shards: int) -> dict[int, dict]:
     return {
-        s: json.loads((root / f"models/shards/s{s:02d}/metrics.json").read_text())
-        for s in range(shards)
+        s: json.loads((root / f"models/metrics/s{s:02d}.json").read_text()) for s in range(shards)
     }
 
 
@@ -116,7 +115,7 @@ def full_retrain(root: Path, cfg: TrainConfig) -> tuple[dict[int, dict], list[in
         aside = shard_dir.with_name(shard_dir.name + ".kept")
         shard_dir.rename(aside)
         sh(["exante", "train", "shard", "--shard", str(s)], root)
-        metrics[s] = json.loads((shard_dir / "metrics.json").read_text())
+        metrics[s] = json.loads((root / f"models/metrics/s{s:02d}.json").read_text())
         a = st.load_file(final_checkpoint(aside) / "model.safetensors")
         b = st.load_file(final_checkpoint(shard_dir) / "model.safetensors")
         if a.keys() != b.keys() or not all(torch.equal(a[k], b[k]) for k in a):

@@ -234,37 +234,67 @@ def cmd_partition(args) -> int:
     return 0
 
 
-def _progress(name: str, slices: int | None):
-    """An epoch bar for one unit (stderr, only on a terminal); returns (on_epoch, close)."""
+def _progress_on(args) -> bool:
+    """Progress lines on stderr: on a terminal, with ``--progress``, or when a parent asks."""
+    from exante._stream import PROGRESS_ENV
+
+    return bool(getattr(args, "progress", False) or os.environ.get(PROGRESS_ENV) == "1"
+                or sys.stderr.isatty())  # fmt: skip
+
+
+def _say_progress(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def _progress(name: str, plan, *, lines: bool):
+    """One line per epoch (slice, loss, time left) on stderr; returns (on_epoch, close).
+
+    ``lines``: plain lines (a log, or a parent streaming them); otherwise a bar on a terminal.
+    """
     from tqdm import tqdm
 
+    from exante._progress import EpochProgress
+
+    eta = EpochProgress(name, plan)
+    if lines:
+        return (lambda *event: _say_progress(eta.line(*event))), (lambda: None)
     bar = tqdm(desc=name, unit="epoch", disable=None, leave=False, file=sys.stderr)
 
     def on_epoch(*event) -> None:
-        *slice_, stats = event
-        post = {"loss": f"{stats.loss:.3f}"}
-        if slice_ and slices:
-            post = {"slice": f"{slice_[0] + 1}/{slices}"} | post
-        bar.set_postfix(post, refresh=False)
+        bar.set_postfix_str(eta.line(*event).split(": ", 1)[1], refresh=False)
         bar.update()
 
     return on_epoch, bar.close
+
+
+def _shard_plan(cfg, shard: int):
+    from exante._progress import slice_plan
+    from training.partition import read_shard, shard_file
+    from training.stages import Paths
+
+    try:
+        placed = read_shard(shard_file(Paths().shards, shard))
+    except (FileNotFoundError, LineageError):
+        placed = []  # the stage itself reports it
+    chars = [sum(len(r.text) for q, r in placed if q == k) for k in range(cfg.slices)]
+    return slice_plan(cfg, chars)
 
 
 def cmd_train(args) -> int:
     from training.stages import run_train_base, run_train_shard
 
     cfg = _train_cfg()
+    lines = _progress_on(args) and not sys.stderr.isatty()  # a terminal gets the bar
     if args.unit == "base":
         name = "base"
-        on_epoch, close = _progress(name, None)
+        on_epoch, close = _progress("train base", [(cfg.base.max_epochs, 1.0)], lines=lines)
         try:
             m = run_train_base(Path("."), cfg, on_epoch=on_epoch)
         finally:
             close()
     else:
         name = f"shard {args.shard}"
-        on_epoch, close = _progress(name, cfg.slices)
+        on_epoch, close = _progress(f"train {name}", _shard_plan(cfg, args.shard), lines=lines)
         try:
             m = run_train_shard(Path("."), cfg, args.shard, on_epoch=on_epoch)
         finally:
@@ -305,8 +335,8 @@ def cmd_report(args) -> int:
     cfg = params.train
     report = run_report(root, cfg, paths)
     partition, _, partition_sha = load_partition(root, paths)
-    units = {"base": paths.base / "metrics.json"} | {
-        f"shard-{s:02d}": paths.shard_dir(s) / "metrics.json" for s in range(cfg.shards)
+    units = {"base": paths.unit_metrics("base")} | {
+        f"shard-{s:02d}": paths.unit_metrics(f"s{s:02d}") for s in range(cfg.shards)
     }
     digests = {
         "manifest_payload_sha256": partition["manifest_payload_sha256"],
@@ -439,8 +469,17 @@ def _deletion_context(args):
     from lineage.signing import load_trusted_keys
     from lineage.stages import TRUSTED
 
+    progress = _say_progress if _progress_on(args) else None
     return Context(Path("."), _train_cfg(), _signer(args), load_trusted_keys(TRUSTED),
-                   verify=bool(getattr(args, "verify", False)))  # fmt: skip
+                   verify=bool(getattr(args, "verify", False)), progress=progress)  # fmt: skip
+
+
+def _period():
+    from exante.params import load_params
+    from exante.queue import Period
+
+    d = load_params().deletion
+    return Period(d.deadline_months, d.deadline_days)
 
 
 def cmd_delete(args) -> int:
@@ -452,6 +491,10 @@ def cmd_delete(args) -> int:
 
     if args.resume:
         receipts = resume(_deletion_context(args))
+    elif args.flush:
+        from exante.queue import flush
+
+        receipts = flush(_deletion_context(args))
     else:
         if args.from_file:
             specs = read_request_file(args.from_file)
@@ -462,6 +505,11 @@ def cmd_delete(args) -> int:
             ledger = verify_ledger(Path("."), load_trusted_keys(TRUSTED))
             resolved = resolve(specs, read_all(RECORDS), ledger)
             _print_plan(plan(Path("."), _train_cfg(), [i for h in resolved for i in h]))
+            return 0
+        if args.enqueue:
+            from exante.queue import enqueue
+
+            enqueue(_deletion_context(args), specs, _period())
             return 0
         receipts = delete(_deletion_context(args), specs)
     for path in receipts:
@@ -541,6 +589,46 @@ def _baseline_names(kind: str, method: str | None, params, policy) -> list[str]:
     if kind == "calib":
         return baselines.calibration_names(params, policy)
     return [kind]
+
+
+def cmd_ledger_status(args) -> int:
+    """Pending requests against their deadline; exit 1 when one is overdue (for a CI alert)."""
+    from exante.queue import now, pending
+    from lineage.ledger import verify_ledger
+    from lineage.signing import load_trusted_keys
+    from lineage.stages import TRUSTED
+
+    as_of = args.as_of or now()
+    rows = pending(verify_ledger(Path("."), load_trusted_keys(TRUSTED)), _period())
+    print(f"pending deletion requests as of {as_of.isoformat()}: {len(rows)}")
+    for q in rows:
+        left = q.deadline - as_of
+        due = f"OVERDUE by {_days(-left)}" if q.overdue(as_of) else f"{_days(left)} left"
+        print(f"  {q.request_id:24s} {q.status:10s} received {q.received_at.isoformat()} "
+              f"(age {_days(q.age(as_of))}); due {q.deadline.isoformat()}: {due}")  # fmt: skip
+    late = [q.request_id for q in rows if q.overdue(as_of)]
+    if late:
+        print(f"exante: {len(late)} deletion requests overdue: {', '.join(late)}; "
+              "run `exante delete --flush`", file=sys.stderr)  # fmt: skip
+        return 1
+    return 0
+
+
+def _days(t) -> str:
+    return f"{t.total_seconds() / 86400:.1f} d"
+
+
+def _as_of(text: str):
+    """``--as-of``: a date (its midnight, UTC) or an ISO 8601 time (naive means UTC)."""
+    from datetime import UTC, datetime
+
+    try:
+        t = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a date (YYYY-MM-DD) or ISO 8601 time"
+        ) from None
+    return t.replace(tzinfo=UTC) if t.utcoffset() is None else t.astimezone(UTC)
 
 
 def cmd_verify_baseline(args) -> int:
@@ -817,6 +905,11 @@ def build_parser() -> argparse.ArgumentParser:
     tr = sub.add_parser("train", help="train the base model or one SISA shard")
     tr.add_argument("unit", choices=["base", "shard"])
     tr.add_argument("--shard", type=int, default=0)
+    tr.add_argument(
+        "--progress",
+        action="store_true",
+        help="one line per epoch on stderr (slice, loss, time left), for logs",
+    )
     tr.set_defaults(func=cmd_train)
     sub.add_parser("attest", help="sign the ensemble and attest its training").set_defaults(
         func=cmd_attest
@@ -846,6 +939,17 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--from-file", type=Path, help="a batch: one JSON request a line")
     d.add_argument("--plan", action="store_true", help="dry run: records, shards, cost")
     d.add_argument("--resume", action="store_true", help="finish pending requests")
+    d.add_argument("--enqueue", action="store_true",
+                   help="acknowledge the requests now (signed, with their receipt deadline); "
+                   "process them with the next --flush")  # fmt: skip
+    d.add_argument("--flush", action="store_true",
+                   help="process every queued or pending request together, one retrain per "
+                   "affected shard; then a receipt each")  # fmt: skip
+    d.add_argument(
+        "--progress",
+        action="store_true",
+        help="progress lines on stderr even when it is not a terminal (for logs)",
+    )
     d.add_argument("--verify", action="store_true",
                    help="first verify each request against a retrain reference under the "
                    "recovery attacks (a signed report beside the receipts)")  # fmt: skip
@@ -863,6 +967,10 @@ def build_parser() -> argparse.ArgumentParser:
     lg.add_parser("verify", help="check the chain and the signed head").set_defaults(
         func=cmd_ledger_verify
     )
+    ls = lg.add_parser("status", help="pending requests against their deadline; 1 if overdue")
+    ls.add_argument("--as-of", type=_as_of, metavar="DATE",
+                    help="judge the deadlines at this date or time (default: now)")  # fmt: skip
+    ls.set_defaults(func=cmd_ledger_status)
     v = sub.add_parser("verify", help="recovery attacks against a retrain reference; signed report")
     v.add_argument("--rebuild", action="store_true",
                    help="rebuild every baseline (missing and stale ones always are)")  # fmt: skip
@@ -919,13 +1027,23 @@ def _check_baseline_args(p: argparse.ArgumentParser, args) -> None:
 
 def _check_delete_args(p: argparse.ArgumentParser, args) -> None:
     named = bool(args.record or args.subject)
+    if args.flush and (named or args.from_file or args.plan or args.resume or args.enqueue
+                       or args.verify):  # fmt: skip
+        p.error("delete --flush takes no records, subjects, --from-file, --plan, --resume, "
+                "--enqueue or --verify: it processes what the ledger holds")  # fmt: skip
+    if args.flush:
+        return
+    if args.enqueue and (args.plan or args.resume or args.verify):
+        p.error("delete --enqueue takes no --plan, --resume or --verify")
     if args.resume and (named or args.from_file or args.plan):
         p.error("delete --resume takes no records, subjects, --from-file or --plan")
     if args.verify and (args.resume or args.plan):
         p.error("delete --verify verifies new requests (their text is gone after a deletion), "
                 "not --resume or --plan")  # fmt: skip
     if not args.resume and named == bool(args.from_file):
-        p.error("delete needs --record/--subject or --from-file (one of them), or --resume")
+        p.error(
+            "delete needs --record/--subject or --from-file (one of them), or --resume or --flush"
+        )
     if named and not args.reason:
         p.error("delete --record/--subject needs --reason")
 

@@ -15,9 +15,11 @@ The flow, under the ledger lock (:func:`lineage.ledger.ledger_lock`):
 5. verify (``verified``); 6. sign a receipt (``complete``).
 
 A failure appends ``failed`` with the reason; ``--resume`` finishes every
-pending request from where it stands. The previous release (``models/ensemble``,
-its signature, its attestation and the checkpoints it names) stays in force until
-the pipeline's attest stage replaces it.
+pending request from where it stands. Queued requests (:mod:`exante.queue`)
+wait for ``--flush``, which runs this same flow over all of them at once.
+``dvc repro`` is streamed into ``.exante/logs`` (and to ``Context.progress``).
+The previous release (``models/ensemble``, its signature, its attestation and
+the checkpoints it names) stays in force until the attest stage replaces it.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from pathlib import Path
 
 from exante.params import load_params
 from lineage._canonical import file_sha256
+from lineage._shape import shown
 from lineage.errors import BadInputError, LineageError, VerificationError
 from lineage.ledger import (
     Ledger,
@@ -47,6 +50,9 @@ from lineage.records import Record, read_all
 from lineage.stages import RECORDS
 
 RECEIPTS = Path("data/receipts")
+ACKS = Path("data/acks")
+LOGS = Path(".exante/logs")
+_REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@+-]{0,127}")
 
 
 class UnknownTargetError(BadInputError):
@@ -120,6 +126,9 @@ def resolve(
             problems.append(f"{spec.request_id}: a reason is required")
         if not (spec.record_ids or spec.subject_ids):
             problems.append(f"{spec.request_id}: name at least one record or subject")
+        if not _REQUEST_ID.fullmatch(spec.request_id):
+            problems.append(f"request id {shown(spec.request_id)} is malformed: up to 128 "
+                            "letters, digits and ._:@+-, from a letter or digit")  # fmt: skip
         if spec.request_id in known:
             problems.append(f"{spec.request_id}: a request with this id is already in the ledger")
         hashes = {}
@@ -190,12 +199,10 @@ def plan(root: Path, cfg, record_ids: Sequence[str]) -> dict:
 
 def _slice_cost(cfg, chars: Sequence[int], r: int) -> float:
     """Characters × epochs of slice r, given each slice's own characters."""
-    if cfg.shard.replay is not None:
-        return cfg.shard.max_epochs * (chars[r] + cfg.shard.replay * sum(chars[:r]))
-    from training.sisa import slice_schedule
+    from exante._progress import slice_plan
 
-    epochs = slice_schedule(cfg, r).max_epochs
-    return epochs * sum(chars[: r + 1])
+    cap, work = slice_plan(cfg, chars)[r]
+    return cap * work
 
 
 # -- the deletion ---------------------------------------------------------------
@@ -209,6 +216,7 @@ class Context:
     trusted: Mapping
     say: Callable[[str], None] = print
     verify: bool = False  # verify each request against a retrain reference before retraining
+    progress: Callable[[str], None] | None = None  # progress lines (stderr), None when quiet
 
 
 def delete(ctx: Context, specs: Sequence[RequestSpec]) -> list[Path]:
@@ -228,13 +236,27 @@ def delete(ctx: Context, specs: Sequence[RequestSpec]) -> list[Path]:
 
 
 def resume(ctx: Context) -> list[Path]:
-    """Finish every request not yet complete, oldest first."""
+    """Finish every request under way, oldest first; queued ones wait for ``--flush``."""
+    return finish_pending(ctx, queued=False)
+
+
+def finish_pending(ctx: Context, *, queued: bool) -> list[Path]:
+    """Carry every pending request (with ``queued``, the queued ones too) to ``complete``.
+
+    They are processed together: one ``dvc repro``, so each affected shard
+    retrains once, from the earliest slice any of them touches.
+    """
     with ledger_lock(ctx.root) as lock:
         _recover(ctx, lock)
-        pending = [q.request_id for q in verify_ledger(ctx.root, ctx.trusted).pending()]
+        ledger = verify_ledger(ctx.root, ctx.trusted)
+        pending = [q.request_id for q in ledger.pending()
+                   if queued or ledger.status_of(q.request_id) != "queued"]  # fmt: skip
         if not pending:
-            ctx.say("no pending deletion requests")
+            waiting = len(ledger.pending())
+            more = f"; {waiting} queued wait for `exante delete --flush`" if waiting else ""
+            ctx.say(f"no pending deletion requests{more}")
             return []
+        ctx.say(f"processing {len(pending)} requests together: {', '.join(pending)}")
         _write_denied(ctx.root)
         return _process(ctx, lock, pending)
 
@@ -324,13 +346,16 @@ def _process(
         verified = (_verify_requests(ctx, forget) if forget
                     else _stored_verifications(ctx, request_ids))  # fmt: skip
         shards, ratio = _affected(ctx, removed)
-        step.to("retraining", from_={"received", "failed"}, shards=shards,
+        step.to("retraining", from_={"received", "queued", "failed"}, shards=shards,
                 meta={"models_before": before, "estimated_cost_ratio": ratio})  # fmt: skip
-        _run(ctx.root, ["repro"], "the pipeline (dvc repro)")
+        _repro(ctx, removed)
+        _tell(ctx, "step 2/4: purging old copies (checkpoints, DVC cache and remote)")
         purged = purge(ctx.root, ctx.cfg)
         step.to("purged", from_={"retraining"}, meta=purged)
+        _tell(ctx, "step 3/4: checking the records are gone and the release verifies")
         verify_deleted(ctx.root, ctx.cfg, ctx.trusted, removed)
         step.to("verified", from_={"purged"})
+        _tell(ctx, "step 4/4: logging evidence and signing receipts")
         models = _models(ctx, request_ids)
         evidence = _log_evidence(ctx, request_ids, removed, started, models)
         evidence |= _check_verified(ctx, verified)
@@ -346,16 +371,48 @@ def _process(
     return receipts
 
 
+# -- progress: which step, which shard and slice, the retrain's own epochs -------------
+
+
+def _tell(ctx: Context, line: str) -> None:
+    if ctx.progress is not None:
+        ctx.progress(line)
+
+
+def _repro(ctx: Context, removed: Mapping[str, str]) -> None:
+    """``dvc repro``, its output streamed line by line into a log under ``.exante/logs``.
+
+    The shard retrain runs inside it as a child process: its per-epoch lines
+    (slice, epoch, loss, time left) go to the log always, and to stderr with
+    progress on, instead of minutes of silence.
+    """
+    from datetime import UTC, datetime
+
+    from exante._stream import PROGRESS_ENV, run_streamed
+
+    try:
+        where = plan(ctx.root, ctx.cfg, list(removed))["shards"]
+    except (FileNotFoundError, LineageError):
+        where = {}
+    todo = ", ".join(f"shard {s} from slice {v['first_slice']}" for s, v in where.items())
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    log = ctx.root / LOGS / f"repro-{stamp}.log"
+    _tell(ctx, f"step 1/4: retraining {todo or 'nothing (no shard holds the records)'} "
+               f"in dvc repro; log: {log.relative_to(ctx.root)}")  # fmt: skip
+    code, tail = run_streamed([sys.executable, "-m", "dvc", "repro"], ctx.root, log=log,
+                              echo=ctx.progress, env={PROGRESS_ENV: "1"})  # fmt: skip
+    if code != 0:
+        raise DeletionFailedError(f"the pipeline (dvc repro) failed (exit {code}); "
+                                  f"the whole output is in {log}:", problems=tail)  # fmt: skip
+
+
 def _refresh_audit(ctx: Context) -> None:
     """Rebuild the audit bundle with the final ledger and receipts; record it in dvc.lock.
 
     The pipeline's audit stage ran mid-deletion, before the receipt existed. The
     deletion is complete either way: a failure here is reported, not raised.
     """
-    import yaml
-
-    stages = yaml.safe_load((ctx.root / "dvc.yaml").read_text()).get("stages", {})
-    if "audit" not in stages:
+    if "audit" not in _stage_names(ctx.root):
         return
     from verify.audit.bundle import DEFAULT_HTML, DEFAULT_OUT, build_bundle
 
@@ -454,6 +511,7 @@ def _track_ledger(root: Path) -> None:
     from lineage.ledger import HEAD, LEDGER
 
     targets = [LEDGER.as_posix(), HEAD.as_posix(), RECEIPTS.as_posix()]
+    targets += [ACKS.as_posix()] if (root / ACKS).is_dir() else []  # queued requests' acks
     _run(root, ["add", "-q", *targets], "dvc add (the ledger and receipts)")
     if _default_remote(root):
         _run(root, ["push", "-q", *(f"{t}.dvc" for t in targets)], "dvc push (the ledger)")
@@ -478,7 +536,8 @@ def purge(root: Path, cfg) -> dict:
     pruned = prune_checkpoints(root, cfg)
     if pruned:  # the shard directories changed after the pipeline: record them in dvc.lock
         stages = [f"train@{int(s[1:])}" for s in sorted(pruned)] + ["attest"]
-        if f"s{load_params(root / 'params.yaml').verify.forget_shard:02d}" in pruned:
+        forget = f"s{load_params(root / 'params.yaml').verify.forget_shard:02d}"
+        if forget in pruned and "verify_exact" in _stage_names(root):
             stages.append("verify_exact")  # it depends on that shard's checkpoint directory
         _run(root, ["commit", "-f", "-q", *stages], "dvc commit (after pruning checkpoints)")
     remote = _default_remote(root)
@@ -490,6 +549,12 @@ def purge(root: Path, cfg) -> dict:
     return {"dvc_cache": "gc --workspace", "dvc_remote": remote or None,
             "temp_dirs": [p.relative_to(root).as_posix() for p in temps],
             "pruned_checkpoints": pruned}  # fmt: skip
+
+
+def _stage_names(root: Path) -> set[str]:
+    import yaml
+
+    return set(yaml.safe_load((Path(root) / "dvc.yaml").read_text()).get("stages", {}))
 
 
 def prune_checkpoints(root: Path, cfg) -> dict[str, list[str]]:
@@ -564,7 +629,7 @@ def _log_evidence(ctx: Context, request_ids, removed, started: float, models: _M
     from verify.evidence import log_deletion
 
     shards = models.retrained
-    units = [json.loads((ctx.root / Paths().shard_dir(s) / "metrics.json").read_text())
+    units = [json.loads((ctx.root / Paths().unit_metrics(f"s{s:02d}")).read_text())
              for s in shards]  # fmt: skip
     metrics = {
         "records_removed": len(removed), "shards_retrained": len(shards),

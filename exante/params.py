@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import date
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from lineage._yaml import read_yaml
 from lineage.corpus import CorpusSpec
@@ -43,9 +43,23 @@ class GateParams(_Strict):
         return self.as_of or date.today()
 
 
+class DeletionParams(_Strict):
+    """When a queued erasure request's receipt is due: GDPR Art. 12(3) says one month."""
+
+    deadline_months: int = Field(1, ge=0)
+    deadline_days: int = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _some_time(self):
+        if self.deadline_months == 0 and self.deadline_days == 0:
+            raise ValueError("deadline_months and deadline_days are both 0: give a period")
+        return self
+
+
 class Params(_Strict):
     corpus: CorpusParams = CorpusParams()
     gate: GateParams = GateParams()
+    deletion: DeletionParams = DeletionParams()
     train: TrainConfig = TrainConfig()
     verify: VerifyParams = VerifyParams()
 

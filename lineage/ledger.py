@@ -5,7 +5,9 @@ position (``seq``) and the SHA-256 of the previous line's bytes (``prev``; 64
 zeros for the first), so removing, editing or moving an entry breaks a link.
 ``data/ledger.head.dsse.json`` signs the file's digest, its entry count and its
 last line's hash, so cutting entries off the end, or appending unsigned ones,
-breaks the head. A request keeps record ids and the digests of their text,
+breaks the head. A queued request (``exante delete --enqueue``) is followed by
+an ``ack`` entry stating its deadline (:mod:`lineage.acknowledgement`) and waits
+as ``queued`` until a flush processes it. A request keeps record ids and the digests of their text,
 never the text: the ledger outlives the data it deletes. Its ``record_ids``
 and ``subject_ids`` are what the gate denies (:func:`lineage.stages.ledger_denials`).
 
@@ -71,9 +73,11 @@ WHAT = "ledger head"
 _POLL_S = 0.05
 
 # A request is ``received`` when appended; each status entry moves it one step.
+# An ``ack`` entry moves it to ``queued`` (it waits for a flush);
 # ``failed`` may resume at ``retraining``; ``complete`` is final.
 NEXT = {
-    "received": frozenset({"retraining", "failed"}),
+    "received": frozenset({"queued", "retraining", "failed"}),
+    "queued": frozenset({"retraining", "failed"}),
     "retraining": frozenset({"purged", "failed"}),
     "purged": frozenset({"verified", "failed"}),
     "verified": frozenset({"complete", "failed"}),
@@ -87,6 +91,7 @@ _KEYS = {
         (*_COMMON, "reason", "record_ids", "subject_ids", "record_hashes", "received_at")
     ),
     "status": frozenset((*_COMMON, "at", "detail", "shards", "meta")),
+    "ack": frozenset((*_COMMON, "at", "deadline", "rule")),
 }
 
 
@@ -168,12 +173,31 @@ class StatusChange(_Entry):
         }
 
 
-Entry = Request | StatusChange
+@dataclass(frozen=True)
+class Ack(_Entry):
+    """A queued request's acknowledgement: when it was acknowledged, and its receipt deadline.
+
+    ``rule`` names where the deadline comes from (GDPR Art. 12(3): one month of receipt).
+    """
+
+    at: str
+    deadline: str
+    rule: str
+    kind: ClassVar[str] = "ack"
+    status: ClassVar[str] = "queued"
+
+    def to_dict(self) -> dict:
+        return self._common() | {"at": self.at, "deadline": self.deadline, "rule": self.rule}
+
+
+Entry = Request | StatusChange | Ack
 
 
 def _entry(d: dict) -> Entry:
     """The entry ``d`` describes; ``d`` has passed :func:`entry_problems`."""
     common = d["seq"], d["prev"], d["request_id"]
+    if d["kind"] == "ack":
+        return Ack(*common, d["at"], d["deadline"], d["rule"])
     if d["kind"] == "request":
         hashes, subjects = dict(d["record_hashes"]), tuple(d["subject_ids"])
         return Request(*common, d["reason"], hashes, subjects, d["received_at"])
@@ -184,7 +208,7 @@ def entry_problems(d: dict) -> list[str]:
     """Every way ``d`` is not a valid entry (beyond ``seq`` and ``prev``); empty if none."""
     keys = _KEYS.get(d.get("kind")) if isinstance(d.get("kind"), str) else None
     if keys is None:
-        return [f"kind is {shown(d.get('kind'))}, not 'request' or 'status'"]
+        return [f"kind is {shown(d.get('kind'))}, not one of {', '.join(sorted(_KEYS))}"]
     if problems := key_problems(d, keys, what=f"a {d['kind']} entry"):
         return problems
     if d["schema_version"] != SCHEMA_VERSION:
@@ -192,8 +216,8 @@ def entry_problems(d: dict) -> list[str]:
     rid = d["request_id"]
     if not isinstance(rid, str) or not rid or not rid.isprintable():
         problems.append("request_id must be a non-empty printable string")
-    check = _request_problems if d["kind"] == "request" else _status_problems
-    return problems + check(d)
+    check = {"request": _request_problems, "status": _status_problems, "ack": _ack_problems}
+    return problems + check[d["kind"]](d)
 
 
 def _request_problems(d: dict) -> list[str]:
@@ -230,6 +254,17 @@ def _status_problems(d: dict) -> list[str]:
         problems.append("shards must be a sorted list of distinct shard numbers")
     if not isinstance(d["meta"], dict):
         problems.append("meta must be an object")
+    return problems
+
+
+def _ack_problems(d: dict) -> list[str]:
+    problems = [] if d["status"] == "queued" else ["an ack's status is 'queued'"]
+    if not (is_utc(d["at"]) and is_utc(d["deadline"])):
+        problems.append("at and deadline must be ISO 8601 times in UTC")
+    elif datetime.fromisoformat(d["deadline"]) <= datetime.fromisoformat(d["at"]):
+        problems.append("the deadline must come after the acknowledgement")
+    if not isinstance(d["rule"], str) or not d["rule"]:
+        problems.append("rule must say where the deadline comes from")
     return problems
 
 
@@ -312,6 +347,11 @@ class Ledger:
         if request_id not in self.statuses:
             raise LedgerEntryError(f"no request {request_id!r} in the ledger")
         return self.statuses[request_id]
+
+    def ack(self, request_id: str) -> Ack | None:
+        """The request's acknowledgement, if it was queued."""
+        acks = (e for e in self.entries if isinstance(e, Ack) and e.request_id == request_id)
+        return next(acks, None)
 
     def pending(self) -> tuple[Request, ...]:
         """Requests not yet complete, oldest first: what a resumed deletion must finish."""
@@ -560,6 +600,28 @@ def append_status(
         "detail": detail,
         "shards": sorted(set(shards)),
         "meta": _plain(meta or {}),
+    }
+    return _append(lock, signer, trusted, fields)
+
+
+def append_ack(
+    lock: LedgerLock,
+    signer: Signer,
+    trusted: Mapping,
+    *,
+    request_id: str,
+    deadline: datetime,
+    rule: str,
+    at: datetime | None = None,
+) -> Ack:
+    """Queue a ``received`` request: acknowledge it with its receipt deadline."""
+    fields = {
+        "kind": "ack",
+        "request_id": request_id,
+        "status": "queued",
+        "at": _utc(at),
+        "deadline": _utc(deadline),
+        "rule": rule,
     }
     return _append(lock, signer, trusted, fields)
 

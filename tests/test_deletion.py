@@ -86,7 +86,7 @@ def test_delete_a_person_retrains_one_shard_and_purges_every_copy(deletion: Dele
     for s in range(4):
         now = (root / f"models/shards/s{s:02d}/metrics.json").read_bytes()
         assert (now != metrics[s]) == (s == shard), f"shard {s}"
-    m = json.loads((root / f"models/shards/s{shard:02d}/metrics.json").read_text())
+    m = json.loads((root / f"models/metrics/s{shard:02d}.json").read_text())
     assert m["reused_slices"] == list(range(min(slices)))  # the clean prefix is reused
     assert m["trained_slices"] == list(range(min(slices), 2))
 
@@ -131,7 +131,7 @@ def test_the_retrained_shard_is_bit_identical_to_training_from_scratch(project, 
     shutil.copytree(root, copy, symlinks=True)
     shutil.rmtree(copy / f"models/shards/s{shard:02d}")  # no checkpoint to start from
     run(["exante", "train", "shard", "--shard", str(shard)], copy)
-    m = json.loads((copy / f"models/shards/s{shard:02d}/metrics.json").read_text())
+    m = json.loads((copy / f"models/metrics/s{shard:02d}.json").read_text())
     assert m["reused_slices"] == [] and m["trained_slices"] == [0, 1]
     a = st.load_file(final_checkpoint(root / f"models/shards/s{shard:02d}") / "model.safetensors")
     b = st.load_file(final_checkpoint(copy / f"models/shards/s{shard:02d}") / "model.safetensors")
@@ -195,7 +195,7 @@ def test_a_killed_batch_is_finished_by_resume_retraining_its_shard_once(project)
     for s in range(4):
         now = (root / f"models/shards/s{s:02d}/metrics.json").read_bytes()
         assert (now != metrics[s]) == (s == shard), f"shard {s}"
-    m = json.loads((root / f"models/shards/s{shard:02d}/metrics.json").read_text())
+    m = json.loads((root / f"models/metrics/s{shard:02d}.json").read_text())
     assert (m["reused_slices"], m["trained_slices"]) == ([0], [1])  # once, from the clean slice
     for n in range(2):
         run(["exante", "receipt", "verify", f"data/receipts/b{n}.dsse.json"], root)

@@ -185,9 +185,7 @@ def test_changing_one_shards_data_retrains_only_that_shard(pipeline):
     out = run(["dvc", "repro"], pipeline).stdout
     ran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
     assert {s for s in ran if s.startswith("train")} == {f"train@{placed['shard']}"}
-    metrics = json.loads(
-        (pipeline / "models" / "shards" / placed["unit"] / "metrics.json").read_text()
-    )
+    metrics = json.loads((pipeline / "models" / "metrics" / f"{placed['unit']}.json").read_text())
     assert metrics["reused_slices"] == list(range(placed["slice"]))  # the clean prefix
 
 

@@ -52,9 +52,14 @@ class Paths:
     report: Path = Path("models/report.json")
     evidence: Path = Path("models/evidence.json")
     facts: Path = Path("data/raw/crm.jsonl")  # the embedded default's facts, for knowledge probes
+    metrics: Path = Path("models/metrics")  # timings: DVC metrics files, never another stage's dep
 
     def shard_dir(self, shard: int) -> Path:
         return self.shard_models / f"s{shard:02d}"
+
+    def unit_metrics(self, unit: str) -> Path:
+        """A training unit's full metrics (``base``, ``s00``…), timings included."""
+        return self.metrics / f"{unit}.json"
 
     def base_file(self) -> Path:
         return self.shards / "base.jsonl"
@@ -177,6 +182,18 @@ def _write_metrics(path: Path, metrics: dict) -> None:
     atomic_write(path, json.dumps(metrics, indent=2, sort_keys=True).encode())
 
 
+def _write_unit(root: Path, paths: Paths, out_dir: Path, unit: str, facts: dict, timings: dict):
+    """The model's facts beside its weights; with the run's, in ``models/metrics/<unit>.json``.
+
+    Wall-clock times change on every run, and which slices a run trained depends
+    on the checkpoints it found: kept in the output directory, they would change
+    its DVC hash and re-run every stage downstream of bit-identical weights.
+    """
+    _write_metrics(root / out_dir / "metrics.json", facts)
+    _write_metrics(root / paths.unit_metrics(unit), facts | timings)
+    return facts | timings
+
+
 def run_train_base(root: Path, cfg: TrainConfig, paths: Paths = Paths(), *, on_epoch=None) -> dict:
     root = Path(root)
     placed, _ = _admitted_file(root, paths.base_file(), paths)
@@ -184,12 +201,13 @@ def run_train_base(root: Path, cfg: TrainConfig, paths: Paths = Paths(), *, on_e
     ckpt = train_base([r for _, r in placed], cfg, root / paths.base / "model", on_epoch=on_epoch)
     epochs = ckpt.meta["epochs"]
     wall = time.perf_counter() - start
-    metrics = {
-        "kind": "base", "records": len(placed), "epochs": epochs, "wall_seconds": wall,
-        "tokens_per_second": sum(e["tokens"] for e in epochs) / max(wall, 1e-9), "dp": None,
-    }  # fmt: skip
-    _write_metrics(root / paths.base / "metrics.json", metrics)
-    return metrics
+    facts = {"kind": "base", "records": len(placed), "epochs": epochs, "dp": None}
+    return _write_unit(root, paths, paths.base, "base", facts, _timings(epochs, wall))
+
+
+def _timings(epochs: list[dict], wall: float) -> dict:
+    return {"wall_seconds": wall,
+            "tokens_per_second": sum(e["tokens"] for e in epochs) / max(wall, 1e-9)}  # fmt: skip
 
 
 def run_train_shard(
@@ -209,17 +227,17 @@ def run_train_shard(
                          on_epoch=on_epoch)  # fmt: skip
     wall = time.perf_counter() - start
     check_privacy_spent(result.dp, max_epsilon, f"shard {shard}")
-    metrics = {
-        "kind": "shard", "shard": shard, "records": len(placed), "slices": result.slices,
+    facts = {"kind": "shard", "shard": shard, "records": len(placed), "slices": result.slices,
+             "dp": result.dp, "dp_noise": result.dp_noise}  # fmt: skip
+    # what this run did depends on the checkpoints it found, not only on its inputs
+    run = {
         "trained_slices": result.trained,
         "reused_slices": [r for r in range(cfg.slices) if r not in result.trained],
-        "epochs": result.epochs, "wall_seconds": wall,
+        "epochs": result.epochs,
         "slice_seconds": {str(r): sec for r, sec in sorted(result.seconds.items())},
-        "tokens_per_second": sum(e["tokens"] for e in result.epochs) / max(wall, 1e-9),
-        "dp": result.dp, "dp_noise": result.dp_noise,
-    }  # fmt: skip
-    _write_metrics(root / paths.shard_dir(shard) / "metrics.json", metrics)
-    return metrics
+    }
+    return _write_unit(root, paths, paths.shard_dir(shard), f"s{shard:02d}", facts,
+                       _timings(result.epochs, wall) | run)  # fmt: skip
 
 
 # -- ensemble and attestation -------------------------------------------------------
@@ -356,11 +374,8 @@ def run_report(root: Path, cfg: TrainConfig, paths: Paths = Paths(), *, samples:
     verify_training_attestation(
         root / paths.attestation, root=root, trusted=load_trusted_keys(root / paths.trusted)
     )
-    units = [root / paths.base / "metrics.json"] + [
-        root / paths.shard_dir(s) / "metrics.json" for s in range(cfg.shards)
-    ]
-    metrics = [json.loads(u.read_text()) for u in units]
     names = ["base"] + [f"s{s:02d}" for s in range(cfg.shards)]
+    metrics = [json.loads((root / paths.unit_metrics(n)).read_text()) for n in names]
     report: dict = {
         "schema_version": 1,
         "rule": cfg.ensemble,

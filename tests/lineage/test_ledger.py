@@ -521,3 +521,58 @@ def test_more_than_one_unsigned_line_is_not_rolled_back(root: Path, keys: Keys) 
     assert (root / LEDGER).read_bytes() == after
     with pytest.raises(UnsignedLedgerEntryError, match="lines 6 to 7"):
         verify_ledger(root, keys.trusted)
+
+
+# -- the queue: an ack entry states the deadline; queued requests wait for a flush -------
+
+
+def ack(lock, keys: Keys, request_id: str, deadline: datetime, **more):
+    from lineage.ledger import append_ack
+
+    return append_ack(lock, keys.signer, keys.trusted, request_id=request_id,
+                      deadline=deadline, rule="GDPR Art. 12(3)", **more)  # fmt: skip
+
+
+def test_a_queued_request_is_acknowledged_then_flushed_to_complete(
+    tmp_path: Path, keys: Keys
+) -> None:
+    due = datetime(2027, 1, 3, 10, tzinfo=UTC)
+    with ledger_lock(tmp_path) as lock:
+        request(lock, keys, "q", "crm/p0001-email")
+        entry = ack(lock, keys, "q", due)
+        assert verify_ledger(tmp_path, keys.trusted).status_of("q") == "queued"
+        for to in ("retraining", "purged", "verified", "complete"):
+            status(lock, keys, "q", to)
+    ledger = verify_ledger(tmp_path, keys.trusted)
+    assert ledger.ack("q") == entry and entry.deadline == "2027-01-03T10:00:00+00:00"
+    assert json.loads(lines(tmp_path)[1])["kind"] == "ack"
+    assert ledger.pending() == ()
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        (lambda lock, k: ack(lock, k, "req-9", datetime(2030, 1, 1, tzinfo=UTC)), "no request"),
+        (lambda lock, k: ack(lock, k, "req-1", datetime(2030, 1, 1, tzinfo=UTC)), "not queued"),
+        (lambda lock, k: ack(lock, k, "req-3", datetime(2020, 1, 1, tzinfo=UTC)), "after"),
+        (step("req-3", "queued"), "status is 'queued'"),
+    ],
+)
+def test_an_ack_must_follow_a_received_request_and_lie_ahead(
+    root: Path, keys: Keys, change, match: str
+) -> None:
+    with ledger_lock(root) as lock:
+        ask()(lock, keys)  # req-3, received
+        before = (root / LEDGER).read_bytes()
+        with pytest.raises(LedgerEntryError, match=match):
+            change(lock, keys)
+    assert (root / LEDGER).read_bytes() == before
+
+
+def test_an_edited_deadline_breaks_the_chain(root: Path, keys: Keys) -> None:
+    with ledger_lock(root) as lock:
+        ask()(lock, keys)
+        ack(lock, keys, "req-3", datetime(2030, 1, 1, tzinfo=UTC))
+    edit(-1, b"2030-01-01", b"2031-01-01")(root)
+    with pytest.raises(TamperedLedgerEntryError):
+        verify_ledger(root, keys.trusted)
