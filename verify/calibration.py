@@ -28,7 +28,7 @@ import math
 import random
 import statistics
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from statistics import NormalDist
 
@@ -244,11 +244,17 @@ def interval(
     fn = STATISTICS.get(check)
     if fn is None or not draws or check in PVALUES:
         return None
-    values = sorted(x for x in (fn(s, r, owners, d) for d in draws) if x is not None)
-    if len(values) < max(20, len(draws) // 2):
+    return percentile_interval((fn(s, r, owners, d) for d in draws), level)
+
+
+def percentile_interval(values: Iterable[float | None], level: float):
+    """The two-sided percentile interval; None when fewer than 20 (or half) resamples scored."""
+    got = list(values)
+    kept = sorted(x for x in got if x is not None)
+    if len(kept) < max(20, len(got) // 2):
         return None
     tail = (1 - level) / 2
-    return (_quantile(values, tail), _quantile(values, 1 - tail))
+    return (_quantile(kept, tail), _quantile(kept, 1 - tail))
 
 
 def _quantile(sorted_values: Sequence[float], q: float) -> float:

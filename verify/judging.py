@@ -228,41 +228,16 @@ def _reference_null(ref, checks, owners, inputs, draws, level) -> list[Verdict]:
 
 def _stat_interval(fn, owners, draws, level):
     point = fn(cal.identity(owners))
-    values = sorted(x for x in (fn(d) for d in draws) if x is not None)
-    if point is None or len(values) < max(20, len(draws) // 2):
-        return point, None
-    tail = (1 - level) / 2
-    return point, (cal._quantile(values, tail), cal._quantile(values, 1 - tail))
+    return point, None if point is None else cal.percentile_interval(map(fn, draws), level)
 
 
 def _null_verdict(check, rule, threshold, point, iv, absent) -> Verdict:
-    # the statistic is already relative to the holdout null: compare it with 0 (max_above)
-    # or take its absolute value (privleak, max_abs)
-    if rule == "max_above":
-        v = judge(
-            check,
-            rule,
-            threshold,
-            subject=REFERENCE,
-            attack="null",
-            value=point,
-            reference=0.0 if point is not None else None,
-            interval=iv,
-            absent=absent,
-        )
-    else:
-        v = judge(
-            check,
-            rule,
-            threshold,
-            subject=REFERENCE,
-            attack="null",
-            value=point,
-            reference=None,
-            interval=_abs_interval(iv),
-            absent=absent,
-        )
-    return v
+    """The statistic is already relative to the holdout null: compare it with 0 (max_above),
+    or take its absolute value (PrivLeak against an AUC of 0.5, max_abs)."""
+    above = rule == "max_above"
+    return judge(check, rule, threshold, subject=REFERENCE, attack="null", value=point,
+                 reference=0.0 if above and point is not None else None,
+                 interval=iv if above else _abs_interval(iv), absent=absent)  # fmt: skip
 
 
 def _abs_interval(iv):
