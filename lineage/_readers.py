@@ -39,6 +39,7 @@ class Batch:
 
     columns: dict[str, list]
     locate: Callable[[int], str]
+    sparse: bool = False  # rows may lack a column (JSON objects): cells may be MISSING
 
     def __len__(self) -> int:
         return len(next(iter(self.columns.values()), ()))
@@ -90,7 +91,7 @@ def _json_object(line: bytes, where: str) -> dict:
 
 def _row_batch(rows: list[dict], lines: list[int], columns, path: Path) -> Batch:
     cols = {c: [row.get(c, MISSING) for row in rows] for c in columns}
-    return Batch(cols, lambda i: f"{path}:{lines[i]}")
+    return Batch(cols, lambda i: f"{path}:{lines[i]}", sparse=True)
 
 
 def split_blocks(text: str) -> list[str]:

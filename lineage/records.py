@@ -8,10 +8,8 @@ without terms hashes its text alone, as it always has.
 
 from __future__ import annotations
 
-import heapq
 import json
 import os
-import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date
@@ -33,6 +31,7 @@ from lineage._ids import (
     is_source_id,
 )
 from lineage._licenses import is_known_license
+from lineage._runs import stage_sorted
 from lineage._shape import is_sha256
 from lineage.errors import DuplicateRecordError, MalformedRecordError
 from lineage.sources import ConsentBasis
@@ -40,6 +39,7 @@ from lineage.sources import ConsentBasis
 SCHEMA_VERSION = 1
 CONSENT_BASES = frozenset(get_args(ConsentBasis))
 Terms = tuple[tuple[str, str | bool], ...]  # sorted (field, value) pairs; empty: the source's
+_json_str = json.encoder.encode_basestring  # a JSON string, non-ASCII kept, as canonical_json
 _TERM_FORMS = {
     "license": (str, is_known_license, "an SPDX id or LicenseRef-<name>"),
     "consent_basis": (
@@ -75,6 +75,23 @@ def record_digest(text: str, terms: Terms = ()) -> str:
     return sha256_hex(canonical_json({"terms": dict(terms), "text": canonical_text(text)}))
 
 
+def record_line(
+    record_id: str, source_id: str, subject_ids, text: str, sha256: str, terms: Terms = ()
+) -> bytes:
+    """A record's line: its canonical JSON (sorted keys), with no ``terms`` key when it has none.
+
+    Equal to :func:`canonical_json` of the record's fields (a test holds it to
+    that), spelled out because ingest writes a million of these.
+    """
+    subjects = "[" + ",".join(map(_json_str, subject_ids)) + "]"
+    own = f',"terms":{canonical_json(dict(terms)).decode()}' if terms else ""
+    return (
+        f'{{"record_id":{_json_str(record_id)},"sha256":"{sha256}",'
+        f'"source_id":{_json_str(source_id)},"subject_ids":{subjects}{own},'
+        f'"text":{_json_str(text)}}}'
+    ).encode()
+
+
 @dataclass(frozen=True, order=True)
 class Record:
     """A training record: stable id, where it came from, whom it is about, and its digest."""
@@ -104,16 +121,9 @@ class Record:
         return record_digest(self.text, self.terms) == self.sha256
 
     def to_json(self) -> bytes:
-        d = {
-            "record_id": self.record_id,
-            "source_id": self.source_id,
-            "subject_ids": list(self.subject_ids),
-            "text": self.text,
-            "sha256": self.sha256,
-        }
-        if self.terms:  # absent, not empty: records without terms keep their bytes
-            d["terms"] = dict(self.terms)
-        return canonical_json(d)
+        return record_line(
+            self.record_id, self.source_id, self.subject_ids, self.text, self.sha256, self.terms
+        )
 
     @classmethod
     def from_json(cls, line: bytes | str, *, where: str = "record") -> Record:
@@ -193,77 +203,6 @@ def check_unique(records: Iterable[Record]) -> None:
         raise DuplicateRecordError("record ids must be unique:", problems=dupes[:20])
 
 
-RUN_SIZE = 100_000  # records sorted in memory at once; more are merged from sorted runs
-
-
 def write_records(path: Path, records: Iterable[Record]) -> None:
-    """Write records sorted by id, atomically."""
-    os.replace(stage_records(path, records), path)
-
-
-def stage_records(path: Path, records: Iterable[Record], *, run_size: int = RUN_SIZE) -> Path:
-    """Write records sorted by id to a hidden temp file beside ``path``; return it unpublished.
-
-    Memory stays bounded by ``run_size``: larger inputs are sorted in runs spilled
-    to anonymous files in the same directory (never a shared temp dir, so no copy
-    of a record's text outlives the project), then merged. Duplicate ids raise
-    :class:`DuplicateRecordError` and leave nothing behind.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    runs: list = []
-    try:
-        with os.fdopen(fd, "wb") as out:
-            _write_unique(out, _merged(records, run_size, path.parent, runs))
-            out.flush()
-            os.fsync(out.fileno())
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    finally:
-        for run in runs:
-            run.close()
-    return Path(tmp)
-
-
-def _merged(records: Iterable[Record], run_size: int, spill_dir: Path, runs: list):
-    """``(record_id, line)`` in id order: one sorted chunk, or a merge of sorted runs."""
-    chunk = []
-    for r in records:
-        chunk.append((r.record_id, r.to_json()))
-        if len(chunk) >= run_size:
-            chunk.sort()
-            runs.append(_spill(chunk, spill_dir))
-            chunk = []
-    chunk.sort()
-    if not runs:
-        return chunk
-    runs.append(_spill(chunk, spill_dir))
-    return heapq.merge(*(_read_run(run) for run in runs))
-
-
-def _spill(chunk: list[tuple[str, bytes]], spill_dir: Path):
-    run = tempfile.TemporaryFile(dir=spill_dir)  # noqa: SIM115 - closed by stage_records
-    # unlinked at once: invisible to others, and its bytes are gone once closed
-    run.writelines(rid.encode("utf-8") + b"\t" + line + b"\n" for rid, line in chunk)
-    run.seek(0)
-    return run
-
-
-def _read_run(run) -> Iterator[tuple[str, bytes]]:
-    for raw in run:
-        rid, _, line = raw.rstrip(b"\n").partition(b"\t")
-        yield rid.decode("utf-8"), line
-
-
-def _write_unique(out, lines: Iterable[tuple[str, bytes]]) -> None:
-    dupes, last = [], None
-    for rid, line in lines:
-        if rid == last:
-            dupes.append(f"{rid} (in {rid.partition('/')[0]} and {rid.partition('/')[0]})")
-            continue
-        last = rid
-        out.write(line + b"\n")
-    if dupes:
-        raise DuplicateRecordError("record ids must be unique:", problems=dupes[:20])
+    """Write records sorted by id, atomically, in bounded memory."""
+    os.replace(stage_sorted(path, [[(r.record_id, r.to_json()) for r in records]]), path)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import random
 import tempfile
 import time
 import uuid
@@ -22,8 +23,13 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from lineage.errors import RecordHashMismatchError
+from lineage._canonical import canonical_json
+from lineage._mapping import map_batch, mapping_of
+from lineage._readers import Batch
+from lineage._runs import stage_sorted
+from lineage.errors import DuplicateRecordError, RecordHashMismatchError
 from lineage.records import Record, read_records
+from lineage.sources import Source
 from lineage.stages import run_gate, run_ingest, run_manifest
 from tests._cli import exante
 from tests.conftest import AS_OF, Project, make_project, source_entry
@@ -327,3 +333,57 @@ def test_hf_ingest_leaves_no_copy_outside_the_project(project: Project) -> None:
         for p in _files_holding(marker.encode(), t.resolve(), since=since, skip=root)
     ]
     assert leaked == []
+
+
+# -- fast paths against the obvious ones ----------------------------------------------
+
+
+ODD_TEXTS = [
+    "plain",
+    'quote " and \\ slash',
+    "tab\tnew\nline",
+    "ctrl \x01\x1f del \x7f",
+    "Zürich ☃ 𝄞",
+]
+
+
+def test_batch_lines_are_the_canonical_json_of_the_records() -> None:
+    fields = {"id": "k", "text": "t", "subjects": "s", "license": "l"}
+    source = Source.model_validate(
+        source_entry("odd") | {"id": "odd", "location": "x", "format": "parquet", "fields": fields}
+    )
+    n = len(ODD_TEXTS)
+    cols = {
+        "k": [f"k{i}" for i in range(n)],
+        "t": ODD_TEXTS,
+        "s": [["b", "a"], [], "c;d e", None, ["x:1"]],
+        "l": [None, "MIT", None, "LicenseRef-A.b", None],
+    }
+    rows = map_batch(mapping_of(source), Batch(cols, str))
+    records = list(rows.records())
+    for (rid, line), r in zip(rows.lines(), records, strict=True):
+        made = Record.make(r.record_id, "odd", r.subject_ids, r.text, r.terms)
+        assert r == made and rid == r.record_id
+        d = {k: v for k, v in made.__dict__.items() if k != "terms"}
+        expected = canonical_json(d | {"subject_ids": list(made.subject_ids)} | (
+            {"terms": dict(made.terms)} if made.terms else {}
+        ))  # fmt: skip
+        assert line == expected == made.to_json()
+    assert [r.subject_ids for r in records] == [("a", "b"), (), ("c", "d", "e"), (), ("x:1",)]
+    assert rows.lines([1, 3]) == [rows.lines()[1], rows.lines()[3]]
+
+
+@pytest.mark.parametrize("order", ["shuffled", "sorted"])
+def test_sorted_runs_give_the_bytes_of_an_in_memory_sort(tmp_path: Path, order: str) -> None:
+    pairs = [(f"s/{i:05d}", f'{{"n":{i}}}'.encode()) for i in range(2000)]
+    if order == "shuffled":
+        random.Random(3).shuffle(pairs)
+    batches = [pairs[i : i + 100] for i in range(0, len(pairs), 100)]
+    spilled = stage_sorted(tmp_path / "r.jsonl", batches, run_bytes=1000)  # about 100 runs
+    assert spilled.read_bytes() == b"".join(line + b"\n" for _, line in sorted(pairs))
+    spilled.unlink()
+    with pytest.raises(DuplicateRecordError, match="s/00007"):
+        stage_sorted(
+            tmp_path / "r.jsonl", [*batches, [pairs[0], ("s/00007", b"{}")]], run_bytes=1000
+        )
+    assert list(tmp_path.iterdir()) == []  # no temp file, no run file left behind
