@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import operator
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from lineage.sources import Fields, Source
 _SUBJECT_SEPARATORS = re.compile(r"[\s,;]+")
 _TRUE, _FALSE = frozenset({"true", "1", "yes"}), frozenset({"false", "0", "no"})
 _is_id = RAW_ID.fullmatch
+_hexdigest = operator.methodcaller("hexdigest")
 _json_str = json.encoder.encode_basestring  # as canonical_json spells a string
 
 
@@ -99,8 +101,8 @@ def map_batch(m: Mapping, batch: Batch) -> Rows:
     if any(terms):
         digests = [record_digest(t, tm) for t, tm in zip(texts, terms, strict=True)]
     else:
-        sha = hashlib.sha256
-        digests = [sha(t.encode("utf-8")).hexdigest() for t in texts]
+        hashes = map(hashlib.sha256, map(str.encode, texts))  # a C-level loop, no per-row frame
+        digests = list(map(_hexdigest, hashes))
     prefix = m.source.id + "/"
     return Rows(m.source.id, [prefix + i for i in ids], subjects, texts, digests, terms)
 

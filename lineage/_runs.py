@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import operator
 import os
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -19,6 +20,7 @@ from pathlib import Path
 from lineage.errors import DuplicateRecordError
 
 RUN_BYTES = 64 << 20  # bytes of lines sorted in memory at once
+_second = operator.itemgetter(1)
 
 
 def stage_sorted(
@@ -52,7 +54,7 @@ def _in_order(batches, run_bytes: int, spill_dir: Path, runs: list):
     chunk, size, bounds = [], 0, []
     for batch in batches:
         chunk += batch
-        size += sum(len(line) for _, line in batch)
+        size += sum(map(len, map(_second, batch)))
         if size >= run_bytes:
             runs.append(_spill(chunk, spill_dir, bounds))
             chunk, size = [], 0

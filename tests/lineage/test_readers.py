@@ -11,6 +11,9 @@ import base64
 import json
 import os
 import random
+import shutil
+import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -387,3 +390,41 @@ def test_sorted_runs_give_the_bytes_of_an_in_memory_sort(tmp_path: Path, order: 
             tmp_path / "r.jsonl", [*batches, [pairs[0], ("s/00007", b"{}")]], run_bytes=1000
         )
     assert list(tmp_path.iterdir()) == []  # no temp file, no run file left behind
+
+
+# -- the dvc ingest stage ---------------------------------------------------------------
+
+
+def test_dvc_ingest_stage_tracks_a_directory_and_a_mapped_source(project: Project) -> None:
+    """``${item.location}`` of the real dvc.yaml as a dep: a directory works, fields are params."""
+    repo, root = Path(__file__).resolve().parents[2], project.root
+    shutil.copytree(repo / "lineage", root / "lineage", ignore=shutil.ignore_patterns("__py*"))
+    shutil.copy(repo / "data" / "ledger.denied.json", root / "data" / "ledger.denied.json")
+    pipeline = yaml.safe_load((repo / "dvc.yaml").read_text())
+    only_ingest = {"vars": pipeline["vars"], "stages": {"ingest": pipeline["stages"]["ingest"]}}
+    (root / "dvc.yaml").write_text(yaml.safe_dump(only_ingest))
+    registry = root / "data" / "sources.yaml"
+    registry.write_text(yaml.safe_dump({"schema_version": 1, "sources": {}}))
+    (root / "data/raw/notes").mkdir()
+    (root / "data/raw/notes/a.txt").write_text("A note.", encoding="utf-8")
+    register(project, "notes", format="dir", location="data/raw/notes")
+    register(project, "docs", format="parquet", location=write_parquet(root), fields=FIELDS)
+    dvc(root, "init", "--no-scm", "-q")
+    dvc(root, "repro", "-q")
+    assert {r["record_id"] for r in lines(root, "notes")} == {"notes/a.txt"}
+    assert len(lines(root, "docs")) == 3
+    (root / "data/raw/notes/b.txt").write_text("Another note.", encoding="utf-8")
+    stale = dvc(root, "status").stdout
+    assert "ingest@notes" in stale and "ingest@docs" not in stale
+    raw = yaml.safe_load(registry.read_text())
+    raw["sources"]["docs"]["fields"]["subjects"] = "shoe_size"  # a mapping change is a param
+    registry.write_text(yaml.safe_dump(raw))
+    assert "ingest@docs" in dvc(root, "status").stdout
+
+
+def dvc(root: Path, *args: str) -> subprocess.CompletedProcess:
+    bin_dir = Path(sys.executable).parent
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    out = subprocess.run(["dvc", *args], cwd=root, env=env, capture_output=True, text=True)
+    assert out.returncode == 0, f"dvc {args} failed:\n{out.stdout}\n{out.stderr}"
+    return out
