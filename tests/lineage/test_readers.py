@@ -31,8 +31,10 @@ from lineage._mapping import map_batch, mapping_of
 from lineage._readers import Batch
 from lineage._runs import stage_sorted
 from lineage.errors import DuplicateRecordError, RecordHashMismatchError
+from lineage.gate import Denials
+from lineage.ingest import ingest
 from lineage.records import Record, read_records
-from lineage.sources import Source
+from lineage.sources import Source, load_registry
 from lineage.stages import run_gate, run_ingest, run_manifest
 from tests._cli import exante
 from tests.conftest import AS_OF, Project, make_project, source_entry
@@ -428,3 +430,43 @@ def dvc(root: Path, *args: str) -> subprocess.CompletedProcess:
     out = subprocess.run(["dvc", *args], cwd=root, env=env, capture_output=True, text=True)
     assert out.returncode == 0, f"dvc {args} failed:\n{out.stdout}\n{out.stderr}"
     return out
+
+
+def test_denied_subjects_and_records_are_left_out_of_a_mapped_source(project: Project) -> None:
+    register(project, "docs", format="parquet", location=write_parquet(project.root), fields=FIELDS)
+    registry = load_registry(project.root / "data/sources.yaml")
+    denials = Denials(records=frozenset({"docs/k-3"}), subjects=frozenset({"bo"}))
+    counts = ingest(registry, project.root, project.root / RECORDS, only="docs", denials=denials)
+    assert counts == {"docs": 1}
+    assert [r["record_id"] for r in lines(project.root, "docs")] == ["docs/k-2"]
+
+
+def test_a_dataset_dict_needs_its_split_named(project: Project) -> None:
+    splits = {"train": datasets.Dataset.from_dict(ROWS), "test": datasets.Dataset.from_dict(ROWS)}
+    datasets.DatasetDict(splits).save_to_disk(str(project.root / "data/raw/dd"))
+    register(project, "dd", format="hf", location="data/raw/dd", fields=FIELDS)
+    result = exante(project.root, "ingest", "--source", "dd")
+    assert result.code == 3 and "has splits test, train" in result.err
+    register(
+        project, "dd", format="hf", location="data/raw/dd", fields=FIELDS, read={"split": "test"}
+    )
+    assert exante(project.root, "ingest", "--source", "dd").code == 0
+    assert len(lines(project.root, "dd")) == 3
+
+
+def test_an_integer_id_column_names_rows_by_its_decimal_string(project: Project) -> None:
+    rows = ROWS | {"doc_key": [7, 8, 9]}
+    register(
+        project, "docs", format="parquet", location=write_parquet(project.root, rows), fields=FIELDS
+    )
+    run_ingest(project.root, source="docs")
+    assert [r["record_id"] for r in lines(project.root, "docs")] == ["docs/7", "docs/8", "docs/9"]
+
+
+def test_registry_refuses_a_tabular_source_without_fields_and_misplaced_options(project) -> None:
+    register(project, "docs", format="parquet", location=write_parquet(project.root))
+    register(project, "notes", format="csv", location="x.csv", fields=FIELDS, read={"split": "a"})
+    result = exante(project.root, "ingest")
+    assert result.code == 3
+    assert "sources.docs: Value error, a parquet source needs 'fields'" in result.err
+    assert "read.split applies to format hf only" in result.err
