@@ -391,6 +391,10 @@ def test_sorted_runs_give_the_bytes_of_an_in_memory_sort(tmp_path: Path, order: 
         stage_sorted(
             tmp_path / "r.jsonl", [*batches, [pairs[0], ("s/00007", b"{}")]], run_bytes=1000
         )
+    in_order = sorted([*pairs, ("s/01234", b"{}")])  # runs in order, one holding a duplicate
+    pieces = [in_order[i : i + 100] for i in range(0, len(in_order), 100)]
+    with pytest.raises(DuplicateRecordError, match="s/01234"):
+        stage_sorted(tmp_path / "r.jsonl", pieces, run_bytes=1000)
     assert list(tmp_path.iterdir()) == []  # no temp file, no run file left behind
 
 
