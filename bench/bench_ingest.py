@@ -48,6 +48,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--rows", type=int, default=1_000_000)
     p.add_argument("--repeat", type=int, default=2, help="best of this many runs")
+    p.add_argument(
+        "--order", choices=["sorted", "shuffled"], default="sorted",
+        help="ids in the file in id order (default), or shuffled: the sort then merges runs",
+    )  # fmt: skip
     p.add_argument("--check", action="store_true", help="exit 1 if a target is missed")
     p.add_argument("--child", nargs=2, metavar=("KIND", "DIR"), help=argparse.SUPPRESS)
     return p.parse_args(argv)
@@ -63,12 +67,15 @@ def _text(rng: random.Random) -> str:
     return " ".join(words)[:size].strip()
 
 
-def write_parquet(path: Path, rows: int, *, seed: int = 7) -> None:
+def write_parquet(path: Path, rows: int, *, seed: int = 7, shuffled: bool = False) -> None:
     """``rows`` rows written in row groups, so generating them needs little memory too."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     rng = random.Random(seed)
+    order = list(range(rows))
+    if shuffled:
+        rng.shuffle(order)
     schema = pa.schema(
         [("id", pa.string()), ("text", pa.string()), ("subject", pa.string()),
          ("score", pa.float64()), ("lang", pa.string())]
@@ -77,7 +84,7 @@ def write_parquet(path: Path, rows: int, *, seed: int = 7) -> None:
         for start in range(0, rows, BATCH):
             n = min(BATCH, rows - start)
             w.write_table(pa.table({
-                "id": [f"r{i:08d}" for i in range(start, start + n)],
+                "id": [f"r{i:08d}" for i in order[start : start + n]],
                 "text": [_text(rng) for _ in range(n)],
                 "subject": [f"p{rng.randrange(50_000):05d}" for _ in range(n)],
                 "score": [rng.random() for _ in range(n)],
@@ -174,15 +181,18 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
         root = Path(tmp)
         t = time.perf_counter()
-        write_parquet(root / "rows.parquet", args.rows)
+        shuffled = args.order == "shuffled"
+        write_parquet(root / "rows.parquet", args.rows, shuffled=shuffled)
         mib = (root / "rows.parquet").stat().st_size / (1 << 20)
         took = time.perf_counter() - t
-        print(f"generated {args.rows:,} rows ({mib:.0f} MiB parquet) in {took:.1f} s")
+        print(
+            f"generated {args.rows:,} rows, ids {args.order} ({mib:.0f} MiB parquet), {took:.1f} s"
+        )
         make_project(root / "project", root / "rows.parquet")
         results = {k: measure(k, root, args.repeat) for k in ("arrow-raw", "arrow", "exante")}
         small = root / "small"
         small.mkdir()
-        write_parquet(small / "rows.parquet", max(1, args.rows // 2))
+        write_parquet(small / "rows.parquet", max(1, args.rows // 2), shuffled=shuffled)
         make_project(small / "project", small / "rows.parquet")
         half = measure("exante", small, 1)
         written = [records_mib(r) for r in (small, root)]
