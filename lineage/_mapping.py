@@ -145,7 +145,12 @@ def _ids(m: Mapping, cols: dict, at) -> list[str]:
         ids = [str(v) if type(v) is int else v for v in ids]  # an integer key names rows too
     if not _all_hold(_is_id, ids):
         bad = next(i for i, v in enumerate(ids) if type(v) is not str or not _is_id(v))
-        raise _id_error(at(bad), f.id)
+        error = _id_error(at(bad), f.id)
+        if m.source.format == "dir":  # the id is the file's path: say how to keep the name
+            error = MalformedRecordError(
+                f"{error}, or name records by their content: fields: {{id_from: [text]}}"
+            )
+        raise error
     return ids
 
 

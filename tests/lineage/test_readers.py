@@ -156,6 +156,19 @@ def test_directory_source(project: Project, per: str) -> None:
     assert set(got) <= allowed(project.root)
 
 
+def test_a_file_name_that_is_no_id_is_named_with_the_way_out(project: Project) -> None:
+    (project.root / "data/raw/notes").mkdir()
+    (project.root / "data/raw/notes/my note.txt").write_text("Text.", encoding="utf-8")
+    register(project, "notes", format="dir", location="data/raw/notes")
+    result = exante(project.root, "ingest", "--source", "notes")
+    assert result.code == 3 and "my note.txt: source notes: 'id' must match" in result.err
+    assert "fields: {id_from: [text]}" in result.err
+    register(
+        project, "notes", format="dir", location="data/raw/notes", fields={"id_from": ["text"]}
+    )
+    assert exante(project.root, "ingest", "--source", "notes").code == 0
+
+
 @pytest.mark.parametrize("kind", sorted(TABULAR))
 def test_missing_mapped_column_exits_3_naming_source_and_column(project: Project, kind) -> None:
     fmt, write, extra = TABULAR[kind]
