@@ -77,6 +77,7 @@ test-all: lint browser softhsm
 
 bench: env
 	$(PY) bench/bench_manifest.py
+	$(PY) bench/bench_ingest.py
 	$(PY) bench/bench_training.py
 	$(PY) bench/bench_deletion.py
 	$(PY) bench/bench_verification.py

@@ -5,8 +5,11 @@ Layers, bottom up (none imports an ML framework or mlflow):
 * ``_canonical``, ``merkle``, ``signing`` — canonical bytes, RFC 6962 Merkle
   trees with (non-)inclusion proofs, ECDSA P-256 DSSE/in-toto envelopes;
 * ``sources``, ``records``, ``ingest``, ``corpus``, ``validation`` — the source
-  registry and its terms, records with digests, the embedded default corpus,
-  the Great Expectations suite;
+  registry and its terms, records with digests (and any terms of their own),
+  the embedded default corpus, the Great Expectations suite; behind ingest,
+  ``_readers`` (the formats, pyarrow and ``datasets`` imported lazily),
+  ``_mapping`` (a source's fields applied a batch at a time) and ``_runs``
+  (sorting more records than fit in memory);
 * ``manifest``, ``policy``, ``gate`` — the signed manifest, policies as data,
   the signed gate decision;
 * ``admission`` — the check training runs before it reads a record;

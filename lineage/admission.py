@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lineage._canonical import atomic_write, sha256_hex, text_sha256
+from lineage._canonical import atomic_write, sha256_hex
 from lineage.errors import (
     ForgedDecisionError,
     ManifestRollbackError,
@@ -112,7 +112,7 @@ def _check_records(records, signed: dict[str, str], allowed: dict[str, str] | No
         (
             RecordHashMismatchError,
             "text no longer matches its digest",
-            lambda r: text_sha256(r.text) != r.sha256,
+            lambda r: not r.digest_matches(),
         ),
         (
             UnsignedRecordError,

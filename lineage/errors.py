@@ -51,6 +51,10 @@ class MalformedRecordError(BadInputError):
     """A raw or ingested record cannot be parsed."""
 
 
+class MissingColumnError(MalformedRecordError):
+    """A source's field mapping names a column its raw data does not have."""
+
+
 class DuplicateRecordError(BadInputError):
     """Two records share one record id."""
 

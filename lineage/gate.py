@@ -58,7 +58,12 @@ class Decision:
 
 
 def source_violations(
-    source: Source, policy: GatePolicy, *, purpose: str, as_of: date
+    source: Source,
+    policy: GatePolicy,
+    *,
+    purpose: str,
+    as_of: date,
+    retention_start: date | None = None,
 ) -> list[str]:
     """Every reason ``policy`` refuses ``source`` for ``purpose`` (empty: allowed)."""
     name, reasons = policy.name, []
@@ -78,10 +83,47 @@ def source_violations(
         reasons.append(
             f"[{name}] personal data on basis '{source.consent_basis}'; policy requires {bases}"
         )
-    expires = source.retention_expires()
+    expires = source.retention_expires(retention_start)
     if policy.enforce_retention and expires is not None and expires < as_of:
         reasons.append(f"[{name}] retention period {source.retention} expired on {expires}")
     return reasons
+
+
+def _under_own_terms(source: Source, terms: Mapping[str, object]) -> Source:
+    """``source`` as it applies to one record: the record's own terms replace the source's.
+
+    A record that sets its own TDM opt-out is not covered by the source's evidence.
+    """
+    update = {k: terms[k] for k in ("license", "consent_basis", "tdm_opt_out") if k in terms}
+    if "tdm_opt_out" in terms:
+        update["tdm_opt_out_evidence"] = None
+    return source.model_copy(update=update)
+
+
+@dataclass
+class _Judge:
+    """Source verdicts, computed once; a record with its own terms is judged on those."""
+
+    registry: Registry
+    policies: Sequence[GatePolicy]
+    purpose: str
+    as_of: date
+    cache: dict = field(default_factory=dict)
+
+    def source(self, source: Source, terms: Mapping[str, object] | None = None) -> tuple[str, ...]:
+        start = (terms or {}).get("retention_start")
+        start = date.fromisoformat(start) if start else None
+        when = {"purpose": self.purpose, "as_of": self.as_of, "retention_start": start}
+        return tuple(r for p in self.policies for r in source_violations(source, p, **when))
+
+    def own_terms(self, record: Record) -> tuple[str, ...]:
+        """The refusals of one record under its own terms, each naming the record."""
+        key = (record.source_id, record.terms)
+        if key not in self.cache:
+            terms = dict(record.terms)
+            source = self.registry.sources[record.source_id]
+            self.cache[key] = self.source(_under_own_terms(source, terms), terms)
+        return tuple(f"record {record.record_id} (own terms): {r}" for r in self.cache[key])
 
 
 def evaluate(
@@ -93,32 +135,32 @@ def evaluate(
     as_of: date,
     denials: Denials = Denials(),
 ) -> Decision:
-    """Judge every source, then every record; pure, no I/O."""
-    src_reasons = {
-        sid: tuple(
-            r for p in policies for r in source_violations(s, p, purpose=purpose, as_of=as_of)
-        )
-        for sid, s in sorted(registry.sources.items())
-    }
+    """Judge every source, then every record (on its own terms where it has them); pure, no I/O."""
+    judge = _Judge(registry, policies, purpose, as_of)
+    src_reasons = {sid: judge.source(s) for sid, s in sorted(registry.sources.items())}
     deny_records = denials.records | {r for p in policies for r in p.deny.records}
     deny_subjects = denials.subjects | {s for p in policies for s in p.deny.subjects}
-    rec_reasons, allowed = {}, []
+    rec_reasons, allowed, with_terms, allowing = {}, [], set(), set()
     for r in records:
-        reasons = _record_violations(r, src_reasons, deny_records, deny_subjects)
+        own = judge.own_terms(r) if r.terms and r.source_id in src_reasons else None
+        reasons = _record_violations(r, src_reasons, own, deny_records, deny_subjects)
+        with_terms.update([r.source_id] if r.terms else [])
         if reasons:
             rec_reasons[r.record_id] = tuple(reasons)
         else:
             allowed.append((r.record_id, r.sha256))
+            allowing.add(r.source_id)
     allowed.sort(key=lambda x: x[0].encode("utf-8"))
-    base = base_sources(registry, src_reasons, policies)
-    dp = dp_requirements(registry, src_reasons, policies)
+    base = base_sources(registry, src_reasons, policies, exclude=with_terms)
+    dp = dp_requirements(registry, src_reasons, policies, also=allowing)
     return Decision(purpose, as_of.isoformat(), src_reasons, rec_reasons, tuple(allowed), base, dp)
 
 
 def dp_requirements(
-    registry: Registry, src_reasons, policies: Sequence[GatePolicy]
+    registry: Registry, src_reasons, policies: Sequence[GatePolicy], *, also=frozenset()
 ) -> dict[str, float]:
-    """Allowed sources with personal data → the strictest ε any policy requires for them."""
+    """Sources with personal data that are allowed (or ``also`` have allowed records, on their
+    own terms) → the strictest ε any policy requires for them."""
     limits = [p.personal_data.require_dp_epsilon for p in policies]
     limits = [x for x in limits if x is not None]
     if not limits:
@@ -126,28 +168,36 @@ def dp_requirements(
     return {
         sid: min(limits)
         for sid, s in sorted(registry.sources.items())
-        if not src_reasons[sid] and s.contains_personal_data
+        if (not src_reasons[sid] or sid in also) and s.contains_personal_data
     }
 
 
 def base_sources(
-    registry: Registry, src_reasons, policies: Sequence[GatePolicy]
+    registry: Registry, src_reasons, policies: Sequence[GatePolicy], *, exclude=frozenset()
 ) -> tuple[str, ...]:
-    """Allowed sources with no personal data whose license every policy admits to the base."""
+    """Allowed sources with no personal data whose license every policy admits to the base.
+
+    A source in ``exclude`` (one whose records carry their own terms, so their
+    licenses may differ from the source's) is never base: its records go to
+    shards, where they can be deleted.
+    """
     return tuple(
         sid
         for sid, s in sorted(registry.sources.items())
         if not src_reasons[sid]
+        and sid not in exclude
         and not s.contains_personal_data
         and policies
         and all(s.license in p.base_corpus.licenses for p in policies)
     )
 
 
-def _record_violations(r: Record, src_reasons, deny_records, deny_subjects) -> list[str]:
+def _record_violations(r: Record, src_reasons, own, deny_records, deny_subjects) -> list[str]:
     reasons = []
     if r.source_id not in src_reasons:
         reasons.append(f"source {r.source_id} is not in the registry")
+    elif own is not None:
+        reasons.extend(own)
     elif src_reasons[r.source_id]:
         reasons.append(f"source {r.source_id} is refused")
     if r.record_id in deny_records:

@@ -1,78 +1,46 @@
 """Ingest: turn one registered source into records with stable ids, subjects and digests.
 
-Raw formats: ``jsonl`` (one object per line with ``id``, ``text`` and optional
-``subject_ids``; other fields are source metadata and are not ingested) and
-``text`` (a plain file split into records at blank lines, numbered from 1).
-A record's id is ``<source id>/<raw id>``, so it stays the same when other
-records change.
+Formats (see README, "Source registry"): ``jsonl``, ``text`` (blank-line
+paragraphs numbered from 1), ``parquet``, ``csv``, ``dir`` (files under a
+glob) and ``hf`` (a ``datasets`` dataset). The readers live in
+:mod:`lineage._readers`; here a source's ``fields`` mapping turns their
+columns into records. A ``jsonl`` source without ``fields`` reads ``id``,
+``text`` and an optional list ``subject_ids``, exactly as before mappings
+existed. A record's id is ``<source id>/<raw id>``, so it stays the same when
+other records change; an ``id_from`` id is a digest of the named columns, so it
+survives reordering too.
 """
 
 from __future__ import annotations
 
-import json
-import re
-from collections.abc import Iterator
+import os
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from lineage._ids import RAW_ID, RAW_ID_FORM, is_raw_id
-from lineage.errors import MalformedRecordError
+from lineage._mapping import Rows, map_batch, mapping_of
+from lineage._readers import read_batches
+from lineage._runs import stage_sorted
 from lineage.gate import Denials
-from lineage.records import Record, check_unique, write_records
+from lineage.records import Record, check_unique
 from lineage.sources import Registry, Source, check_locations
 
 
-def _jsonl_rows(path: Path) -> Iterator[tuple[str, dict]]:
-    with open(path, "rb") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{n}"
-            try:
-                row = json.loads(line)
-            except (ValueError, RecursionError) as exc:  # bad UTF-8/JSON, huge int, deep nesting
-                raise MalformedRecordError(f"{where}: not JSON ({exc})") from None
-            if not isinstance(row, dict):
-                raise MalformedRecordError(f"{where}: expected a JSON object")
-            yield where, row
+def iter_rows(source: Source, root: Path) -> Iterator[Rows]:
+    """The records of one source, a batch at a time (not yet checked for duplicates)."""
+    m = mapping_of(source)
+    for batch in read_batches(source, root, m.fields.columns()):
+        yield map_batch(m, batch)
 
 
-def _text_rows(path: Path) -> Iterator[tuple[str, dict]]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise MalformedRecordError(f"{path}: not UTF-8 ({exc})") from None
-    paragraphs = [p.strip() for p in re.split(r"\n\s*\n", text) if p.strip()]
-    for n, para in enumerate(paragraphs, 1):
-        yield f"{path}:para {n}", {"id": f"{n:06d}", "text": para}
-
-
-def _record(source: Source, where: str, row: dict) -> Record:
-    """One record, or an error naming the file, line, source and field (never the value)."""
-    raw_id, text, subjects = row.get("id"), row.get("text"), row.get("subject_ids", [])
-    at = f"{where}: source {source.id}"
-    if not is_raw_id(raw_id):
-        raise MalformedRecordError(
-            f"{at}: 'id' must match {RAW_ID.pattern} in full ({RAW_ID_FORM}; "
-            "no whitespace or line break); fix the raw file and ingest again"
-        )
-    if not isinstance(text, str) or not text.strip():
-        raise MalformedRecordError(f"{at}: 'text' must be a non-empty string")
-    if not isinstance(subjects, list):
-        raise MalformedRecordError(f"{at}: 'subject_ids' must be a list of ids")
-    for i, s in enumerate(subjects):
-        if not is_raw_id(s):
-            raise MalformedRecordError(
-                f"{at}: 'subject_ids'[{i}] must match {RAW_ID.pattern} in full ({RAW_ID_FORM}; "
-                "no whitespace or line break); fix the raw file and ingest again"
-            )
-    return Record.make(f"{source.id}/{raw_id}", source.id, subjects, text)
+def iter_source(source: Source, root: Path) -> Iterator[Record]:
+    """Every record of one source, streamed (not yet checked for duplicates)."""
+    for rows in iter_rows(source, root):
+        yield from rows.records()
 
 
 def read_source(source: Source, root: Path) -> list[Record]:
     """Every record of one source; stops at the first malformed row, naming its line."""
-    path = source.path(root)
-    rows = _jsonl_rows(path) if source.format == "jsonl" else _text_rows(path)
-    records = [_record(source, where, row) for where, row in rows]
+    records = list(iter_source(source, root))
     check_unique(records)
     return records
 
@@ -87,21 +55,46 @@ def ingest(
 ) -> dict:
     """Write ``<out_dir>/<source>.jsonl`` for every source (or ``only``); return counts.
 
-    All sources are read and checked before any file is written, so bad input
-    leaves the previous records untouched. Records the deletion ledger denies
-    (by id or subject) are left out, so a deleted record never comes back
-    through a re-ingest of a raw file that still holds it.
+    Each source streams into a hidden, sorted temp file beside its records
+    file; only when every source has been read and checked are they renamed
+    into place, so bad input leaves the previous records untouched. Records
+    the deletion ledger denies (by id or subject) are left out, so a deleted
+    record never comes back through a re-ingest of a raw file that still holds it.
+    """
+    check_locations(registry, root, only)
+    sources = [registry.get(only)] if only else list(registry.sources.values())
+    staged: dict[Path, Path] = {}
+    counts: dict[str, int] = {}
+    created = not Path(out_dir).exists()
+    try:
+        for s in sources:
+            lines = _kept_lines(iter_rows(s, root), denials, counts, s.id)
+            target = Path(out_dir) / f"{s.id}.jsonl"
+            staged[target] = stage_sorted(target, lines)
+        for target, tmp in staged.items():
+            os.replace(tmp, target)
+    except BaseException:
+        for tmp in staged.values():
+            tmp.unlink(missing_ok=True)
+        if created and Path(out_dir).is_dir() and not any(Path(out_dir).iterdir()):
+            Path(out_dir).rmdir()  # leave no trace of a failed first ingest
+        raise
+    return counts
+
+
+def _kept_lines(batches: Iterable[Rows], denials: Denials, counts: dict, source_id: str):
+    """Each batch's ``(record_id, line)`` pairs, less those the deletion ledger denies.
+
+    Counts what it yields into ``counts[source_id]``.
     """
     from lineage.erasure import is_denied
 
-    check_locations(registry, root, only)
-    sources = [registry.get(only)] if only else list(registry.sources.values())
-    batches = {
-        s.id: [
-            r for r in read_source(s, root) if not is_denied(denials, r.record_id, r.subject_ids)
-        ]
-        for s in sources
-    }
-    for source_id, records in batches.items():
-        write_records(Path(out_dir) / f"{source_id}.jsonl", records)
-    return {source_id: len(records) for source_id, records in batches.items()}
+    counts[source_id] = 0
+    for rows in batches:
+        keep = None
+        if denials.records or denials.subjects:
+            pairs = enumerate(zip(rows.ids, rows.subjects, strict=True))
+            keep = [i for i, (rid, subjects) in pairs if not is_denied(denials, rid, subjects)]
+        lines = rows.lines(keep)
+        counts[source_id] += len(lines)
+        yield lines

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from lineage._canonical import atomic_write, file_sha256, sha256_hex, text_sha256
+from lineage._canonical import atomic_write, file_sha256, sha256_hex
 from lineage.errors import ArtifactDigestError, EnvelopeFormatError, RecordHashMismatchError
 from lineage.merkle import record_leaf_hash, root_of, sort_key
 from lineage.records import Record, check_unique, read_all, records_files
@@ -35,6 +35,11 @@ from lineage.sources import Registry, source_terms
 PREDICATE_TYPE = "https://exante.dev/attestations/manifest/v1"
 SCHEMA_VERSION = 1
 LEAVES_NAME = "manifest.leaves"
+LEAF = "utf8(record_id) || 0x00 || sha256(canonical text)"
+LEAF_WITH_TERMS = (
+    "utf8(record_id) || 0x00 || sha256(canonical text), or, for a record with its own "
+    'terms, sha256(canonical JSON {"terms": {...}, "text": canonical text})'
+)
 _HISTORY = re.compile(r"v(\d{6})\.dsse\.json")  # fullmatch
 
 
@@ -53,7 +58,7 @@ class ManifestPaths:
 
 def sorted_leaves(records: Iterable[Record]) -> list[tuple[str, str]]:
     """``(record_id, sha256)`` sorted by id bytes, after re-hashing every record's text."""
-    bad = [r.record_id for r in records if text_sha256(r.text) != r.sha256]
+    bad = [r.record_id for r in records if not r.digest_matches()]
     if bad:
         raise RecordHashMismatchError(
             "records whose text no longer matches their digest:", problems=bad[:20]
@@ -146,7 +151,7 @@ def build_predicate(
         "record_count": size,
         "merkle": {
             "algorithm": "RFC6962-SHA256",
-            "leaf": "utf8(record_id) || 0x00 || sha256(canonical text)",
+            "leaf": LEAF_WITH_TERMS if any(r.terms for r in records) else LEAF,
             "order": "record_id utf-8 bytes ascending",
             "root": root,
             "size": size,

@@ -1,13 +1,27 @@
-"""Records: the unit of lineage. One line of JSONL per record, hashed on its canonical text."""
+"""Records: the unit of lineage. One line of JSONL per record, hashed on its canonical text.
+
+A record may carry its own terms (license, consent basis, TDM opt-out,
+retention start) that override its source's. Its digest then covers the text
+*and* the terms, so the Merkle leaf the manifest signs binds both; a record
+without terms hashes its text alone, as it always has.
+"""
 
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
+from typing import get_args
 
-from lineage._canonical import atomic_write, canonical_json, canonical_text, text_sha256
+from lineage._canonical import (
+    canonical_json,
+    canonical_text,
+    sha256_hex,
+    text_sha256,
+)
 from lineage._ids import (
     RAW_ID_FORM,
     RECORD_ID_FORM,
@@ -16,10 +30,66 @@ from lineage._ids import (
     is_record_id,
     is_source_id,
 )
+from lineage._licenses import is_known_license
+from lineage._runs import stage_sorted
 from lineage._shape import is_sha256
 from lineage.errors import DuplicateRecordError, MalformedRecordError
+from lineage.sources import ConsentBasis
 
 SCHEMA_VERSION = 1
+CONSENT_BASES = frozenset(get_args(ConsentBasis))
+Terms = tuple[tuple[str, str | bool], ...]  # sorted (field, value) pairs; empty: the source's
+_json_str = json.encoder.encode_basestring  # a JSON string, non-ASCII kept, as canonical_json
+_TERM_FORMS = {
+    "license": (str, is_known_license, "an SPDX id or LicenseRef-<name>"),
+    "consent_basis": (
+        str,
+        CONSENT_BASES.__contains__,
+        f"one of {', '.join(sorted(CONSENT_BASES))}",
+    ),
+    "tdm_opt_out": (bool, lambda v: True, "true or false"),
+    "retention_start": (str, lambda v: _is_iso_date(v), "an ISO date (YYYY-MM-DD)"),
+}
+
+
+def terms_problems(terms: dict, *, name=lambda k: f"'terms.{k}'") -> list[str]:
+    """What is wrong with a record's own terms, by ``name(field)`` (never echoing the value)."""
+    problems = [f"{name(k)} is not a record term" for k in terms if k not in _TERM_FORMS]
+    for key, (kind, ok, form) in _TERM_FORMS.items():
+        if key in terms and not (isinstance(terms[key], kind) and ok(terms[key])):
+            problems.append(f"{name(key)} must be {form}")
+    return problems
+
+
+def _is_iso_date(value: str) -> bool:
+    try:
+        return date.fromisoformat(value).isoformat() == value
+    except ValueError:
+        return False
+
+
+def record_digest(text: str, terms: Terms = ()) -> str:
+    """sha256 of the canonical text; of canonical ``{"terms", "text"}`` JSON when terms are set."""
+    if not terms:
+        return text_sha256(text)
+    return sha256_hex(canonical_json({"terms": dict(terms), "text": canonical_text(text)}))
+
+
+def record_line(
+    record_id: str, source_id: str, subject_ids, text: str, sha256: str, terms: Terms = ()
+) -> bytes:
+    """A record's line: its canonical JSON (sorted keys), with no ``terms`` key when it has none.
+
+    Equal to :func:`canonical_json` of the record's fields (a test holds it to
+    that), spelled out because ingest writes a million of these.
+    """
+    subjects = "[" + ",".join(map(_json_str, subject_ids)) + "]"
+    own = f',"terms":{canonical_json(dict(terms)).decode()}' if terms else ""
+    return (
+        f'{{"record_id":{_json_str(record_id)},"sha256":"{sha256}",'
+        f'"source_id":{_json_str(source_id)},"subject_ids":{subjects}{own},'
+        f'"text":{_json_str(text)}}}'
+    ).encode()
 
 
 @dataclass(frozen=True, order=True)
@@ -31,21 +101,28 @@ class Record:
     subject_ids: tuple[str, ...]
     text: str
     sha256: str
+    terms: Terms = ()
 
     @classmethod
-    def make(cls, record_id: str, source_id: str, subject_ids: Iterable[str], text: str) -> Record:
+    def make(
+        cls,
+        record_id: str,
+        source_id: str,
+        subject_ids: Iterable[str],
+        text: str,
+        terms: Terms = (),
+    ) -> Record:
         text = canonical_text(text)
-        return cls(record_id, source_id, tuple(sorted(subject_ids)), text, text_sha256(text))
+        subjects = tuple(sorted(subject_ids))
+        return cls(record_id, source_id, subjects, text, record_digest(text, terms), terms)
+
+    def digest_matches(self) -> bool:
+        """Whether the stored digest is still that of the text (and terms)."""
+        return record_digest(self.text, self.terms) == self.sha256
 
     def to_json(self) -> bytes:
-        return canonical_json(
-            {
-                "record_id": self.record_id,
-                "source_id": self.source_id,
-                "subject_ids": list(self.subject_ids),
-                "text": self.text,
-                "sha256": self.sha256,
-            }
+        return record_line(
+            self.record_id, self.source_id, self.subject_ids, self.text, self.sha256, self.terms
         )
 
     @classmethod
@@ -54,12 +131,16 @@ class Record:
             d = json.loads(line)
             if not isinstance(d["subject_ids"], list):  # a bare string would be its characters
                 raise TypeError("'subject_ids' must be a list")
+            terms = d.get("terms", {})
+            if not isinstance(terms, dict) or ("terms" in d and not terms):
+                raise TypeError("'terms' must be a non-empty object when present")
             record = cls(
                 record_id=d["record_id"],
                 source_id=d["source_id"],
                 subject_ids=tuple(d["subject_ids"]),
                 text=d["text"],
                 sha256=d["sha256"],
+                terms=tuple(sorted(terms.items())),
             )
         except (ValueError, KeyError, TypeError, RecursionError) as exc:  # ValueError: JSON, UTF-8
             raise MalformedRecordError(f"{where}: not a record: {exc!r}") from None
@@ -88,7 +169,7 @@ def record_problems(record: Record) -> list[str]:
         problems.append("'text' must be a string")
     if not is_sha256(record.sha256):
         problems.append("'sha256' must be 64 lowercase hex characters")
-    return problems
+    return problems + terms_problems(dict(record.terms))
 
 
 def read_records(path: Path) -> Iterator[Record]:
@@ -123,6 +204,5 @@ def check_unique(records: Iterable[Record]) -> None:
 
 
 def write_records(path: Path, records: Iterable[Record]) -> None:
-    """Write records sorted by id, atomically."""
-    data = b"".join(r.to_json() + b"\n" for r in sorted(records, key=lambda r: r.record_id))
-    atomic_write(Path(path), data)
+    """Write records sorted by id, atomically, in bounded memory."""
+    os.replace(stage_sorted(path, [[(r.record_id, r.to_json()) for r in records]]), path)

@@ -29,6 +29,12 @@ ConsentBasis = Literal[
     "legitimate_interests",  # 6(1)(f)
     "none",
 ]
+_READ_OPTION_FORMATS = {
+    "pattern": ("dir", "hf"),
+    "records": ("dir",),
+    "split": ("hf",),
+    "delimiter": ("csv",),
+}
 _DURATION = re.compile(r"P(?:(\d+)Y)?(?:(\d+)M)?(?:(\d+)D)?")  # always fullmatch
 
 
@@ -49,13 +55,67 @@ class Acquisition(_Frozen):
     method: str = Field(min_length=1)
 
 
+Format = Literal["jsonl", "text", "parquet", "csv", "dir", "hf"]
+_TABULAR = ("parquet", "csv", "hf")  # formats with no column names exante could assume
+_TERMS_FIELDS = ("license", "consent_basis", "tdm_opt_out", "retention_start")
+
+
+class Fields(_Frozen):
+    """Which raw column becomes which part of a record; a column not named here is never read.
+
+    The id is a column (``id``) or derived (``id_from``): the digest of the named
+    columns' values, so it stays the same when rows are reordered or other rows
+    change. The terms columns, where a row holds a value, override the source's
+    terms for that record (a null keeps the source's).
+    """
+
+    id: str | None = Field(default=None, min_length=1)
+    id_from: tuple[str, ...] | None = Field(default=None, min_length=1)
+    text: str = Field(default="text", min_length=1)
+    subjects: str | None = Field(default=None, min_length=1)
+    license: str | None = Field(default=None, min_length=1)
+    consent_basis: str | None = Field(default=None, min_length=1)
+    tdm_opt_out: str | None = Field(default=None, min_length=1)
+    retention_start: str | None = Field(default=None, min_length=1)
+
+    @model_validator(mode="after")
+    def _one_id(self) -> Fields:
+        if (self.id is None) == (self.id_from is None):
+            raise ValueError(
+                "name the record id with exactly one of 'id' (a column) or "
+                "'id_from' (columns whose digest names the record)"
+            )
+        return self
+
+    def columns(self) -> tuple[str, ...]:
+        """Every raw column this mapping reads, each once, in a fixed order."""
+        named = [self.id, *(self.id_from or ()), self.text, self.subjects]
+        named += [getattr(self, f) for f in _TERMS_FIELDS]
+        return tuple(dict.fromkeys(c for c in named if c is not None))
+
+    def terms_columns(self) -> dict[str, str]:
+        """Record terms field → the column that holds it, for the mapped ones."""
+        return {f: getattr(self, f) for f in _TERMS_FIELDS if getattr(self, f) is not None}
+
+
+class ReadOptions(_Frozen):
+    """How to read a source's location, where the format needs more than a path."""
+
+    pattern: str | None = Field(default=None, min_length=1, description="glob under location")
+    records: Literal["file", "block"] = "file"  # dir: one record per file or per blank-line block
+    split: str | None = Field(default=None, min_length=1)  # hf: which split of a DatasetDict
+    delimiter: str = Field(default=",", min_length=1, max_length=1)  # csv
+
+
 class Source(_Frozen):
     """One source of training records and the terms it came with."""
 
     id: str
     description: str = Field(min_length=1)
     location: str = Field(min_length=1)
-    format: Literal["jsonl", "text"] = "jsonl"
+    format: Format = "jsonl"
+    fields: Fields | None = None
+    read: ReadOptions | None = None
     license: str
     terms: Terms
     consent_basis: ConsentBasis
@@ -81,6 +141,24 @@ class Source(_Frozen):
         return v
 
     @model_validator(mode="after")
+    def _mapping_fits_format(self) -> Source:
+        if self.format in _TABULAR and self.fields is None:
+            raise ValueError(
+                f"a {self.format} source needs 'fields' naming its id (or id_from) and text columns"
+            )
+        if self.format in ("text", "dir") and self.fields and self.fields.terms_columns():
+            raise ValueError(f"a {self.format} source has no columns for per-record terms")
+        read = self.read or ReadOptions()
+        misplaced = [
+            f"read.{k} applies to format {', '.join(fmts)} only"
+            for k, fmts in _READ_OPTION_FORMATS.items()
+            if k in read.model_fields_set and self.format not in fmts
+        ]
+        if misplaced:
+            raise ValueError("; ".join(misplaced))
+        return self
+
+    @model_validator(mode="after")
     def _expiry_is_a_date(self) -> Source:
         try:
             self.retention_expires()
@@ -88,12 +166,12 @@ class Source(_Frozen):
             raise ValueError(f"retention {self.retention} ends after the year 9999") from None
         return self
 
-    def retention_expires(self) -> date | None:
-        """The last day records of this source may be kept, or None if indefinite."""
+    def retention_expires(self, start: date | None = None) -> date | None:
+        """The last day records may be kept (from ``start``, default the acquisition), or None."""
         if self.retention == "indefinite":
             return None
         years, months, days = (int(g or 0) for g in _DURATION.fullmatch(self.retention).groups())
-        d = self.acquired.date
+        d = start or self.acquired.date
         month = d.month - 1 + months + 12 * years
         y, m = d.year + month // 12, month % 12 + 1
         day = min(d.day, calendar.monthrange(y, m)[1])  # Jan 31 + P1M: the end of February
@@ -150,14 +228,27 @@ def load_registry(path: Path) -> Registry:
     return registry
 
 
+def _location_exists(source: Source, root: Path) -> bool:
+    """A file, a directory for ``dir``, and either for ``hf`` (saved dataset or data files)."""
+    path = source.path(root)
+    if source.format == "dir":
+        return path.is_dir()
+    return path.is_file() or (source.format == "hf" and path.is_dir())
+
+
 def check_locations(registry: Registry, root: Path, only: str | None = None) -> None:
-    """Every source (or just ``only``) must point at an existing file."""
+    """Every source (or just ``only``) must point at an existing file (or directory)."""
     sources = [registry.get(only)] if only else registry.sources.values()
-    missing = [f"{s.id}: {s.location}" for s in sources if not s.path(root).is_file()]
+    missing = [f"{s.id}: {s.location}" for s in sources if not _location_exists(s, root)]
     if missing:
         raise MissingSourceFileError("source files are missing:", problems=missing)
 
 
 def source_terms(source: Source) -> dict:
-    """The JSON form of a source, as it is embedded in a signed manifest."""
-    return source.model_dump(mode="json")
+    """The JSON form of a source, as it is embedded in a signed manifest.
+
+    ``fields`` and ``read`` appear only where the registry sets them, so a
+    source registered before they existed is signed exactly as it was.
+    """
+    unset = {k for k in ("fields", "read") if getattr(source, k) is None}
+    return source.model_dump(mode="json", exclude=unset)

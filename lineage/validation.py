@@ -32,10 +32,10 @@ from typing import Any
 
 import pandas as pd
 
-from lineage._canonical import atomic_write, text_sha256
+from lineage._canonical import atomic_write
 from lineage._licenses import SPDX_IDS
 from lineage.errors import DataValidationError
-from lineage.records import Record, read_all
+from lineage.records import Record, read_all, record_digest
 from lineage.sources import Registry
 
 __all__ = [
@@ -157,7 +157,7 @@ def _row(record: Record, registry: Registry) -> dict[str, Any]:
         "subject_count": len(record.subject_ids),
         "text": record.text,
         "sha256": record.sha256,
-        "computed_sha256": text_sha256(record.text),
+        "computed_sha256": record_digest(record.text, record.terms),
         "license": source.license if source else None,
         "contains_personal_data": source.contains_personal_data if source else None,
     }

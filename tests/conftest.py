@@ -52,6 +52,21 @@ class Project:
         run_gate(self.root, self.signer, purpose=purpose, as_of=AS_OF)
 
 
+def source_entry(sid: str) -> dict:
+    """A registry entry for a test source ``sid``: CC0, no personal data; add a location."""
+    return {
+        "description": f"test source {sid}",
+        "license": "CC0-1.0",
+        "terms": {"summary": "test data", "permits_ml_training": True},
+        "consent_basis": "none",
+        "contains_personal_data": False,
+        "tdm_opt_out": False,
+        "acquired": {"date": "2025-01-01", "method": "test"},
+        "jurisdiction": "EU",
+        "retention": "indefinite",
+    }
+
+
 def make_project(root: Path, spec: CorpusSpec = SMALL) -> Project:
     """A project directory with the real sources.yaml and policy, a small corpus and a key."""
     (root / "data").mkdir(parents=True)

@@ -15,7 +15,7 @@ from lineage.records import read_all, read_records
 from lineage.sources import Source
 from lineage.stages import run_ingest
 from tests._cli import exante
-from tests.conftest import make_project
+from tests.conftest import make_project, source_entry
 
 RECORDS = Path("data/records")
 
@@ -26,20 +26,7 @@ def notes(tmp_path: Path, content: str, *, fmt: str = "jsonl") -> Source:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(content, encoding="utf-8")
     return Source.model_validate(
-        {
-            "id": "notes",
-            "description": "test notes",
-            "location": f"raw/notes.{fmt}",
-            "format": fmt,
-            "license": "CC0-1.0",
-            "terms": {"summary": "test", "permits_ml_training": True},
-            "consent_basis": "none",
-            "contains_personal_data": False,
-            "tdm_opt_out": False,
-            "acquired": {"date": "2025-01-01", "method": "test"},
-            "jurisdiction": "EU",
-            "retention": "indefinite",
-        }
+        source_entry("notes") | {"location": f"raw/notes.{fmt}", "format": fmt, "id": "notes"}
     )
 
 
