@@ -27,6 +27,18 @@ from lineage._canonical import atomic_write
 from lineage.gate import Denials
 
 CANARY_DIGITS = 6
+# What ``generate`` writes, in this order; the pipeline declares them as the corpus
+# stage's outputs. The first two hold the people whose facts verification probes.
+FILES = (
+    "crm.jsonl",
+    "holdout_people.jsonl",
+    "plays.jsonl",
+    "forum.jsonl",
+    "newswire.jsonl",
+    "recipes.jsonl",
+    "support_legacy.jsonl",
+)
+FACT_FILES = FILES[:2]
 DEFAULT_PLAYS = ("hamlet", "macbeth", "romeo_and_juliet", "midsummer_nights_dream")
 
 

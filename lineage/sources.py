@@ -125,6 +125,9 @@ class Source(_Frozen):
     acquired: Acquisition
     jurisdiction: str = Field(min_length=2)
     retention: str = Field(description="ISO 8601 duration such as P5Y, or 'indefinite'")
+    # The pipeline stage that writes ``location`` (the embedded demo's `exante corpus`);
+    # None: the user supplies the file. Not part of the terms, so never signed.
+    generated_by: Literal["corpus"] | None = None
 
     @field_validator("id")
     @classmethod
@@ -251,4 +254,4 @@ def source_terms(source: Source) -> dict:
     source registered before they existed is signed exactly as it was.
     """
     unset = {k for k in ("fields", "read") if getattr(source, k) is None}
-    return source.model_dump(mode="json", exclude=unset)
+    return source.model_dump(mode="json", exclude=unset | {"generated_by"})

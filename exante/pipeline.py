@@ -1,0 +1,401 @@
+"""``dvc.yaml``, rendered from the source registry and ``params.yaml``.
+
+DVC cannot loop over a range nor format a shard number, so the stages that
+depend on the shard count, the forget shard, the unlearning methods or the
+registry's generated sources are written out here; ``exante pipeline`` renders
+the file again, and :func:`check_pipeline` refuses a ``dvc.yaml`` that no
+longer matches its params (the stage that would run is not the stage meant).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from lineage import corpus
+from lineage.errors import BadInputError
+from lineage.sources import Registry
+
+DVC_FILE = "dvc.yaml"
+REGISTRY = "data/sources.yaml"
+_VERIFY_CODE = [
+    "verify/forget.py",
+    "verify/baselines.py",
+    "verify/provenance.py",
+    "verify/seeds.py",
+    "verify/unlearn",
+    "verify/_registry.py",
+]
+_HEADER = """\
+# The exante pipeline: sources → records → validation → signed manifest → policy gate
+# → SISA training → release → verification → audit bundle. Every stage calls the
+# `exante` CLI; deps list the package directories and exact params.
+# Rendered by `exante pipeline` from data/sources.yaml and params.yaml: edit those and
+# render again (a train or verify stage out of step with params is refused, exit 3).
+"""
+_NOTES = {
+    "corpus": """\
+The embedded demo's raw files (fictitious people, public-domain plays, ...), for the
+sources the registry declares generated_by: corpus. Rows the deletion ledger denies
+are never written (the deny set is a dep).""",
+    "ingest": "One stage per source: editing one source re-runs only its ingest and what follows.",
+    "partition": """\
+Base corpus + S shards × R slices. Unchanged shards keep byte-identical files,
+so only the training stages of changed shards re-run.""",
+    "train_base": """\
+Timings change on every run: they live outside models/base, which later stages
+depend on, so retraining on the same data leaves every stage downstream cached.""",
+    "train": """\
+One stage per shard (train.shards; the item is the shard's file name sNN).
+Checkpoints persist: after a deletion, the clean slices are found and reused;
+`exante delete` deletes the checkpoints that saw a denied record once the
+new release is attested.""",
+    "report": """\
+What the released ensemble knows (exact-match probes of retained people), a
+one-screen summary, and the MLflow evidence: one parent run, a run per unit.""",
+    "verify_register": """\
+-- verification: the release against a retrain reference, under recovery attacks --
+The forget set is drawn from params (verify.*): people of one shard, named here as
+its file (sNN). The plan (policy + verify params + seeds) is signed first; each
+baseline checks that registration, records its digest, params, code and inputs in
+baseline.json, and is its own cached stage, trained once and reused until its inputs
+change. The baseline stages list the code of verify.provenance.CODE and the whole
+train and verify params: what their freshness check compares, so dvc reruns a
+baseline exactly when it would be refused as stale. A deletion elsewhere re-runs
+only the verify stage.
+Pre-registration: kept byte for byte while the plan is unchanged (persist), so a
+re-run does not invalidate the baselines built under it.""",
+    "verify_exact": "The deletion code path on a scratch copy of the forget shard's checkpoints.",
+    "verify_approx": "Post-hoc unlearning of the released model: one stage per verify.methods.",
+    "verify_calib": """\
+The calibration references: the retrain reference with each of the K-1 seeds
+that calibration.references (policy) and train.seed imply (verify.seeds). One
+stage for all: the seeds are derived, not listed, so nothing is kept in step
+by hand, and a change of K changes the registration, which stales them all.""",
+    "verify_heldout": "A clean retrain with a seed calibration never saw: the power control must pass it.",  # noqa: E501
+    "verify_planted": "The retrain reference with one forget record left in: the power control must fail it.",  # noqa: E501
+    "verify": """\
+Every subject under every attack, judged by the pre-registered policy; a signed
+report whose subjects are the tested release's files; MLflow evidence.""",
+    "audit": """\
+One signed, deterministic bundle of the evidence (no record content) and its HTML
+report, with the signed compliance exports (EU summary, CycloneDX, SPDX) in it and
+beside it in data/audit/exports. `exante delete` rebuilds it once the receipt is
+signed and commits this stage.""",
+}
+# The stages whose text depends on params: out of step, they train or judge the wrong shard.
+_CHECKED = (
+    "train",
+    "verify_retrain",
+    "verify_exact",
+    "verify_approx",
+    "verify_calib",
+    "verify_heldout",
+    "verify_planted",
+)
+
+
+class PipelineError(BadInputError):
+    """The registry cannot be rendered as a pipeline, or dvc.yaml no longer matches params."""
+
+
+def shard_name(shard: int) -> str:
+    """A shard's file and directory name (``training.partition.shard_file``'s ``sNN``)."""
+    return f"s{shard:02d}"
+
+
+def _uncached(path: str) -> dict:
+    return {path: {"cache": False}}
+
+
+def _corpus_dir(registry: Registry) -> str | None:
+    """Where `exante corpus` writes, if the registry declares generated sources; else None."""
+    generated = [s for s in registry.sources.values() if s.generated_by == "corpus"]
+    dirs = {Path(s.location).parent.as_posix() for s in generated}
+    misplaced = [
+        f"sources.{s.id}.location: {s.location}"
+        for s in generated
+        if Path(s.location).name not in corpus.FILES
+    ]
+    if len(dirs) > 1 or misplaced:
+        raise PipelineError(
+            f"{REGISTRY}: a source generated_by: corpus must be one of the files `exante "
+            f"corpus` writes ({', '.join(corpus.FILES)}), all in one directory",
+            problems=misplaced or sorted(dirs),
+        )
+    return dirs.pop() if dirs else None
+
+
+def _front(raw: str | None) -> list[dict]:
+    """Ingest to release: the stages every project has (plus the demo's generator)."""
+    stages = {}
+    if raw:
+        stages["corpus"] = {
+            "cmd": f"exante corpus --out {raw}",
+            "deps": ["lineage/corpus.py", "data/ledger.denied.json"],
+            "params": ["corpus"],
+            "outs": [f"{raw}/{name}" for name in corpus.FILES],
+        }
+    stages["ingest"] = {
+        "foreach": "${sources}",
+        "do": {
+            "cmd": "exante ingest --source ${key}",
+            "deps": ["lineage", "${item.location}", "data/ledger.denied.json"],
+            "params": [{REGISTRY: ["sources.${key}"]}],
+            "outs": ["data/records/${key}.jsonl"],
+        },
+    }
+    stages["validate"] = {
+        "cmd": "exante validate",
+        "deps": ["lineage", "data/records", REGISTRY],
+        "outs": [_uncached("data/reports/validation.json")],
+    }
+    stages["manifest"] = {
+        "cmd": "exante manifest",
+        "deps": ["lineage", "data/records", REGISTRY, "data/reports/validation.json"],
+        "outs": [
+            "data/manifest.dsse.json",
+            "data/manifest.leaves",
+            {"data/manifests": {"persist": True}},
+        ],
+    }
+    stages["gate"] = {
+        "cmd": "exante gate",
+        "deps": [
+            "lineage",
+            "policies",
+            "data/records",
+            "data/manifest.dsse.json",
+            "data/manifest.leaves",
+        ],
+        "params": ["gate"],
+        "outs": ["data/gate"],
+    }
+    return stages
+
+
+def _training(shards: int) -> dict:
+    train_params = ["train.seed", "train.slices", "train.threads", "train.model"]
+    return {
+        "partition": {
+            "cmd": "exante partition",
+            "deps": [
+                "lineage",
+                "training/partition.py",
+                "training/stages.py",
+                "data/records",
+                "data/gate",
+            ],
+            "params": ["train.seed", "train.shards", "train.slices"],
+            "outs": ["data/shards"],
+        },
+        "train_base": {
+            "cmd": "exante train base",
+            "deps": ["lineage", "training", "data/shards/base.jsonl"],
+            "params": ["train.seed", "train.threads", "train.model", "train.base"],
+            "metrics": [_uncached("models/metrics/base.json")],
+            "outs": ["models/base"],
+        },
+        "train": {
+            "foreach": {s: shard_name(s) for s in range(shards)},
+            "do": {
+                "cmd": "exante train shard --shard ${key}",
+                "deps": ["lineage", "training", "models/base", "data/shards/${item}.jsonl"],
+                "params": [*train_params, "train.shard", "train.dp"],
+                "metrics": [_uncached("models/metrics/${item}.json")],
+                "outs": [{"models/shards/${item}": {"persist": True}}],
+            },
+        },
+        "attest": {
+            "cmd": "exante attest",
+            "deps": [
+                "lineage",
+                "training",
+                "models/base",
+                "models/shards",
+                "data/shards/partition.dsse.json",
+            ],
+            "params": ["train"],
+            "outs": ["models/ensemble", "models/ensemble.sig", "models/attestation.dsse.json"],
+        },
+    }
+
+
+def _report(facts: list[str]) -> dict:
+    return {
+        "cmd": "exante report",
+        "deps": [
+            "training",
+            "verify/evidence.py",
+            "models/ensemble",
+            "models/attestation.dsse.json",
+            *facts[:1],
+        ],
+        "params": ["train"],
+        "metrics": [_uncached("models/report.json")],
+        "outs": [_uncached("models/evidence.json")],
+    }
+
+
+def _baseline(kind: str, forget: str, facts: list[str], extra: list[str], out: str) -> dict:
+    """A verify baseline stage: the stamped code, the registration, the forget shard."""
+    return {
+        "cmd": f"exante verify baseline {kind}",
+        "deps": [
+            "lineage",
+            "training",
+            *_VERIFY_CODE,
+            "models/verify-registration.dsse.json",
+            "models/base",
+            f"data/shards/{forget}.jsonl",
+            *facts,
+            *extra,
+        ],
+        "params": ["train", "verify"],
+        "outs": [out],
+    }
+
+
+def _verification(forget: str, methods: list[str], facts: list[str]) -> dict:
+    stages = {
+        "verify_register": {
+            "cmd": "exante verify register",
+            "deps": [
+                "verify/provenance.py",
+                "verify/seeds.py",
+                "verify/policy.py",
+                "policies/verification.yaml",
+            ],
+            "params": ["train.seed", "verify"],
+            "outs": [{"models/verify-registration.dsse.json": {"persist": True}}],
+        },
+        "verify_retrain": _baseline("retrain", forget, facts, [], "models/verify/retrain"),
+        "verify_exact": _baseline(
+            "exact", forget, facts, [f"models/shards/{forget}"], "models/verify/exact"
+        ),
+    }
+    approx = _baseline(
+        "approx --method ${item}",
+        forget,
+        facts,
+        [f"models/ensemble/{forget}"],
+        "models/verify/approx/${item}",
+    )
+    stages["verify_approx"] = {"foreach": list(methods), "do": approx}
+    for kind in ("calib", "heldout"):
+        stages[f"verify_{kind}"] = _baseline(kind, forget, facts, [], f"models/verify/{kind}")
+    stages["verify_planted"] = _baseline("planted", forget, facts, [], "models/verify/planted")
+    stages["verify"] = {
+        "cmd": "exante verify run",
+        "deps": [
+            "lineage",
+            "training",
+            "verify",
+            "policies/verification.yaml",
+            "models/ensemble",
+            "models/attestation.dsse.json",
+            "models/verify-registration.dsse.json",
+            "models/verify",
+            "data/shards",
+            *facts,
+        ],
+        "params": ["train", "verify"],
+        "metrics": [_uncached("data/verification/summary.json")],
+        "outs": [
+            "data/verification/results.json",
+            "data/verification/plots",
+            _uncached("data/verification/report.dsse.json"),
+            _uncached("data/verification/evidence.json"),
+        ],
+    }
+    return stages
+
+
+def _audit() -> dict:
+    return {
+        "cmd": "exante audit bundle --out data/audit/bundle.tar.gz --html data/audit/report.html",
+        "deps": [
+            "lineage",
+            "verify/audit",
+            "verify/export",
+            "verify/evidence.py",
+            "policies",
+            REGISTRY,
+            "data/ledger.denied.json",
+            "data/manifest.dsse.json",
+            "data/manifest.leaves",
+            "data/records",
+            "data/gate",
+            "data/shards/partition.dsse.json",
+            "models/attestation.dsse.json",
+            "models/evidence.json",
+            "data/verification/report.dsse.json",
+            "data/verification/evidence.json",
+        ],
+        "outs": [
+            _uncached("data/audit/bundle.tar.gz"),
+            _uncached("data/audit/report.html"),
+            _uncached("data/audit/exports"),
+        ],
+    }
+
+
+def render(registry: Registry, params) -> dict:
+    """The pipeline for this registry and these params, as dvc.yaml's parsed form."""
+    raw = _corpus_dir(registry)
+    facts = [f"{raw}/{name}" for name in corpus.FACT_FILES] if raw else []
+    forget = shard_name(params.verify.forget_shard)
+    stages = {
+        **_front(raw),
+        **_training(params.train.shards),
+        "report": _report(facts),
+        **_verification(forget, list(params.verify.methods), facts),
+        "audit": _audit(),
+    }
+    return {"vars": [REGISTRY], "stages": stages}
+
+
+def dump(pipeline: dict) -> str:
+    """YAML text of a rendered pipeline, each stage under its explanatory comment."""
+    out = [_HEADER, yaml.safe_dump({"vars": pipeline["vars"]}, sort_keys=False), "\nstages:\n"]
+    for name, stage in pipeline["stages"].items():
+        note = "".join(f"  # {line}\n" for line in _NOTES.get(name, "").splitlines())
+        body = yaml.safe_dump({name: stage}, sort_keys=False, width=100)
+        out.append(note + "".join(f"  {line}\n" for line in body.splitlines()) + "\n")
+    return "".join(out).rstrip("\n") + "\n"
+
+
+def _load(root: Path):
+    from exante.params import load_params
+    from lineage.sources import load_registry
+
+    return load_registry(root / REGISTRY), load_params(root / "params.yaml")
+
+
+def write_pipeline(root: Path) -> Path:
+    """Render ``root``'s dvc.yaml from its registry and params (atomically)."""
+    from lineage._canonical import atomic_write
+
+    root = Path(root)
+    text = dump(render(*_load(root)))
+    atomic_write(root / DVC_FILE, text.encode())
+    return root / DVC_FILE
+
+
+def check_pipeline(root: Path) -> None:
+    """Refuse a dvc.yaml whose shard-dependent stages were rendered for other params."""
+    root = Path(root)
+    path = root / DVC_FILE
+    if not path.is_file():
+        return
+    on_disk = (yaml.safe_load(path.read_text()) or {}).get("stages") or {}
+    wanted = render(*_load(root))["stages"]
+    stale = [n for n in _CHECKED if n in on_disk and on_disk[n] != wanted.get(n)]
+    if stale:
+        raise PipelineError(
+            f"{DVC_FILE} does not match params.yaml and {REGISTRY} (train.shards, "
+            "verify.forget_shard, verify.methods or generated sources changed since it was "
+            "rendered): run `exante pipeline` to render it again",
+            problems=[f"stage {n}" for n in stale],
+        )
