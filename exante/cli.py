@@ -151,6 +151,33 @@ def _init_dp_secret() -> None:
     print(f"DP secret: {path} ({state}); back it up with the signing key, never publish it")
 
 
+def cmd_init(args) -> int:
+    from exante.init import create_project
+
+    root = create_project(args.dir, example=args.example)
+    print(f"created {'the ' + args.example + ' example' if args.example else 'a project'} "
+          f"in {root}: git + dvc initialized, DVC remote .dvc-remote/")  # fmt: skip
+    if args.dev_key:
+        os.chdir(root)
+        keys = argparse.Namespace(key=args.key, name=None, dev=True, unencrypted=False,
+                                  if_missing=True)  # fmt: skip
+        cmd_keys_init(keys)
+    first = "dvc repro" if args.example else f"register a source in {root}/data/sources.yaml"
+    print(f"next: {first}" + ("" if args.dev_key else " (sign with `exante keys init` first)"))
+    return 0
+
+
+def cmd_pipeline(args) -> int:
+    from exante.pipeline import check_pipeline, write_pipeline
+
+    if args.only_check:
+        check_pipeline(Path("."))
+        print("dvc.yaml matches params.yaml and data/sources.yaml")
+    else:
+        print(f"rendered {write_pipeline(Path('.'))} from data/sources.yaml and params.yaml")
+    return 0
+
+
 def cmd_corpus(args) -> int:
     from exante.params import load_params
     from lineage.corpus import generate
@@ -225,8 +252,10 @@ def _train_cfg():
 
 
 def cmd_partition(args) -> int:
+    from exante.pipeline import check_pipeline
     from training.stages import run_partition
 
+    check_pipeline(Path("."))
     p = run_partition(Path("."), _train_cfg(), _signer(args))
     counts = ", ".join(f"{k} {v}" for k, v in p["counts"].items())
     print(f"partition: {p['shards']} shards × {p['slices']} slices; records: {counts}")
@@ -565,9 +594,11 @@ def cmd_ledger_verify(args) -> int:
 def cmd_verify_register(args) -> int:
     """Sign the verification plan (policy, verify params, seeds) before any baseline is built."""
     from exante.params import load_params
+    from exante.pipeline import check_pipeline
     from verify.policy import load_policy
     from verify.provenance import REGISTRATION, register
 
+    check_pipeline(Path("."))
     policy = load_policy(Path("."))
     got, written = register(Path("."), load_params(), policy, _signer(args))
     print(f"verification {'registered' if written else 'already registered'}: {REGISTRATION}")
@@ -881,6 +912,20 @@ def build_parser() -> argparse.ArgumentParser:
     keys.add_parser("list", help="trusted keys: ids, fingerprints, validity, revocation"
                     ).set_defaults(func=cmd_keys_list)  # fmt: skip
 
+    from exante.init import EXAMPLES
+
+    ini = sub.add_parser("init", help="make a new project: registry, policies, params, dvc.yaml")
+    ini.add_argument("dir", type=Path, help="the new project's directory")
+    ini.add_argument(
+        "--example", choices=EXAMPLES, help="the embedded demo instead of an empty registry"
+    )
+    ini.add_argument("--dev-key", action="store_true",
+                     help="also create an unencrypted dev key (keys init --dev)")  # fmt: skip
+    ini.set_defaults(func=cmd_init)
+    pl = sub.add_parser("pipeline", help="render dvc.yaml from the registry and params")
+    pl.add_argument("--check", action="store_true", dest="only_check",
+                    help="only check that dvc.yaml matches them (exit 3 if not)")  # fmt: skip
+    pl.set_defaults(func=cmd_pipeline)
     c = sub.add_parser("corpus", help="generate the embedded default corpus's raw files")
     c.add_argument("--out", default="data/raw")
     c.set_defaults(func=cmd_corpus)

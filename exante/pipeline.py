@@ -19,6 +19,7 @@ from lineage.sources import Registry
 
 DVC_FILE = "dvc.yaml"
 REGISTRY = "data/sources.yaml"
+CODE_DIRS = ("lineage", "training", "verify")
 _VERIFY_CODE = [
     "verify/forget.py",
     "verify/baselines.py",
@@ -341,8 +342,13 @@ def _audit() -> dict:
     }
 
 
-def render(registry: Registry, params) -> dict:
-    """The pipeline for this registry and these params, as dvc.yaml's parsed form."""
+def render(registry: Registry, params, *, code_deps: bool = True) -> dict:
+    """The pipeline for this registry and these params, as dvc.yaml's parsed form.
+
+    ``code_deps``: list exante's own code as deps (a project inside the exante source
+    tree, such as the demo in the repository), so a code change re-runs its stages.
+    A project elsewhere has no such paths; DVC would refuse them as missing.
+    """
     raw = _corpus_dir(registry)
     facts = [f"{raw}/{name}" for name in corpus.FACT_FILES] if raw else []
     forget = shard_name(params.verify.forget_shard)
@@ -353,7 +359,21 @@ def render(registry: Registry, params) -> dict:
         **_verification(forget, list(params.verify.methods), facts),
         "audit": _audit(),
     }
+    if not code_deps:
+        stages = {name: _without_code(stage) for name, stage in stages.items()}
     return {"vars": [REGISTRY], "stages": stages}
+
+
+def _without_code(stage: dict) -> dict:
+    if "do" in stage:
+        return {**stage, "do": _without_code(stage["do"])}
+    deps = [d for d in stage.get("deps", []) if Path(d).parts[0] not in CODE_DIRS]
+    return {**stage, "deps": deps} if deps else {k: v for k, v in stage.items() if k != "deps"}
+
+
+def has_code(root: Path) -> bool:
+    """Whether ``root`` holds exante's packages (the source tree, or a copy of it)."""
+    return all((Path(root) / d).is_dir() for d in CODE_DIRS)
 
 
 def dump(pipeline: dict) -> str:
@@ -373,13 +393,18 @@ def _load(root: Path):
     return load_registry(root / REGISTRY), load_params(root / "params.yaml")
 
 
+def render_project(root: Path) -> dict:
+    """The pipeline ``root``'s registry and params call for."""
+    return render(*_load(root), code_deps=has_code(root))
+
+
 def write_pipeline(root: Path) -> Path:
     """Render ``root``'s dvc.yaml from its registry and params (atomically)."""
     from lineage._canonical import atomic_write
 
     root = Path(root)
-    text = dump(render(*_load(root)))
-    atomic_write(root / DVC_FILE, text.encode())
+    text = dump(render_project(root))
+    atomic_write(root / DVC_FILE, text.encode(), mode=0o644)
     return root / DVC_FILE
 
 
@@ -390,7 +415,7 @@ def check_pipeline(root: Path) -> None:
     if not path.is_file():
         return
     on_disk = (yaml.safe_load(path.read_text()) or {}).get("stages") or {}
-    wanted = render(*_load(root))["stages"]
+    wanted = render_project(root)["stages"]
     stale = [n for n in _CHECKED if n in on_disk and on_disk[n] != wanted.get(n)]
     if stale:
         raise PipelineError(

@@ -1,0 +1,180 @@
+"""``exante init DIR``: a new project, ready for ``dvc repro`` once a source is registered.
+
+The project files (policies, params, the demo's registry) are the ones this
+checkout runs on, so a new project starts from what the tests exercise, not
+from a second copy that could drift. The project is built in a temporary
+directory beside ``DIR`` and moved in only when complete.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from exante.pipeline import DVC_FILE, REGISTRY, write_pipeline
+from lineage.errors import BadInputError
+
+EXAMPLES = ("demo",)
+_POLICIES = ("policies/default.yaml", "policies/verification.yaml")
+REMOTE = ".dvc-remote"
+_REGISTRY_TEMPLATE = """\
+# The source registry: every source exante may ingest, and the terms it came with.
+# Each key is the source id; records get ids "<source id>/<raw id>". The dvc stage
+# `ingest` has one stage per source listed here. Fields: see README ("Source registry").
+schema_version: 1
+sources: {}  # none yet: replace {} with your sources, such as this example
+#  manuals:
+#    description: Product manuals written by our own staff.
+#    location: data/raw/manuals.parquet
+#    format: parquet               # jsonl, text, parquet, csv, dir or hf
+#    fields: {id: doc_id, text: body}
+#    license: LicenseRef-Acme-Internal
+#    terms:
+#      summary: Written by employees as work for hire; the company owns the copyright.
+#      permits_ml_training: true
+#    consent_basis: none
+#    contains_personal_data: false
+#    tdm_opt_out: false
+#    acquired: {date: "2025-01-15", method: export from the documentation system}
+#    jurisdiction: EU
+#    retention: indefinite
+"""
+_GITIGNORE = """\
+# private signing keys and local state: never committed
+.exante/
+*.key.pem
+# development public keys are made per clone by `exante keys init --dev`
+/policies/trusted_keys/dev-*.pub.pem
+# pipeline outputs (tracked by DVC, not git) and local stores
+/data/records/
+/data/reports/
+/data/manifests/
+/data/manifest.dsse.json
+/data/manifest.leaves
+/data/gate/
+/data/audit/
+/data/shards/
+/data/verification/
+/models/
+/mlruns.db
+/mlartifacts/
+/.dvc-remote/
+"""
+_DVCIGNORE = "# exante: keys, local stores\n.exante/\n/.dvc-remote/\n/mlartifacts/\n"
+
+
+class InitError(BadInputError):
+    """``exante init`` cannot make a project here (it would overwrite one, or lacks files)."""
+
+
+def shipped_root() -> Path:
+    """The exante source tree whose project files a new project copies."""
+    root = Path(__file__).resolve().parents[1]
+    missing = [n for n in (REGISTRY, "params.yaml", *_POLICIES) if not (root / n).is_file()]
+    if missing:
+        raise InitError(
+            f"exante init copies its project files from the exante source tree ({root}), "
+            "which lacks them: install exante from a checkout (pip install -e .)",
+            problems=missing,
+        )
+    return root
+
+
+def _refuse_existing(target: Path) -> None:
+    existing = [n for n in (DVC_FILE, REGISTRY) if (target / n).exists()]
+    if existing:
+        raise InitError(
+            f"{target} already holds an exante or DVC project; exante init changes nothing "
+            "there (edit it, or pick a new directory)",
+            problems=[f"{target / n} exists" for n in existing],
+        )
+
+
+def _params_without_corpus(text: str) -> str:
+    """The shipped params minus the demo generator's ``corpus:`` section."""
+    out, skipping = [], False
+    for line in text.splitlines(keepends=True):
+        if line[:1] not in (" ", "#", "\n", ""):
+            skipping = line.startswith("corpus:")
+        if not skipping:
+            out.append(line)
+    return "".join(out)
+
+
+def _write_files(tmp: Path, example: str | None) -> None:
+    from lineage.erasure import DENIED, denied_bytes
+    from lineage.gate import Denials
+
+    shipped = shipped_root()
+    (tmp / "data").mkdir()
+    (tmp / "policies" / "trusted_keys").mkdir(parents=True)
+    for name in _POLICIES:
+        shutil.copy(shipped / name, tmp / name)
+    params = (shipped / "params.yaml").read_text()
+    if example == "demo":
+        shutil.copy(shipped / REGISTRY, tmp / REGISTRY)
+        (tmp / "params.yaml").write_text(params)
+    else:
+        (tmp / REGISTRY).write_text(_REGISTRY_TEMPLATE)
+        (tmp / "params.yaml").write_text(_params_without_corpus(params))
+    (tmp / DENIED).write_bytes(denied_bytes(Denials()))
+    (tmp / ".gitignore").write_text(_GITIGNORE + ("/data/raw/\n" if example else ""))
+    write_pipeline(tmp)
+
+
+def _run(cmd: list[str], cwd: Path) -> None:
+    done = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise InitError(f"`{' '.join(cmd)}` failed in {cwd}:", problems=[done.stderr.strip()])
+
+
+def _init_repos(tmp: Path) -> None:
+    """git + dvc, with a local DVC remote as the default (what `dvc push` fills)."""
+    dvc = [sys.executable, "-m", "dvc"]
+    _run(["git", "init", "-q"], tmp)
+    _run([*dvc, "init", "-q"], tmp)
+    _run([*dvc, "config", "core.analytics", "false"], tmp)
+    (tmp / REMOTE).mkdir()
+    _run([*dvc, "remote", "add", "-d", "local", REMOTE], tmp)
+    with (tmp / ".dvcignore").open("a") as f:
+        f.write(_DVCIGNORE)
+
+
+def create_project(target: Path, *, example: str | None = None) -> Path:
+    """Make a new project in ``target`` (new, or holding no project yet); return it."""
+    target = Path(target).absolute()
+    _refuse_existing(target)
+    if target.exists() and not target.is_dir():
+        raise InitError(f"{target} exists and is not a directory")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.init-", dir=target.parent))
+    try:
+        _write_files(tmp, example)
+        _init_repos(tmp)
+        _publish(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def _publish(tmp: Path, target: Path) -> None:
+    """Move the finished project in; refuse before moving anything if a name is taken."""
+    if not target.exists():
+        umask = os.umask(0)
+        os.umask(umask)
+        tmp.chmod(0o777 & ~umask)  # mkdtemp's 0700 is for the work in progress only
+        tmp.rename(target)
+        return
+    taken = [p.relative_to(tmp) for p in tmp.rglob("*") if p.is_file()]
+    taken = [str(p) for p in taken if (target / p).exists()]
+    if taken:
+        raise InitError(f"{target}: exante init would overwrite these files:", problems=taken)
+    for entry in tmp.iterdir():
+        if (target / entry.name).is_dir():
+            shutil.copytree(entry, target / entry.name, dirs_exist_ok=True)
+        else:
+            entry.rename(target / entry.name)
