@@ -55,16 +55,13 @@ def build_project(root: Path, corpus: dict) -> None:
     receipts, keys): a developer who has run `exante delete` here gets the
     same tests as a clean clone.
     """
+    from exante.pipeline import write_pipeline
     from lineage.erasure import DENIED, denied_bytes
     from lineage.gate import Denials
 
-    for name in ("dvc.yaml", "lineage", "training", "verify", "policies"):
-        src = REPO / name
-        if src.is_dir():
-            ignore = shutil.ignore_patterns("__pycache__", "*.pub.pem")
-            shutil.copytree(src, root / name, ignore=ignore)
-        else:
-            shutil.copy(src, root / name)
+    ignore = shutil.ignore_patterns("__pycache__", "*.pub.pem")
+    for name in ("lineage", "training", "verify", "policies"):
+        shutil.copytree(REPO / name, root / name, ignore=ignore)
     (root / "data").mkdir()
     shutil.copy(REPO / "data" / "sources.yaml", root / "data" / "sources.yaml")
     (root / DENIED).write_bytes(denied_bytes(Denials()))
@@ -77,6 +74,7 @@ def build_project(root: Path, corpus: dict) -> None:
             else:
                 params[section][key] = value
     (root / "params.yaml").write_text(yaml.safe_dump(params))
+    write_pipeline(root)  # dvc.yaml for these params (the forget shard is s02 here)
 
 
 @pytest.fixture(scope="module")

@@ -84,7 +84,7 @@ def check_stage_list(root: Path, cfg: TrainConfig, dvc_file: str = "dvc.yaml") -
     if listed is not None and list(listed) != list(range(cfg.shards)):
         raise ParamsError(
             f"{dvc_file}: stage train lists shards {listed}, but train.shards is {cfg.shards}; "
-            f"set its foreach to {list(range(cfg.shards))}"
+            f"run `exante pipeline` to render it for shards {list(range(cfg.shards))}"
         )
 
 

@@ -202,7 +202,7 @@ def check_method_list(root: Path, methods, dvc_file: str = "dvc.yaml") -> None:
     if listed is not None and list(listed) != list(methods):
         raise MethodListError(
             f"{dvc_file}: stage verify_approx lists methods {listed}, but verify.methods is "
-            f"{list(methods)}; set its foreach to {list(methods)}"
+            f"{list(methods)}; run `exante pipeline` to render one stage per method"
         )
 
 

@@ -70,7 +70,7 @@ def test_dvc_yaml_declares_the_timings_as_uncached_metrics_no_stage_depends_on()
         "train": stages["train"]["do"]["metrics"],
     }
     assert declared["train_base"] == [{"models/metrics/base.json": {"cache": False}}]
-    assert declared["train"] == [{"models/metrics/s0${item}.json": {"cache": False}}]
+    assert declared["train"] == [{"models/metrics/${item}.json": {"cache": False}}]
     for name, stage in stages.items():
         deps = (stage.get("do") or stage).get("deps", [])
         assert not [d for d in deps if d in ("models", "models/metrics")], name

@@ -139,7 +139,7 @@ def test_a_private_shard_from_the_base_meets_the_policy_budget(project: Project)
 def test_dvc_stage_list_must_match_the_shard_count(tmp_path):
     (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"train": {"foreach": [0, 1]}}}))
     check_stage_list(tmp_path, TINY)
-    with pytest.raises(ParamsError, match=r"set its foreach to \[0, 1, 2\]"):
+    with pytest.raises(ParamsError, match=r"exante pipeline` to render it for shards \[0, 1, 2\]"):
         check_stage_list(tmp_path, TINY.model_copy(update={"shards": 3}))
 
 

@@ -1,0 +1,165 @@
+"""``exante init`` and ``exante pipeline``: new projects, the rendered dvc.yaml, stale checks.
+
+Real git and DVC; nothing is reproduced (``dvc stage list`` parses and resolves
+every stage, which is what a rendering error would break).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from exante.params import load_params
+from exante.pipeline import PipelineError, render
+from lineage import corpus
+from lineage.sources import load_registry
+from tests.conftest import REPO
+
+CODE = ("lineage", "training", "verify")
+
+
+def run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", *args], cwd=cwd, env=env, capture_output=True, text=True
+    )
+
+
+def stages(root: Path) -> dict:
+    return yaml.safe_load((root / "dvc.yaml").read_text())["stages"]
+
+
+def without_code(stages: dict) -> dict:
+    """The stages with every dep on exante's own packages dropped (the oracle, by hand)."""
+    out = {}
+    for name, stage in stages.items():
+        body = dict(stage.get("do", stage))
+        body["deps"] = [d for d in body.get("deps", []) if d.split("/")[0] not in CODE]
+        if not body["deps"]:
+            del body["deps"]
+        out[name] = {**stage, "do": body} if "do" in stage else body
+    return out
+
+
+@pytest.fixture(scope="module")
+def plain(tmp_path_factory) -> Path:
+    parent = tmp_path_factory.mktemp("init")
+    out = run(["exante", "init", "proj"], parent)
+    assert out.returncode == 0, out.stderr
+    return parent / "proj"
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory) -> Path:
+    parent = tmp_path_factory.mktemp("demo")
+    out = run(["exante", "init", "demo", "--example", "demo", "--dev-key"], parent)
+    assert out.returncode == 0, out.stderr
+    return parent / "demo"
+
+
+def test_a_new_project_names_no_demo_file_and_has_no_corpus_stage(plain):
+    text = (plain / "dvc.yaml").read_text()
+    assert "corpus" not in stages(plain)
+    named = [n for n in (*corpus.FILES, "data/raw", "lineage/corpus.py") if n in text]
+    assert named == []
+    assert "corpus" not in yaml.safe_load((plain / "params.yaml").read_text())
+    assert load_params(plain / "params.yaml").train.shards == 4
+    assert load_registry(plain / "data/sources.yaml").sources == {}
+    assert (plain / ".git").is_dir() and (plain / ".dvc-remote").is_dir()
+    assert (plain / "policies/default.yaml").read_bytes() == (
+        REPO / "policies/default.yaml"
+    ).read_bytes()
+    assert (plain / "policies/verification.yaml").is_file()
+    assert {".exante/", "/models/"} <= set((plain / ".gitignore").read_text().splitlines())
+    remote = run(["dvc", "remote", "default"], plain)
+    assert remote.stdout.strip() == "local"
+    assert not (plain / ".exante").exists()  # a key only with --dev-key
+    listed = run(["dvc", "stage", "list"], plain)
+    assert listed.returncode == 0, listed.stderr
+    assert "train@3" in listed.stdout and "ingest@" not in listed.stdout
+
+
+def test_the_commented_example_source_registers_as_it_stands(plain, tmp_path):
+    """Uncommenting the example (and dropping the {}) gives a valid registry and stage."""
+    project = tmp_path / "p"
+    shutil.copytree(plain, project, symlinks=True)
+    registry = project / "data/sources.yaml"
+    lines = registry.read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("sources: {}"))
+    example = [line[1:] for line in lines[start + 1 :]]
+    registry.write_text("\n".join([*lines[:start], "sources:", *example]) + "\n")
+    assert list(load_registry(registry).sources) == ["manuals"]
+    listed = run(["dvc", "stage", "list"], project)
+    assert listed.returncode == 0, listed.stderr
+    assert "ingest@manuals" in listed.stdout
+    assert run(["exante", "pipeline", "--check"], project).returncode == 0
+
+
+def test_the_demo_example_is_the_repository_pipeline(demo):
+    """The repository's dvc.yaml is the rendered demo; a project outside it has no code deps."""
+    registry, params = load_registry(REPO / "data/sources.yaml"), load_params(REPO / "params.yaml")
+    repo = yaml.safe_load((REPO / "dvc.yaml").read_text())
+    assert repo == render(registry, params, code_deps=True)
+    assert stages(demo) == without_code(repo["stages"])
+    assert "corpus" in stages(demo)
+    assert (demo / "params.yaml").read_bytes() == (REPO / "params.yaml").read_bytes()
+    assert (demo / "data/sources.yaml").read_bytes() == (REPO / "data/sources.yaml").read_bytes()
+    assert (demo / ".exante/keys/signing.key.pem").is_file()
+    assert list((demo / "policies/trusted_keys").glob("dev-*.pub.pem"))
+    assert run(["dvc", "stage", "list"], demo).returncode == 0
+
+
+def test_init_refuses_a_directory_that_holds_a_project(plain):
+    before = (plain / "dvc.yaml").read_bytes()
+    out = run(["exante", "init", plain.name], plain.parent)
+    assert out.returncode == 3
+    assert "already holds" in out.stderr and "dvc.yaml exists" in out.stderr
+    assert (plain / "dvc.yaml").read_bytes() == before
+    assert not list(plain.parent.glob(".proj.init-*"))  # no work in progress left behind
+
+
+def test_init_into_an_existing_directory_keeps_its_files(tmp_path):
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine/notes.txt").write_text("mine")
+    out = run(["exante", "init", "mine"], tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert (tmp_path / "mine/notes.txt").read_text() == "mine"
+    assert (tmp_path / "mine/dvc.yaml").is_file() and (tmp_path / "mine/.dvc").is_dir()
+
+
+def test_twelve_shards_render_s00_to_s11_and_a_stale_pipeline_is_refused(plain, tmp_path):
+    project = tmp_path / "p"
+    shutil.copytree(plain, project, symlinks=True)
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["train"]["shards"], params["verify"]["forget_shard"] = 12, 11
+    (project / "params.yaml").write_text(yaml.safe_dump(params))
+    for stale in (["pipeline", "--check"], ["partition"], ["verify", "register"]):
+        out = run(["exante", *stale], project)
+        assert out.returncode == 3, (stale, out.stderr)
+        assert "run `exante pipeline`" in out.stderr and "stage train" in out.stderr
+    assert run(["exante", "pipeline"], project).returncode == 0
+    train = stages(project)["train"]
+    assert train["foreach"] == {s: f"s{s:02d}" for s in range(12)}
+    assert "data/shards/s11.jsonl" in stages(project)["verify_retrain"]["deps"]
+    listed = run(["dvc", "stage", "list"], project)
+    assert listed.returncode == 0, listed.stderr
+    outs = dict(line.split(None, 1) for line in listed.stdout.splitlines())
+    assert [s for s in outs if s.startswith("train@")] == [f"train@{s}" for s in range(12)]
+    assert "models/shards/s09;" in outs["train@9"] and "models/shards/s11;" in outs["train@11"]
+    assert run(["exante", "pipeline", "--check"], project).returncode == 0
+
+
+def test_a_generated_source_must_be_a_file_the_corpus_writes():
+    registry = load_registry(REPO / "data/sources.yaml")
+    crm = registry.sources["crm"].model_copy(update={"location": "data/raw/mine.jsonl"})
+    odd = registry.model_copy(update={"sources": {**registry.sources, "crm": crm}})
+    with pytest.raises(PipelineError, match="generated_by: corpus") as err:
+        render(odd, load_params(REPO / "params.yaml"))
+    assert "sources.crm.location: data/raw/mine.jsonl" in str(err.value)
+    assert err.value.exit_code == 3
