@@ -85,7 +85,7 @@ def shipped_root() -> Path:
 
 
 def _refuse_existing(target: Path) -> None:
-    existing = [n for n in (DVC_FILE, REGISTRY) if (target / n).exists()]
+    existing = [n for n in (DVC_FILE, REGISTRY, ".dvc") if (target / n).exists()]
     if existing:
         raise InitError(
             f"{target} already holds an exante or DVC project; exante init changes nothing "
@@ -133,12 +133,12 @@ def _run(cmd: list[str], cwd: Path) -> None:
 
 
 def _init_repos(tmp: Path) -> None:
-    """git + dvc, with a local DVC remote as the default (what `dvc push` fills)."""
+    """git (kept where it exists) + dvc, with a local DVC remote as the default."""
     dvc = [sys.executable, "-m", "dvc"]
     _run(["git", "init", "-q"], tmp)
     _run([*dvc, "init", "-q"], tmp)
     _run([*dvc, "config", "core.analytics", "false"], tmp)
-    (tmp / REMOTE).mkdir()
+    (tmp / REMOTE).mkdir(exist_ok=True)
     _run([*dvc, "remote", "add", "-d", "local", REMOTE], tmp)
     with (tmp / ".dvcignore").open("a") as f:
         f.write(_DVCIGNORE)
@@ -154,27 +154,38 @@ def create_project(target: Path, *, example: str | None = None) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.init-", dir=target.parent))
     try:
         _write_files(tmp, example)
-        _init_repos(tmp)
-        _publish(tmp, target)
+        if target.exists():  # perhaps a git repository already: its history stays
+            _merge_into(tmp, target)
+            _init_repos(target)
+        else:
+            _init_repos(tmp)
+            umask = os.umask(0)
+            os.umask(umask)
+            tmp.chmod(0o777 & ~umask)  # mkdtemp's 0700 is for the work in progress only
+            tmp.rename(target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target
 
 
-def _publish(tmp: Path, target: Path) -> None:
-    """Move the finished project in; refuse before moving anything if a name is taken."""
-    if not target.exists():
-        umask = os.umask(0)
-        os.umask(umask)
-        tmp.chmod(0o777 & ~umask)  # mkdtemp's 0700 is for the work in progress only
-        tmp.rename(target)
-        return
-    taken = [p.relative_to(tmp) for p in tmp.rglob("*") if p.is_file()]
-    taken = [str(p) for p in taken if (target / p).exists()]
+def _merge_into(tmp: Path, target: Path) -> None:
+    """Move the project files in; refuse before moving anything if a file is taken.
+
+    An existing ``.gitignore`` is kept, with the lines the project needs appended.
+    """
+    files = [p.relative_to(tmp) for p in tmp.rglob("*") if p.is_file()]
+    taken = [str(p) for p in files if (target / p).exists() and p.name != ".gitignore"]
     if taken:
         raise InitError(f"{target}: exante init would overwrite these files:", problems=taken)
+    ignore, ours = target / ".gitignore", tmp / ".gitignore"
+    if ignore.exists():
+        text = ignore.read_text()
+        new = [line for line in ours.read_text().splitlines() if line not in text.splitlines()]
+        sep = "\n" if text and not text.endswith("\n") else ""
+        ignore.write_text(text + sep + "".join(f"{line}\n" for line in new))
+        ours.unlink()
     for entry in tmp.iterdir():
-        if (target / entry.name).is_dir():
+        if entry.is_dir():
             shutil.copytree(entry, target / entry.name, dirs_exist_ok=True)
         else:
             entry.rename(target / entry.name)

@@ -124,13 +124,25 @@ def test_init_refuses_a_directory_that_holds_a_project(plain):
     assert not list(plain.parent.glob(".proj.init-*"))  # no work in progress left behind
 
 
-def test_init_into_an_existing_directory_keeps_its_files(tmp_path):
-    (tmp_path / "mine").mkdir()
-    (tmp_path / "mine/notes.txt").write_text("mine")
-    out = run(["exante", "init", "mine"], tmp_path)
+def test_init_into_an_existing_git_repository_keeps_its_files_and_history(tmp_path):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine")
+    (mine / ".gitignore").write_text("*.log")
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
+    for cmd in (["init", "-q"], ["add", "."], ["commit", "-qm", "mine"]):
+        subprocess.run([*git, *cmd], cwd=mine, check=True)
+    out = run(["exante", "init", ".", "--example", "demo"], mine)
     assert out.returncode == 0, out.stderr
-    assert (tmp_path / "mine/notes.txt").read_text() == "mine"
-    assert (tmp_path / "mine/dvc.yaml").is_file() and (tmp_path / "mine/.dvc").is_dir()
+    assert (mine / "notes.txt").read_text() == "mine"
+    ignored = (mine / ".gitignore").read_text().splitlines()
+    assert ignored[0] == "*.log" and {".exante/", "/data/raw/"} <= set(ignored)
+    log = subprocess.run(["git", "log", "--oneline"], cwd=mine, capture_output=True, text=True)
+    assert "mine" in log.stdout
+    assert (mine / "dvc.yaml").is_file() and (mine / ".dvc").is_dir()
+    assert run(["dvc", "stage", "list"], mine).returncode == 0
+    again = run(["exante", "init", ".", "--example", "demo"], mine)
+    assert again.returncode == 3 and "already holds" in again.stderr
 
 
 def test_twelve_shards_render_s00_to_s11_and_a_stale_pipeline_is_refused(plain, tmp_path):
