@@ -175,3 +175,13 @@ def test_a_generated_source_must_be_a_file_the_corpus_writes():
         render(odd, load_params(REPO / "params.yaml"))
     assert "sources.crm.location: data/raw/mine.jsonl" in str(err.value)
     assert err.value.exit_code == 3
+
+
+def test_generated_by_is_pipeline_metadata_never_signed():
+    """The manifest embeds each source's terms: the demo's signed manifests stay as they were."""
+    from lineage.sources import source_terms
+
+    crm = load_registry(REPO / "data/sources.yaml").sources["crm"]
+    assert crm.generated_by == "corpus"
+    assert "generated_by" not in source_terms(crm)
+    assert "license" in source_terms(crm)
