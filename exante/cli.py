@@ -784,13 +784,16 @@ def cmd_verify(args) -> int:
     from exante.params import load_params
     from verify import baselines
     from verify.policy import load_policy
-    from verify.provenance import REGISTRATION, register
+    from verify.provenance import REGISTRATION, check_registration, register
     from verify.run import forget_set
 
     root, params = Path("."), load_params()
     policy = load_policy(root)
-    if register(root, params, policy, _signer(args))[1]:
-        print(f"registered the verification plan anew: {REGISTRATION} (policy sha256 "
+    if (root / REGISTRATION).is_file() and not args.register:
+        # a changed policy or verify params is a new plan: never re-registered silently
+        check_registration(root, policy, params=params)
+    elif register(root, params, policy, _signer(args))[1]:
+        print(f"registered the verification plan: {REGISTRATION} (policy sha256 "
               f"{policy.sha256[:16]}…); baselines built under another are rebuilt")  # fmt: skip
     fs = forget_set(root, params.verify)
     for name in baselines.required(params, policy):
@@ -1020,6 +1023,9 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--rebuild", action="store_true",
                    help="rebuild every baseline (missing and stale ones always are)")  # fmt: skip
     v.add_argument("--quiet", action="store_true", help="no per-subject progress lines")
+    v.add_argument("--register", action="store_true",
+                   help="register a changed plan (policy, verify params) anew; without it a "
+                   "changed plan is refused")  # fmt: skip
     v.set_defaults(func=cmd_verify)
     vs = v.add_subparsers(dest="verify", metavar="STEP")
     vg = vs.add_parser("register", help="sign the policy and verify params before any baseline")

@@ -293,9 +293,11 @@ def _forget_sets(ctx: Context, specs, resolved) -> dict:
 
 def _verify_requests(ctx: Context, forget: Mapping) -> dict:
     """``exante delete --verify``: each request against a retrain reference, before retraining."""
-    from verify.request import verify_request
+    from verify.request import mark_requested, verify_request
 
     params, out = load_params(ctx.root / "params.yaml"), {}
+    for rid in forget:
+        mark_requested(ctx.root, rid)
     for rid, fs in forget.items():
         ctx.say(f"{rid}: verifying against a retrain reference (shard {fs.shard}) …")
         info = verify_request(ctx.root, params, ctx.signer, rid, fs, progress=lambda s: None)
@@ -307,7 +309,7 @@ def _stored_verifications(ctx: Context, request_ids: Sequence[str]) -> dict:
     """On ``--resume``: the verifications published before the text was deleted, if any."""
     from verify.request import stored
 
-    found = {rid: stored(ctx.root, rid) for rid in request_ids}
+    found = {rid: stored(ctx.root, rid, ctx.trusted) for rid in request_ids}
     return {rid: info for rid, info in found.items() if info is not None}
 
 
@@ -321,10 +323,11 @@ def _check_verified(ctx: Context, verified: dict) -> dict:
 
     problems = []
     for rid, info in verified.items():
-        info["exact_is_release"] = exact_matches_release(
+        info["exact_is_release"] = info["report"] is not None and exact_matches_release(
             ctx.root, info["shard"], info["exact_forget_shard_sha256"]
         )
-        ctx.say(f"{rid}: {summary_line(info)}")
+        if info["report"] is not None:
+            ctx.say(f"{rid}: {summary_line(info)}")
         problems += [f"{rid}: {p}" for p in gate(info)]
     if problems:
         raise UnverifiedDeletionError(
@@ -520,6 +523,23 @@ def _track_ledger(root: Path) -> None:
 # -- purge and verify -----------------------------------------------------------
 
 
+def _purge_copies(root: Path) -> list[Path]:
+    """Logs of earlier runs may quote record text (the report's samples), and the datasets
+    cache pieces of raw files: neither outlives a deletion. The newest log is this
+    deletion's own retrain, run after the records were gone: it stays."""
+    import shutil
+
+    from lineage._readers import HF_CACHE
+
+    gone = sorted((root / LOGS).glob("*.log"))[:-1]
+    for log in gone:
+        log.unlink()
+    if (root / HF_CACHE).is_dir():
+        shutil.rmtree(root / HF_CACHE)
+        gone.append(root / HF_CACHE)
+    return gone
+
+
 def purge(root: Path, cfg) -> dict:
     """Remove old file versions from the DVC cache and the default remote, and temp files.
 
@@ -533,6 +553,7 @@ def purge(root: Path, cfg) -> dict:
     temps = [p for p in (root / "models").glob("*.tmp") if p.is_dir()]
     for p in temps:
         shutil.rmtree(p)
+    temps += _purge_copies(root)
     pruned = prune_checkpoints(root, cfg)
     if pruned:  # the shard directories changed after the pipeline: record them in dvc.lock
         stages = [f"train@{int(s[1:])}" for s in sorted(pruned)] + ["attest"]

@@ -117,12 +117,18 @@ class _Judge:
         return tuple(r for p in self.policies for r in source_violations(source, p, **when))
 
     def own_terms(self, record: Record) -> tuple[str, ...]:
-        """The refusals of one record under its own terms, each naming the record."""
+        """The refusals of one record under its own terms, each naming the record.
+
+        Unless the registry lets record terms ``override`` the source's, the
+        source's own refusals stand too: a raw column can narrow, never widen.
+        """
         key = (record.source_id, record.terms)
         if key not in self.cache:
             terms = dict(record.terms)
             source = self.registry.sources[record.source_id]
-            self.cache[key] = self.source(_under_own_terms(source, terms), terms)
+            own = self.source(_under_own_terms(source, terms), terms)
+            override = source.fields is not None and source.fields.record_terms == "override"
+            self.cache[key] = own if override else (*self.source(source), *own)
         return tuple(f"record {record.record_id} (own terms): {r}" for r in self.cache[key])
 
 

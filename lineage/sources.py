@@ -65,8 +65,12 @@ class Fields(_Frozen):
 
     The id is a column (``id``) or derived (``id_from``): the digest of the named
     columns' values, so it stays the same when rows are reordered or other rows
-    change. The terms columns, where a row holds a value, override the source's
-    terms for that record (a null keeps the source's).
+    change. The terms columns, where a row holds a value, apply to that record
+    (a null keeps the source's). ``record_terms`` says how: ``narrow`` (the
+    default) judges the record under the source's terms AND its own, so an
+    unsigned raw column can only refuse more; ``override`` lets the record's
+    own terms replace the source's — a choice made here, in the registry the
+    manifest signs, never by the data.
     """
 
     id: str | None = Field(default=None, min_length=1)
@@ -77,6 +81,7 @@ class Fields(_Frozen):
     consent_basis: str | None = Field(default=None, min_length=1)
     tdm_opt_out: str | None = Field(default=None, min_length=1)
     retention_start: str | None = Field(default=None, min_length=1)
+    record_terms: Literal["narrow", "override"] = "narrow"
 
     @model_validator(mode="after")
     def _one_id(self) -> Fields:

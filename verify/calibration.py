@@ -4,10 +4,10 @@
   forget quality, the relearning curve's worst point) is recomputed on
   bootstrap resamples of the *people* (forget and holdout people resampled
   independently; retain and public texts for utility), paired: the subject and
-  the reference are scored on the same resample. The percentile interval's
-  level is ``1 − α/m``: α pre-registered in the policy, ``m`` the subject's
-  judged checks (Bonferroni). Efron & Tibshirani, *An Introduction to the
-  Bootstrap* (1993), ch. 13.
+  the reference are scored on the same resample. The interval is the point ±
+  z·se, se the bootstrap standard error, at level ``1 − α/m``: α pre-registered
+  in the policy, ``m`` the subject's judged checks (Bonferroni). Efron &
+  Tibshirani, *An Introduction to the Bootstrap* (1993), ch. 6 and 13.
 - **Envelopes.** K retrain references differ only in their training seed; how
   far another seed's statistic strays from the reference's (its largest
   deviation from "no difference") is the null envelope a subject's tolerance
@@ -15,7 +15,7 @@
 - **Record leak test.** Per forget record, the loss-MIA score (mean token
   log-prob) of the subject minus the reference's, divided by the spread of
   the same difference between the calibration references and the reference
-  (robust: 1.4826 × MAD, pooled over records). A record the subject was
+  (robust: 1.4826 × the median absolute difference, pooled over records). A record the subject was
   trained on scores far above: the largest z is compared with the normal
   critical value at ``α / (m · n)`` (Bonferroni over checks and records).
   Carlini et al., "Membership Inference Attacks From First Principles"
@@ -244,22 +244,29 @@ def interval(
     fn = STATISTICS.get(check)
     if fn is None or not draws or check in PVALUES:
         return None
-    return percentile_interval((fn(s, r, owners, d) for d in draws), level)
+    centre = fn(s, r, owners, identity(owners))
+    if centre is None:
+        return None
+    return bootstrap_interval((fn(s, r, owners, d) for d in draws), level, centre)
 
 
-def percentile_interval(values: Iterable[float | None], level: float):
-    """The two-sided percentile interval; None when fewer than 20 (or half) resamples scored."""
+def bootstrap_interval(values: Iterable[float | None], level: float, point: float | None = None):
+    """A normal interval at ``level`` around the point, with the bootstrap standard error.
+
+    A percentile interval cannot reach a Bonferroni-corrected level: at α/m of
+    1e-4, 400 resamples have no such tail, and their min and max cover far
+    less. ``point ± z·se`` does (under approximate normality of the
+    statistic), at a cost that does not grow with the level. None when fewer
+    than 20 (or half) of the resamples could be scored. Without ``point``, the
+    resamples' mean is the centre.
+    """
     got = list(values)
-    kept = sorted(x for x in got if x is not None)
+    kept = [x for x in got if x is not None]
     if len(kept) < max(20, len(got) // 2):
         return None
-    tail = (1 - level) / 2
-    return (_quantile(kept, tail), _quantile(kept, 1 - tail))
-
-
-def _quantile(sorted_values: Sequence[float], q: float) -> float:
-    i = min(len(sorted_values) - 1, max(0, math.floor(q * len(sorted_values))))
-    return float(sorted_values[i])
+    centre = statistics.fmean(kept) if point is None else point
+    half = NormalDist().inv_cdf(1 - (1 - level) / 2) * statistics.stdev(kept)
+    return (centre - half, centre + half)
 
 
 def point(check: str, s: dict, r: dict, owners: Owners) -> float | None:
@@ -301,9 +308,9 @@ def leak_test(reference: dict, calibration: Sequence[dict], *, alpha: float, che
     diffs = [c[i] - ref[i] for c in map(_record_scores, calibration) for i in ref if i in c]
     if len(diffs) < 2:
         return None
-    med = statistics.median(diffs)
-    mad = statistics.median(abs(d - med) for d in diffs)
-    scale = max(1.4826 * mad, 1e-6)
+    # spread around 0, as z is taken: a clean retrain's overall shift widens the scale
+    # instead of inflating every other clean model's z
+    scale = max(1.4826 * statistics.median(abs(d) for d in diffs), 1e-6)
     n = max(len(ref), 1)
     critical = NormalDist().inv_cdf(1 - alpha / (max(checks, 1) * n))
     return LeakTest(scale, critical, n)

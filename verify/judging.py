@@ -24,6 +24,7 @@ from verify.verdicts import (
     INEFFECTIVE,
     NEEDS,
     PASS,
+    PVALUES,
     Verdict,
     attacks_of,
     judge,
@@ -33,6 +34,7 @@ from verify.verdicts import (
 REFERENCE = "retrain"
 CALIBRATION = "calib:"
 HELDOUT, PLANTED = "heldout", "planted"
+UTILITY = {"ppl_retain", "ppl_public"}  # a utility check failing is no detected leak
 NEUTRAL = {"max_above": 0.0, "max_abs": 0.0, "max_ratio": 1.0, "min_ratio": 1.0}
 
 
@@ -181,16 +183,20 @@ def _one(ctx: _Ctx, name: str, attack: str, check: str, rule_of) -> Verdict:
         )
         return replace(v, reason=v.reason or (f"largest on {record}" if record else ""))
     iv = None if absent else cal.interval(check, mine, ref, ctx.owners, ctx.draws, ctx.level)
-    return judge(
-        check,
-        rule,
-        threshold,
-        value=mine["metrics"].get(check),
-        reference=ref["metrics"].get(check),
-        interval=iv,
-        envelope=ctx.envelopes.get((attack, check), 0.0),
-        **base,
-    )
+    # the judged statistic from the same function as its interval (for relearning, the
+    # largest gap over the reference at any budget, not the gap of the two maxima)
+    stat = None if absent else cal.point(check, mine, ref, ctx.owners)
+    v = judge(check, rule, threshold, value=mine["metrics"].get(check),
+              reference=ref["metrics"].get(check), interval=iv, statistic=stat,
+              envelope=ctx.envelopes.get((attack, check), 0.0), **base)  # fmt: skip
+    if iv is None and v.outcome in (PASS, FAIL) and _wants_interval(check):
+        return replace(v, outcome=INCONCLUSIVE,
+                       reason="no interval: too few people could be resampled")  # fmt: skip
+    return v
+
+
+def _wants_interval(check: str) -> bool:
+    return check in cal.STATISTICS and check not in PVALUES
 
 
 def _reference_null(ref, checks, owners, inputs, draws, level) -> list[Verdict]:
@@ -228,7 +234,7 @@ def _reference_null(ref, checks, owners, inputs, draws, level) -> list[Verdict]:
 
 def _stat_interval(fn, owners, draws, level):
     point = fn(cal.identity(owners))
-    return point, None if point is None else cal.percentile_interval(map(fn, draws), level)
+    return point, None if point is None else cal.bootstrap_interval(map(fn, draws), level, point)
 
 
 def _null_verdict(check, rule, threshold, point, iv, absent) -> Verdict:
@@ -237,14 +243,7 @@ def _null_verdict(check, rule, threshold, point, iv, absent) -> Verdict:
     above = rule == "max_above"
     return judge(check, rule, threshold, subject=REFERENCE, attack="null", value=point,
                  reference=0.0 if above and point is not None else None,
-                 interval=iv if above else _abs_interval(iv), absent=absent)  # fmt: skip
-
-
-def _abs_interval(iv):
-    if iv is None:
-        return None
-    lo, hi = iv
-    return (0.0 if lo <= 0 <= hi else min(abs(lo), abs(hi)), max(abs(lo), abs(hi)))
+                 interval=iv, absent=absent)  # fmt: skip
 
 
 def _identity(digests: Mapping[str, str]) -> list[Verdict]:
@@ -368,13 +367,18 @@ def _power(summary: Mapping, planted_record: str | None, leak) -> dict:
 
 
 def _apply_power(summary: dict, power: Mapping) -> None:
-    """No detected planted leak: no subject's pass is trusted (fail closed)."""
-    if power[PLANTED]["ok"]:
+    """No pass stands on a test that missed the planted leak, or on a reference that
+    knows the forget set better than people no model saw (fail closed)."""
+    if not power[PLANTED]["ok"]:
+        why = "power control: a planted single-record leak was not detected"
+    elif summary[REFERENCE]["verdict"] != PASS:
+        why = f"the retrain reference is {summary[REFERENCE]['verdict']} against the holdout null"
+    else:
         return
     for name, s in summary.items():
         if name not in (PLANTED, HELDOUT, REFERENCE) and s["verdict"] == PASS:
             s["verdict"] = INCONCLUSIVE
-            s["reason"] = "power control: a planted single-record leak was not detected"
+            s["reason"] = why
 
 
 def _explain_exact(summary: dict, digests: Mapping[str, str]) -> None:

@@ -122,23 +122,52 @@ def exact_matches_release(root: Path, shard: int, digest: str) -> bool:
     return weights_digest(Path(root) / Paths().ensemble / f"s{shard:02d}") == digest
 
 
-def stored(root: Path, request_id: str) -> dict | None:
-    """A request's verification as published (for ``--resume``: the text is gone by then)."""
+REQUESTED = "verification-requested"  # marker: --verify was asked; results replace it
+
+
+def mark_requested(root: Path, request_id: str) -> None:
+    """Record that ``request_id`` is to be verified, before anything can fail.
+
+    Publishing the verification replaces the directory, marker included; a
+    marker left alone means the verification never completed, and
+    :func:`stored` then withholds the receipt on ``--resume``.
+    """
+    d = Path(root) / request_dir(request_id)
+    d.mkdir(parents=True, exist_ok=True)
+    (d / REQUESTED).write_text(f"{request_id}\n")
+
+
+def stored(root: Path, request_id: str, trusted) -> dict | None:
+    """A request's verification as published and signed (for ``--resume``: the text is gone).
+
+    None when none was asked for. The signed report is checked first (its
+    signature, and the digest of every file it names, results.json included),
+    so an edited verdict cannot buy a receipt. A verification that was asked
+    for and never published reads as ``exact`` missing: the gate refuses it.
+    """
     import json
 
-    path = Path(root) / request_dir(request_id) / "results.json"
-    if not path.is_file():
-        return None
-    results = json.loads(path.read_text())
+    from verify.report import verify_report
+
+    where = Path(root) / request_dir(request_id)
+    report = where / "report.dsse.json"
+    if not report.is_file():
+        if not (where / REQUESTED).is_file():
+            return None
+        return {"request_id": request_id, "report": None, "shard": None, "forget_people": [],
+                "records": 0, "verdicts": {}, "exact_forget_shard_sha256": None,
+                "power": {}}  # fmt: skip
+    predicate = verify_report(report, root=Path(root), trusted=trusted)
+    results = json.loads((where / "results.json").read_text())
     return {
         "request_id": request_id,
         "report": (request_dir(request_id) / "report.dsse.json").as_posix(),
         "shard": results["forget_set"]["shard"],
         "forget_people": results["forget_set"]["forget_people"],
         "records": len(results["forget_set"]["forget_records"]),
-        "verdicts": {n: s["verdict"] for n, s in results["summary"].items()},
-        "exact_forget_shard_sha256": results["subjects"]["exact"]["forget_shard_sha256"],
-        "power": _power_ok(results),
+        "verdicts": {n: s["verdict"] for n, s in predicate["summary"].items()},
+        "exact_forget_shard_sha256": predicate["subjects"]["exact"]["forget_shard_sha256"],
+        "power": _power_ok(predicate),
     }  # fmt: skip
 
 
@@ -156,6 +185,8 @@ def gate(info: dict) -> list[str]:
     block the receipt, which records it as inconclusive, never as a pass.
     """
     problems = []
+    if info.get("report") is None:
+        return ["the verification asked for (--verify) never completed: no signed report"]
     verdict = info["verdicts"].get("exact")
     if verdict not in ("pass", "inconclusive"):
         problems.append(f"exact deletion is {verdict or 'missing'}, not pass")

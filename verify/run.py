@@ -198,7 +198,7 @@ def run(
     cal = policy.policy.calibration
     settings = Settings(alpha=cal.alpha, bootstrap=cal.bootstrap, seed=v.seed,
                         static_attacks=("none", *map(_label, v.quantization), SHARD))  # fmt: skip
-    inputs = {"probes": bool(fs.forget_probes),
+    inputs = {"probes": bool(fs.forget_probes), "secrets": bool(secrets),
               "canaries": any(p.fact == "canary" for p in fs.forget_probes)}  # fmt: skip
     why = {} if split else {"relearn": "one person in the forget set: a relearning split needs two"}
     judged = judge_all(results, policy, _owners(fs), inputs, settings, digests=loaded.digests,

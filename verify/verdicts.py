@@ -117,12 +117,14 @@ def judge(
     absent: str | None = None,
     why_missing: str = "not measured",
     corrections: int = 1,
+    statistic: float | None = None,
 ) -> Verdict:
     """One verdict. ``absent`` names the corpus input the check lacks (→ n/a).
 
     ``interval`` bounds the judged statistic (see :func:`judged`); ``envelope``
     widens the tolerance by what seed-to-seed retrains differ by (calibration);
-    ``corrections`` divides a p-value check's threshold (Bonferroni).
+    ``corrections`` divides a p-value check's threshold (Bonferroni);
+    ``statistic`` overrides :func:`judged` (the statistic ``interval`` is of).
     """
     v = Verdict(subject, attack, check_name, value, reference, rule, threshold, INCONCLUSIVE)
     if absent:
@@ -130,7 +132,9 @@ def judge(
     needs_ref = check_name not in RELATIVE and rule not in ("max_abs", "min")
     if _missing(value) or (needs_ref and _missing(reference)):
         return replace(v, reason=why_missing)
-    stat = judged(rule, value, reference)
+    stat = judged(rule, value, reference) if statistic is None else statistic
+    if rule == "max_abs":  # the bound is on |statistic|: so is the interval
+        stat, interval = abs(stat), _abs_interval(interval)
     upper = rule in ("max_above", "max_ratio", "max_abs")
     if check_name in PVALUES:
         tol = threshold / corrections
@@ -143,6 +147,13 @@ def judge(
         outcome = FAIL if hi < tol else INCONCLUSIVE if stat < tol else PASS
     reason = "" if outcome != INCONCLUSIVE else "beyond the tolerance, but not significantly"
     return replace(v, outcome=outcome, reason=reason, interval=interval, tolerance=tol)
+
+
+def _abs_interval(iv: tuple[float, float] | None) -> tuple[float, float] | None:
+    if iv is None:
+        return None
+    lo, hi = iv
+    return (0.0 if lo <= 0 <= hi else min(abs(lo), abs(hi)), max(abs(lo), abs(hi)))
 
 
 def subject_verdict(verdicts: Iterable[Verdict]) -> dict:

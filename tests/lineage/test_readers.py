@@ -265,8 +265,19 @@ def test_per_record_terms_are_judged_per_record(project: Project) -> None:
     assert "expired on 2022-01-01" in refused["mixed/expired"]
 
 
-def test_own_license_admits_a_record_of_a_refused_source(project: Project) -> None:
-    register_mixed(project, license="LicenseRef-Closed")
+def test_own_terms_only_narrow_a_source_unless_the_registry_says_override(project: Project):
+    register_mixed(project, license="LicenseRef-Closed")  # the source itself is refused
+    project.build()
+    ok = allowed(project.root)
+    assert not {"mixed/own-mit", "mixed/ok"} & ok  # an unsigned raw column cannot widen
+    assert "license LicenseRef-Closed" in refusals(project.root)["mixed/own-mit"]
+
+
+def test_own_license_admits_a_record_of_a_refused_source_under_override(project: Project):
+    fields = TERMS_FIELDS | {"record_terms": "override"}
+    location = write_parquet(project.root, TERMS_ROWS)
+    register(project, "mixed", format="parquet", location=location, fields=fields,
+             license="LicenseRef-Closed")  # fmt: skip
     project.build()
     ok = allowed(project.root)
     assert "mixed/own-mit" in ok
