@@ -179,3 +179,19 @@ def test_a_stale_baseline_is_refused_naming_it(project, tmp_path):
     assert out.returncode == 3, out.stderr
     assert "retrain is stale" in out.stderr and "params train.shard" in out.stderr
     assert not (copy / "data/verification/.verification.tmp").exists()
+
+
+def test_an_auditor_brings_a_model_of_their_own(project, tmp_path):
+    """`exante verify subject`: a copy of the reference passes; the release's shard does not."""
+    from verify.baselines import model_dir
+
+    model = tmp_path / "mine"
+    shutil.copytree(model_dir(project, "retrain"), model)
+    ok = run(["exante", "verify", "subject", str(model), "--name", "clean-copy", "--quiet"],
+             project, check=False)  # fmt: skip
+    assert ok.returncode == 0, ok.stdout[-2000:] + ok.stderr
+    assert "external:clean-copy: pass" in ok.stdout
+    report = project / "data/verification-subjects/clean-copy/report.dsse.json"
+    assert run(["exante", "verify", "check", str(report)], project, check=False).returncode == 0
+    bad = run(["exante", "verify", "subject", str(model), "--name", "../x"], project, check=False)
+    assert bad.returncode == 3 and "--name" in bad.stderr
