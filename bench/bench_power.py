@@ -92,7 +92,7 @@ def main() -> int:
 def _report(results, planted, args, trained: float, judged: float) -> int:
     summary = results["summary"]
     z = {v["subject"]: v for v in results["verdicts"]
-         if v["check"] == "record_leak_z" and v["attack"] == "none"}  # fmt: skip
+         if v["check"] == "record_leak" and v["attack"] == "none"}  # fmt: skip
     print(f"{'draw':>4s}  {'planted record':24s} {'verdict':>12s} {'leak z':>7s}   "
           f"{'clean retrain':>13s} {'leak z':>7s}")  # fmt: skip
     fails = passes = 0

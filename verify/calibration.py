@@ -13,11 +13,13 @@
   deviation from "no difference") is the null envelope a subject's tolerance
   is widened by: a clean model must not fail for being another seed.
 - **Record leak test.** Per forget record, the loss-MIA score (mean token
-  log-prob) of the subject minus the reference's, divided by the spread of
-  the same difference between the calibration references and the reference
-  (robust: 1.4826 × the median absolute difference, pooled over records). A record the subject was
-  trained on scores far above: the largest z is compared with the normal
-  critical value at ``α / (m · n)`` (Bonferroni over checks and records).
+  log-prob) of the subject minus the reference's: the record's *rise*. A
+  clean retrain of another seed rises by chance within ``z · scale``, the
+  scale being the spread of the calibration references' rises (robust:
+  1.4826 × their median absolute value, pooled over records) and ``z`` the
+  normal critical value at ``α / (m · n)`` (Bonferroni over checks and
+  records). The largest rise must stay within that noise plus the policy's
+  margin (nats): a record the subject was trained on rises far above.
   Carlini et al., "Membership Inference Attacks From First Principles"
   (S&P 2022) motivate per-example calibration against reference models.
 """
@@ -290,8 +292,8 @@ class LeakTest:
     records: int
 
     @property
-    def min_detectable(self) -> float:
-        """The smallest per-record score rise (mean token log-prob, nats) the test detects."""
+    def noise(self) -> float:
+        """How far one record of a clean retrain may rise by chance: critical z × scale (nats)."""
         return self.scale * self.critical
 
 
@@ -303,24 +305,29 @@ def _record_scores(res: dict) -> dict[str, float]:
 
 
 def leak_test(reference: dict, calibration: Sequence[dict], *, alpha: float, checks: int):
-    """Fit the per-record scale on the calibration references; None without any."""
+    """Fit the per-record scale on the calibration references; None without any.
+
+    The scale is the spread around 0 (as the rise is taken), so a clean
+    retrain's overall shift widens it instead of making other clean models
+    look leaky. Where the subject's forget shard barely moves the score (an
+    ensemble whose other shards outweigh it), the scale is near 0: the
+    policy's margin (in nats) is then what a leak must exceed.
+    """
     ref = _record_scores(reference)
     diffs = [c[i] - ref[i] for c in map(_record_scores, calibration) for i in ref if i in c]
     if len(diffs) < 2:
         return None
-    # spread around 0, as z is taken: a clean retrain's overall shift widens the scale
-    # instead of inflating every other clean model's z
-    scale = max(1.4826 * statistics.median(abs(d) for d in diffs), 1e-6)
+    scale = 1.4826 * statistics.median(abs(d) for d in diffs)
     n = max(len(ref), 1)
     critical = NormalDist().inv_cdf(1 - alpha / (max(checks, 1) * n))
     return LeakTest(scale, critical, n)
 
 
-def leak_z(subject: dict, reference: dict, test: LeakTest) -> tuple[float | None, str | None]:
-    """The largest per-record z of ``subject`` over the reference, and which record."""
+def leak_rise(subject: dict, reference: dict) -> tuple[float | None, str | None]:
+    """The largest rise of one forget record's score over the reference's, and which record."""
     s, r = _record_scores(subject), _record_scores(reference)
-    zs = {i: (s[i] - r[i]) / test.scale for i in r if i in s}
-    if not zs:
+    rises = {i: s[i] - r[i] for i in r if i in s}
+    if not rises:
         return None, None
-    worst = max(zs, key=zs.get)
-    return zs[worst], worst
+    worst = max(rises, key=rises.get)
+    return rises[worst], worst

@@ -89,14 +89,15 @@ def judge_all(
     ]
     verdicts += _reference_null(ref, checks, owners, inputs, draws, level)
     verdicts += _identity(digests)
-    controls = attack_controls(results, s.static_attacks, leak)
+    margin = checks["record_leak"].rule[1] if "record_leak" in checks else 0.0
+    controls = attack_controls(results, s.static_attacks, leak, margin)
     verdicts = [_downgrade(v, controls) for v in verdicts]
     summary = {
         n: subject_verdict(v for v in verdicts if v.subject == n)
         for n in [REFERENCE, *judged_names(results)]
     }
     summary[REFERENCE]["role"] = "reference (judged against people no model saw)"
-    power = _power(summary, planted_record, leak.get("none"))
+    power = _power(summary, planted_record, leak.get("none"), margin)
     _apply_power(summary, power)
     _explain_exact(summary, digests)
     return {
@@ -119,7 +120,7 @@ def judge_all(
                     "scale": t.scale,
                     "critical_z": t.critical,
                     "records": t.records,
-                    "min_detectable_logprob_rise": t.min_detectable,
+                    "noise_nats": t.noise,
                 }
                 for a, t in leak.items()
             },
@@ -173,14 +174,13 @@ def _one(ctx: _Ctx, name: str, attack: str, check: str, rule_of) -> Verdict:
     )
     if mine is None or ref is None:
         return judge(check, rule, threshold, value=None, reference=None, **base)
-    if check == "record_leak_z":
+    if check == "record_leak":
         leak = ctx.leak.get(attack)
         if not leak:
             base["why_missing"] = "no calibration reference to scale the test"
-        z, record = cal.leak_z(mine, ref, leak) if leak else (None, None)
-        v = judge(
-            check, rule, threshold, value=z, reference=leak.critical if leak else None, **base
-        )
+        rise, record = cal.leak_rise(mine, ref) if leak else (None, None)
+        v = judge(check, rule, threshold, value=rise, reference=leak.noise if leak else None,
+                  **base)  # fmt: skip
         return replace(v, reason=v.reason or (f"largest on {record}" if record else ""))
     iv = None if absent else cal.interval(check, mine, ref, ctx.owners, ctx.draws, ctx.level)
     # the judged statistic from the same function as its interval (for relearning, the
@@ -238,12 +238,21 @@ def _stat_interval(fn, owners, draws, level):
 
 
 def _null_verdict(check, rule, threshold, point, iv, absent) -> Verdict:
-    """The statistic is already relative to the holdout null: compare it with 0 (max_above),
-    or take its absolute value (PrivLeak against an AUC of 0.5, max_abs)."""
+    """The reference against the holdout null: a band, not an equivalence test.
+
+    The statistic is already relative to people no model saw (compare it with 0
+    for max_above; PrivLeak against an AUC of 0.5 for max_abs). The reference
+    fails only when it is significantly outside the band (its interval wholly
+    beyond the tolerance); an estimate beyond it whose interval reaches inside
+    is within the null band for these people, and passes, saying so.
+    """
     above = rule == "max_above"
-    return judge(check, rule, threshold, subject=REFERENCE, attack="null", value=point,
-                 reference=0.0 if above and point is not None else None,
-                 interval=iv, absent=absent)  # fmt: skip
+    v = judge(check, rule, threshold, subject=REFERENCE, attack="null", value=point,
+              reference=0.0 if above and point is not None else None, interval=iv,
+              absent=absent)  # fmt: skip
+    if v.outcome == INCONCLUSIVE and v.interval is not None:
+        return replace(v, outcome=PASS, reason="within the null band (not significantly above)")
+    return v
 
 
 def _identity(digests: Mapping[str, str]) -> list[Verdict]:
@@ -266,25 +275,20 @@ def _identity(digests: Mapping[str, str]) -> list[Verdict]:
     ]
 
 
-def attack_controls(results: Mapping, static_attacks: Sequence[str], leak: Mapping) -> dict:
+def attack_controls(
+    results: Mapping, static_attacks: Sequence[str], leak: Mapping, margin: float
+) -> dict:
     """Per attack, a subject on which it should recover something, and whether it did."""
     out = {}
     original, ref = results.get("original", {}), results[REFERENCE]
     approx = [n for n in results if n.startswith("approx:")]
     for a in static_attacks:
         if a in ("none", "shard"):
-            z = (
-                cal.leak_z(original[a], ref[a], leak[a])[0]
-                if leak.get(a) and a in original
-                else None
-            )
-            fired = z is not None and z > leak[a].critical
-            out[a] = {
-                "control": "original (trained on the forget set)",
-                "fired": fired,
-                "statistic": "record_leak_z",
-                "value": z,
-            }
+            rise = cal.leak_rise(original[a], ref[a])[0] if a in original else None
+            bound = leak[a].noise + margin if leak.get(a) else None
+            out[a] = {"control": "original (trained on the forget set)", "statistic":
+                      "record_leak: largest rise over noise + margin", "value": rise,
+                      "fired": None not in (rise, bound) and rise > bound}  # fmt: skip
             continue
         gains = {n: _gain(results[n], a) for n in approx}
         best = max(gains, key=lambda n: gains[n] or 0.0, default=None)
@@ -337,32 +341,28 @@ def _downgrade(v: Verdict, controls: Mapping) -> Verdict:
     return v
 
 
-def _power(summary: Mapping, planted_record: str | None, leak) -> dict:
+def _power(summary: Mapping, planted_record: str | None, leak, margin: float) -> dict:
+    """The run's power controls: ``planted`` caught by a forget-set check, ``heldout`` passed."""
     out = {}
     if PLANTED in summary:
-        out[PLANTED] = {
-            "must": FAIL,
-            "verdict": summary[PLANTED]["verdict"],
-            "record": planted_record,
-            "ok": summary[PLANTED]["verdict"] == FAIL,
-        }
+        caught = [c for c in summary[PLANTED]["failed"] if c.split("/")[-1] not in UTILITY]
+        out[PLANTED] = {"must": FAIL, "verdict": summary[PLANTED]["verdict"],
+                        "record": planted_record, "caught_by": caught,
+                        "ok": bool(caught)}  # fmt: skip
     else:
         out[PLANTED] = {"must": FAIL, "verdict": None, "ok": False, "reason": "not built"}
     if HELDOUT in summary:
-        out[HELDOUT] = {
-            "must": PASS,
-            "verdict": summary[HELDOUT]["verdict"],
-            "ok": summary[HELDOUT]["verdict"] == PASS,
-        }
+        verdict = summary[HELDOUT]["verdict"]
+        out[HELDOUT] = {"must": PASS, "verdict": verdict, "ok": verdict == PASS}
     else:
         out[HELDOUT] = {"must": PASS, "verdict": None, "ok": False, "reason": "not built"}
     if leak is not None:
         out["min_detectable_leak"] = {
-            "logprob_rise": leak.min_detectable,
+            "logprob_rise": leak.noise + margin, "noise": leak.noise, "margin": margin,
             "critical_z": leak.critical,
             "what": "the smallest rise of one forget record's mean token log-prob over the "
-            "reference that the record-leak test flags, at the pre-registered α",
-        }
+            "reference (ensemble) that the record-leak check flags, at the pre-registered α",
+        }  # fmt: skip
     return out
 
 

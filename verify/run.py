@@ -198,8 +198,10 @@ def run(
     cal = policy.policy.calibration
     settings = Settings(alpha=cal.alpha, bootstrap=cal.bootstrap, seed=v.seed,
                         static_attacks=("none", *map(_label, v.quantization), SHARD))  # fmt: skip
+    measured = split.measured if split else fs.forget_probes  # relearning measures half
     inputs = {"probes": bool(fs.forget_probes), "secrets": bool(secrets),
-              "canaries": any(p.fact == "canary" for p in fs.forget_probes)}  # fmt: skip
+              "canaries": any(p.fact == "canary" for p in fs.forget_probes),
+              "relearn_canaries": any(p.fact == "canary" for p in measured)}  # fmt: skip
     why = {} if split else {"relearn": "one person in the forget set: a relearning split needs two"}
     judged = judge_all(results, policy, _owners(fs), inputs, settings, digests=loaded.digests,
                        planted_record=planted_record(root, names),

@@ -44,7 +44,7 @@ STATIC = (
     "exposure_bits",
     "privleak",
     "forget_quality",
-    "record_leak_z",
+    "record_leak",
     "ppl_retain",
     "ppl_public",
 )
@@ -58,6 +58,14 @@ NEEDS = {
     "exposure_bits": "canaries",
     "relearn_exposure_bits": "canaries",
     "extraction": "canaries",
+}
+
+
+NEED_TEXT = {
+    "probes": "fact to probe",
+    "canaries": "planted canary",
+    "secrets": "secret to extract",
+    "relearn_canaries": "planted canary among the people relearning measures",
 }
 
 
@@ -128,7 +136,9 @@ def judge(
     """
     v = Verdict(subject, attack, check_name, value, reference, rule, threshold, INCONCLUSIVE)
     if absent:
-        return replace(v, outcome=NA, reason=f"no {absent} in this forget set")
+        return replace(
+            v, outcome=NA, reason=f"no {NEED_TEXT.get(absent, absent)} in this forget set"
+        )
     needs_ref = check_name not in RELATIVE and rule not in ("max_abs", "min")
     if _missing(value) or (needs_ref and _missing(reference)):
         return replace(v, reason=why_missing)

@@ -111,7 +111,7 @@ def test_a_planted_single_record_leak_fails_and_a_clean_other_seed_passes(policy
     got = _judge(_subjects(exact=_model(1)), policy)
     s = got["summary"]
     assert s["planted"]["verdict"] == FAIL
-    assert "none/record_leak_z" in s["planted"]["failed"]
+    assert "none/record_leak" in s["planted"]["failed"]
     assert s["heldout"]["verdict"] == PASS, s["heldout"]
     assert s["original"]["verdict"] == FAIL
     assert got["power"]["planted"]["ok"] and got["power"]["heldout"]["ok"]
@@ -161,7 +161,7 @@ def test_a_check_without_its_corpus_inputs_is_not_applicable_by_name(policy):
     got = _judge(_subjects(exact=_model(1)), policy)
     na = [v for v in got["verdicts"] if v.subject == "exact" and v.outcome == NA]
     assert {v.check for v in na} >= {"exposure_bits", "extraction"}
-    assert all("canaries" in v.reason or "secrets" in v.reason for v in na)
+    assert all(v.reason.startswith("no ") and "in this forget set" in v.reason for v in na)
     assert "none/exposure_bits" in got["summary"]["exact"]["not_applicable"]
 
 
@@ -204,6 +204,7 @@ def test_the_reference_is_judged_against_people_no_model_saw(policy):
         ("max_ratio", 12.4, 10.0, None, PASS),
         ("min_ratio", 1.0, 5.0, None, FAIL),
         ("max_abs", -9.0, None, None, PASS),
+        ("max_abs", -40.0, None, (-50.0, -30.0), FAIL),  # over-unlearning fails too
         ("min", 0.01, None, None, FAIL),
     ],
 )
