@@ -204,9 +204,17 @@ def _hf(source: Source, root: Path, columns: tuple[str, ...]) -> Iterator[Batch]
     """A ``save_to_disk`` directory (memory-mapped) or local data files (streamed)."""
     path = source.path(root)
     ds = _saved_dataset(source, path) if _is_saved(path) else _streamed(source, root, path)
-    _missing(source, list(ds.column_names or ()), columns, path)
+    _missing(source, _column_names(ds), columns, path)
     batches = ds.select_columns(list(columns)).with_format("arrow").iter(batch_size=BATCH)
     yield from _guarded(iter(batches), columns, path)
+
+
+def _column_names(ds) -> list[str]:
+    """A streamed CSV does not know its columns until read: peek at the first row."""
+    if ds.column_names is not None:
+        return list(ds.column_names)
+    first = next(iter(ds.take(1)), None)
+    return list(first) if first else []
 
 
 def _is_saved(path: Path) -> bool:

@@ -498,3 +498,16 @@ def test_registry_refuses_a_tabular_source_without_fields_and_misplaced_options(
     assert result.code == 3
     assert "sources.docs: Value error, a parquet source needs 'fields'" in result.err
     assert "read.split applies to format hf only" in result.err
+
+
+def test_hf_over_csv_data_files_knows_its_columns(project: Project) -> None:
+    """A streamed CSV learns its columns from its first row, not from a schema."""
+    (project.root / "data/raw/csvs").mkdir()
+    flat = {k: v for k, v in ROWS.items() if k != "people"}
+    pacsv.write_csv(table(flat), project.root / "data/raw/csvs/a.csv")
+    register(project, "csvs", format="hf", location="data/raw/csvs",
+             fields={"id": "doc_key", "text": "body"}, read={"pattern": "*.csv"})  # fmt: skip
+    run_ingest(project.root)
+    assert [r["text"] for r in lines(project.root, "csvs")] == sorted(
+        ROWS["body"], key=lambda t: ROWS["doc_key"][ROWS["body"].index(t)]
+    )
