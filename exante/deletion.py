@@ -266,14 +266,20 @@ def _recover(ctx: Context, lock) -> None:
 
     if (line := roll_back_interrupted_append(lock, ctx.trusted)) is not None:
         entry = json.loads(line)
-        rid = entry["request_id"]
-        ctx.say(
-            f"rolled back an interrupted ledger append: request {rid} was never acknowledged; "
-            "send it again"
-            if entry["kind"] == "request"
-            else f"rolled back an interrupted ledger append ({rid}: {entry['status']}); "
-            "that step is redone now"
-        )
+        ctx.say(_rolled_back(entry))
+
+
+def _rolled_back(entry: dict) -> str:
+    rid = entry["request_id"]
+    if entry["kind"] == "request":
+        return (f"rolled back an interrupted ledger append: request {rid} was never "
+                "acknowledged; send it again")  # fmt: skip
+    if entry["kind"] == "ack":
+        return (f"rolled back an interrupted ledger append: the acknowledgement of {rid} was "
+                "not recorded; the request stays received and the next `exante delete "
+                "--flush` (or --resume) processes it")  # fmt: skip
+    return (f"rolled back an interrupted ledger append ({rid}: {entry.get('status')}); "
+            "that step is redone now")  # fmt: skip
 
 
 def _write_denied(root: Path) -> None:
