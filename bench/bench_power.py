@@ -93,8 +93,8 @@ def _report(results, planted, args, trained: float, judged: float) -> int:
     summary = results["summary"]
     z = {v["subject"]: v for v in results["verdicts"]
          if v["check"] == "record_leak" and v["attack"] == "none"}  # fmt: skip
-    print(f"{'draw':>4s}  {'planted record':24s} {'verdict':>12s} {'leak z':>7s}   "
-          f"{'clean retrain':>13s} {'leak z':>7s}")  # fmt: skip
+    print(f"{'draw':>4s}  {'planted record':24s} {'verdict':>12s} {'rise':>7s}   "
+          f"{'clean retrain':>13s} {'rise':>7s}   (largest record rise in nats)")  # fmt: skip
     fails = passes = 0
     for i in range(args.seeds):
         p, h = f"planted-{i}", f"heldout-{i}"
@@ -104,8 +104,10 @@ def _report(results, planted, args, trained: float, judged: float) -> int:
               f"{summary[h]['verdict']:>13s} {_z(z.get(h)):>7s}")  # fmt: skip
     n = args.seeds
     need = -(-19 * n // 20)  # 19 of 20, rounded up
-    crit = z.get("planted-0", {}).get("reference")
-    print(f"critical z {_z({'value': crit})}; α {results['calibration']['alpha']}, "
+    noise = z.get("planted-0", {}).get("reference")
+    margin = z.get("planted-0", {}).get("threshold")
+    print(f"a record fails beyond seed noise {_z({'value': noise})} + margin "
+          f"{_z({'value': margin})} nats; α {results['calibration']['alpha']}, "
           f"{results['calibration']['references']} reference(s)")  # fmt: skip
     print(f"planted single-record leak failed: {fails}/{n} (target ≥ {need}) "
           f"{'met' if fails >= need else 'MISSED'}")  # fmt: skip

@@ -32,6 +32,7 @@ from verify.verdicts import (
 )
 
 REFERENCE = "retrain"
+SHARD = "shard"  # the white-box attack: the subject's forget-shard model alone
 CALIBRATION = "calib:"
 HELDOUT, PLANTED = "heldout", "planted"
 UTILITY = {"ppl_retain", "ppl_public"}  # a utility check failing is no detected leak
@@ -71,7 +72,9 @@ def judge_all(
     checks = policy.policy.checks
     ref = results[REFERENCE]
     calib = [results[n] for n in results if n.startswith(CALIBRATION)]
-    pairs = [(a, c) for c in checks for a in attacks_of(c, s.static_attacks)]
+    # utility is the deployed ensemble's: a shard attacked alone is judged on leaks only
+    pairs = [(a, c) for c in checks for a in attacks_of(c, s.static_attacks)
+             if not (a == SHARD and c in UTILITY)]  # fmt: skip
     m = max(1, len(pairs))
     level = 1 - s.alpha / m
     leak = {

@@ -27,13 +27,11 @@ from verify.attacks.relearn import check_disjoint, relearn_curve, split_forget
 from verify.calibration import Owners
 from verify.config import VerifyParams
 from verify.forget import ForgetSet, draw
-from verify.judging import REFERENCE, Settings, judge_all
+from verify.judging import REFERENCE, SHARD, Settings, judge_all
 from verify.measure import MeasureSettings, exposures, holdout_null, knowledge, measure
 from verify.metrics import auc, forget_quality
 from verify.policy import LoadedPolicy
 from verify.subjects import Component, ScoreCache, Subject, load_component, transform
-
-SHARD = "shard"  # white-box: the subject's forget-shard model alone, as its holder would attack it
 
 
 @dataclass

@@ -278,3 +278,15 @@ def test_the_html_report_and_the_summary_agree_on_every_subject(policy):
     shown = {name: re.findall(r'class="[a-z]+">([^<]+)</span>', cells)[-1] for name, cells in rows}
     assert shown == {n: s["verdict"] for n, s in got["summary"].items()}
     assert {"pass", "fail", "inconclusive"} <= set(shown.values())
+
+
+def test_a_shard_attacked_alone_is_judged_on_leaks_not_on_utility(policy):
+    results = _subjects(exact=_model(1))
+    for r in results.values():
+        r["shard"] = r["none"]
+    settings = Settings(alpha=0.01, bootstrap=200, seed=3, static_attacks=("none", "shard"))
+    _relative(results)
+    got = judge_all(results, policy, OWNERS, {"probes": True}, settings,
+                    digests={n: n for n in results}, planted_record=None)  # fmt: skip
+    shard = {v.check for v in got["verdicts"] if v.attack == "shard" and v.subject == "heldout"}
+    assert "record_leak" in shard and not shard & {"ppl_retain", "ppl_public"}
