@@ -56,8 +56,8 @@ NEEDS = {
     "knowmem_rank": "probes",
     "relearn_em": "probes",
     "exposure_bits": "canaries",
-    "relearn_exposure_bits": "canaries",
-    "extraction": "canaries",
+    "relearn_exposure_bits": "relearn_canaries",  # a canary among the half it measures
+    "extraction": "secrets",  # verify.extraction.facts among the forget set's probes
 }
 
 

@@ -290,3 +290,14 @@ def test_a_shard_attacked_alone_is_judged_on_leaks_not_on_utility(policy):
                     digests={n: n for n in results}, planted_record=None)  # fmt: skip
     shard = {v.check for v in got["verdicts"] if v.attack == "shard" and v.subject == "heldout"}
     assert "record_leak" in shard and not shard & {"ppl_retain", "ppl_public"}
+
+
+def test_relearning_exposure_needs_a_canary_among_the_people_it_measures(policy):
+    results = _subjects(exact=_model(1))
+    inputs = {"probes": True, "canaries": True, "secrets": True, "relearn_canaries": False}
+    _relative(results)
+    got = judge_all(results, policy, OWNERS, inputs, SETTINGS,
+                    digests={n: n for n in results}, planted_record=None)  # fmt: skip
+    v = next(v for v in got["verdicts"]
+             if v.subject == "exact" and v.check == "relearn_exposure_bits")  # fmt: skip
+    assert v.outcome == NA and "measures" in v.reason
