@@ -231,7 +231,6 @@ def _report(facts: list[str]) -> dict:
             "verify/evidence.py",
             "models/ensemble",
             "models/attestation.dsse.json",
-            "models/metrics",  # the training cost it reports (the timings live there only)
             *facts[:1],
         ],
         "params": ["train"],
