@@ -329,10 +329,11 @@ def _check_verified(ctx: Context, verified: dict) -> dict:
 
     problems = []
     for rid, info in verified.items():
-        info["exact_is_release"] = info["report"] is not None and exact_matches_release(
+        published = info["report"] is not None  # a --verify that never completed: no report
+        info["exact_is_release"] = published and exact_matches_release(
             ctx.root, info["shard"], info["exact_forget_shard_sha256"]
         )
-        if info["report"] is not None:
+        if published:
             ctx.say(f"{rid}: {summary_line(info)}")
         problems += [f"{rid}: {p}" for p in gate(info)]
     if problems:

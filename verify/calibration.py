@@ -83,7 +83,9 @@ def resamples(owners: Owners, n: int, seed: int) -> list[Resample]:
 # -- per-check statistics on a resample: (subject result, reference result) -> number ---------
 
 
-def _wmean(rows: Sequence[dict], field: str, owner: Mapping[str, str], w: Weights) -> float | None:
+def weighted_mean(
+    rows: Sequence[dict], field: str, owner: Mapping[str, str], w: Weights
+) -> float | None:
     num = den = 0.0
     for r in rows:
         k = w.get(owner.get(r["id"], ""), 0)
@@ -99,20 +101,20 @@ def _examples(res: dict, key: str) -> list[dict]:
 
 def _diff(key: str, field: str):
     def stat(s: dict, r: dict, o: Owners, w: Resample) -> float | None:
-        a = _wmean(_examples(s, key), field, o.forget, w.forget)
-        b = _wmean(_examples(r, key), field, o.forget, w.forget)
+        a = weighted_mean(_examples(s, key), field, o.forget, w.forget)
+        b = weighted_mean(_examples(r, key), field, o.forget, w.forget)
         return None if a is None or b is None else a - b
 
     return stat
 
 
 def _rank_ratio(s, r, o: Owners, w: Resample):
-    a = _wmean(_examples(s, "knowmem"), "rank", o.forget, w.forget)
-    b = _wmean(_examples(r, "knowmem"), "rank", o.forget, w.forget)
+    a = weighted_mean(_examples(s, "knowmem"), "rank", o.forget, w.forget)
+    b = weighted_mean(_examples(r, "knowmem"), "rank", o.forget, w.forget)
     return None if a is None or not b else a / b
 
 
-def _mia_auc(res: dict, o: Owners, w: Resample) -> float | None:
+def mia_auc(res: dict, o: Owners, w: Resample) -> float | None:
     ex = res.get("examples", {})
     pos = [
         (x, w.forget.get(o.forget.get(i, ""), 0))
@@ -151,7 +153,7 @@ def weighted_auc(pos: Sequence[tuple[float, int]], neg: Sequence[tuple[float, in
 
 
 def _privleak(s, r, o, w):
-    a, b = _mia_auc(s, o, w), _mia_auc(r, o, w)
+    a, b = mia_auc(s, o, w), mia_auc(r, o, w)
     return None if a is None or not b else auc.privleak(a, b)
 
 
@@ -198,7 +200,7 @@ def _extraction(s, r, o, w):
         rows = [
             {"id": x["id"], "hit": x["first_hit"] is not None} for x in _examples(res, "extraction")
         ]
-        return _wmean(rows, "hit", o.forget, w.forget)
+        return weighted_mean(rows, "hit", o.forget, w.forget)
 
     a, b = rate(s), rate(r)
     return None if a is None or b is None else a - b
@@ -210,8 +212,8 @@ def _relearn(field: str):
     def stat(s, r, o, w):
         gaps = []
         for ps, pr in zip(s.get("curve", []), r.get("curve", []), strict=False):
-            a = _wmean(ps.get("examples", []), field, o.forget, w.forget)
-            b = _wmean(pr.get("examples", []), field, o.forget, w.forget)
+            a = weighted_mean(ps.get("examples", []), field, o.forget, w.forget)
+            b = weighted_mean(pr.get("examples", []), field, o.forget, w.forget)
             if a is not None and b is not None:
                 gaps.append(a - b)
         return max(gaps) if gaps else None

@@ -216,8 +216,8 @@ def _reference_null(ref, checks, owners, inputs, draws, level) -> list[Verdict]:
         rule, threshold = checks[check].rule
 
         def stat(w, key=key, field=field):
-            a = cal._wmean(ex.get(key, []), field, owners.forget, w.forget)
-            b = cal._wmean(ex.get(f"holdout_{key}", []), field, owners.holdout, w.holdout)
+            a = cal.weighted_mean(ex.get(key, []), field, owners.forget, w.forget)
+            b = cal.weighted_mean(ex.get(f"holdout_{key}", []), field, owners.holdout, w.holdout)
             return None if a is None or b is None else a - b
 
         point, iv = _stat_interval(stat, owners, draws, level)
@@ -227,7 +227,7 @@ def _reference_null(ref, checks, owners, inputs, draws, level) -> list[Verdict]:
         rule, threshold = checks["privleak"].rule
 
         def leak(w):
-            a = cal._mia_auc(none, owners, w)
+            a = cal.mia_auc(none, owners, w)
             return None if a is None else auc.privleak(a, 0.5)
 
         point, iv = _stat_interval(leak, owners, draws, level)
