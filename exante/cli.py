@@ -751,11 +751,11 @@ def _print_verification(results: dict, out: Path) -> None:
 def cmd_verify_subject(args) -> int:
     """Judge a model directory of one's own for the forget shard, against the same reference."""
     from exante.params import load_params
-    from verify.stage import SUBJECTS, run_verify, subject_name
+    from verify.stage import SUBJECTS, run_verify, subject_model, subject_name
 
-    name = subject_name(args.name)
+    name, model = subject_name(args.name), subject_model(args.path)
     out = SUBJECTS / args.name
-    results = run_verify(Path("."), load_params(), _signer(args), extra={name: args.path},
+    results = run_verify(Path("."), load_params(), _signer(args), extra={name: model},
                          out=out, progress=(lambda s: None) if args.quiet else print)  # fmt: skip
     _print_verification(results, out)
     verdict = results["summary"][name]["verdict"]

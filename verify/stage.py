@@ -33,6 +33,21 @@ class SubjectNameError(BadInputError):
     """``exante verify subject --name`` is not a plain name."""
 
 
+class SubjectModelError(BadInputError):
+    """``exante verify subject PATH`` is not a model directory."""
+
+
+def subject_model(path: Path) -> Path:
+    """A model directory (config + weights), checked before anything is measured."""
+    missing = [n for n in ("config.json", "model.safetensors") if not (Path(path) / n).is_file()]
+    if missing:
+        raise SubjectModelError(
+            f"{path} is not a model directory (missing {', '.join(missing)}): point at a "
+            "forget-shard model saved with save_pretrained"
+        )
+    return Path(path)
+
+
 def subject_name(name: str) -> str:
     """``external:<name>``: never one of the pipeline's own subjects."""
     if not _NAME.fullmatch(name):

@@ -301,3 +301,11 @@ def test_relearning_exposure_needs_a_canary_among_the_people_it_measures(policy)
     v = next(v for v in got["verdicts"]
              if v.subject == "exact" and v.check == "relearn_exposure_bits")  # fmt: skip
     assert v.outcome == NA and "measures" in v.reason
+
+
+def test_verify_subject_refuses_what_is_not_a_model_directory(tmp_path: Path):
+    from tests._cli import exante
+
+    (tmp_path / "not-a-model").mkdir()
+    r = exante(tmp_path, "verify", "subject", str(tmp_path / "not-a-model"), "--name", "x")
+    assert r.code == 3 and "not a model directory" in r.err and "model.safetensors" in r.err
