@@ -321,13 +321,31 @@ def cmd_train(args) -> int:
             m = run_train_base(Path("."), cfg, on_epoch=on_epoch)
         finally:
             close()
-    else:
+    elif args.unit == "shard":
         name = f"shard {args.shard}"
         on_epoch, close = _progress(f"train {name}", _shard_plan(cfg, args.shard), lines=lines)
         try:
             m = run_train_shard(Path("."), cfg, args.shard, on_epoch=on_epoch)
         finally:
             close()
+    else:  # every shard, train.workers at a time; unchanged ones find their checkpoints
+        from exante import _units
+        from training.executor import run_units
+
+        shards = list(range(cfg.shards))
+        show = _progress_on(args)
+        jobs = [(str(Path(".").resolve()), cfg.model_dump(mode="json"), s, show) for s in shards]
+        done = run_units(_units.train_shard, jobs, workers=cfg.workers,
+                         names=[f"shard {s}" for s in shards])  # fmt: skip
+        for s, m in zip(shards, done, strict=True):
+            _say_trained(f"shard {s}", m)
+        return 0
+    _say_trained(name, m)
+    return 0
+
+
+def _say_trained(name: str, m: dict) -> None:
+    if m["kind"] == "shard":
         print(f"{name}: slices trained {m['trained_slices']}, reused {m['reused_slices']}")
         if m["dp"]:
             print(f"{name}: DP epsilon {m['dp']['epsilon']:.3f} (delta {m['dp']['delta']:g})")
@@ -336,7 +354,6 @@ def cmd_train(args) -> int:
         f"{name}: {m['records']} records, {len(m['epochs'])} epochs, final loss {last:.4f}, "
         f"{m['wall_seconds']:.1f} s, {m['tokens_per_second']:.0f} tokens/s"
     )
-    return 0
 
 
 def cmd_attest(args) -> int:
@@ -670,9 +687,37 @@ def cmd_verify_baseline(args) -> int:
 
     params, policy = load_params(), load_policy(Path("."))
     fs = forget_set(Path("."), params.verify)
+    if args.kind == "all":
+        _build_baselines(params, policy, fs, rebuild=False)
+        return 0
     for name in _baseline_names(args.kind, args.method, params, policy):
         _build_baseline(name, params, policy, fs)
     return 0
+
+
+def _build_baselines(params, policy, fs, *, rebuild: bool) -> None:
+    """Every required baseline that is missing or stale (all with ``rebuild``), train.workers
+    at a time; a fresh one is kept as built (its provenance stamp says so)."""
+    from exante import _units
+    from training.executor import run_units
+    from verify import baselines
+
+    root = Path(".")
+    todo = {}
+    for name in baselines.required(params, policy):
+        why = ["--rebuild"] if rebuild else baselines.stale(root, name, params, fs)
+        if why:
+            todo[name] = why
+        else:
+            print(f"baseline {name}: fresh, kept")
+    for name, why in todo.items():
+        print(f"building baseline {name}: {'; '.join(why)}")
+    jobs = [(str(root.resolve()), name) for name in todo]
+    built = run_units(_units.build_baseline, jobs, workers=params.train.workers, names=list(todo))
+    people = ", ".join(fs.forget_people)
+    for info in built:
+        print(f"{info['kind']}: shard {fs.shard} without {len(fs.forget)} records of {people} "
+              f"in {info['seconds']:.0f} s")  # fmt: skip
 
 
 def _build_baseline(name: str, params, policy, fs) -> None:
@@ -782,7 +827,6 @@ def cmd_verify_check(args) -> int:
 def cmd_verify(args) -> int:
     """Standalone: register, build whichever baselines are missing or stale, then run."""
     from exante.params import load_params
-    from verify import baselines
     from verify.policy import load_policy
     from verify.provenance import REGISTRATION, check_registration, register
     from verify.run import forget_set
@@ -796,11 +840,7 @@ def cmd_verify(args) -> int:
         print(f"registered the verification plan: {REGISTRATION} (policy sha256 "
               f"{policy.sha256[:16]}…); baselines built under another are rebuilt")  # fmt: skip
     fs = forget_set(root, params.verify)
-    for name in baselines.required(params, policy):
-        why = ["--rebuild"] if args.rebuild else baselines.stale(root, name, params, fs)
-        if why:
-            print(f"building baseline {name}: {'; '.join(why)}")
-            _build_baseline(name, params, policy, fs)
+    _build_baselines(params, policy, fs, rebuild=args.rebuild)
     return cmd_verify_run(args)
 
 
@@ -950,8 +990,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser(
         "partition", help="split admitted records into base + SISA shards/slices"
     ).set_defaults(func=cmd_partition)
-    tr = sub.add_parser("train", help="train the base model or one SISA shard")
-    tr.add_argument("unit", choices=["base", "shard"])
+    tr = sub.add_parser(
+        "train", help="train the base model, one SISA shard, or every shard (train.workers at once)"
+    )
+    tr.add_argument("unit", choices=["base", "shard", "shards"])
     tr.add_argument("--shard", type=int, default=0)
     tr.add_argument(
         "--progress",
@@ -1031,8 +1073,10 @@ def build_parser() -> argparse.ArgumentParser:
     vg = vs.add_parser("register", help="sign the policy and verify params before any baseline")
     vg.set_defaults(func=cmd_verify_register)
     vb = vs.add_parser("baseline", help="build one baseline (retrain, exact, approx --method M, "
-                       "calib: every calibration reference, heldout, planted)")  # fmt: skip
-    vb.add_argument("kind", choices=["retrain", "exact", "approx", "calib", "heldout", "planted"])
+                       "calib: every calibration reference, heldout, planted) or all: every "
+                       "missing or stale one, train.workers at a time")  # fmt: skip
+    vb.add_argument("kind", choices=["all", "retrain", "exact", "approx", "calib", "heldout",
+                                     "planted"])  # fmt: skip
     vb.add_argument("--method", help="approx only: an unlearning method of verify.methods")
     vb.set_defaults(func=cmd_verify_baseline, check=_check_baseline_args)
     vr = vs.add_parser("run", help="measure, judge, sign and log (the dvc verify stage)")

@@ -563,10 +563,10 @@ def purge(root: Path, cfg) -> dict:
     temps += _purge_copies(root)
     pruned = prune_checkpoints(root, cfg)
     if pruned:  # the shard directories changed after the pipeline: record them in dvc.lock
-        stages = [f"train@{int(s[1:])}" for s in sorted(pruned)] + ["attest"]
+        stages = ["train", "attest"]
         forget = f"s{load_params(root / 'params.yaml').verify.forget_shard:02d}"
-        if forget in pruned and "verify_exact" in _stage_names(root):
-            stages.append("verify_exact")  # it depends on that shard's checkpoint directory
+        if forget in pruned and "verify_baselines" in _stage_names(root):
+            stages.append("verify_baselines")  # it depends on that shard's checkpoint directory
         _run(root, ["commit", "-f", "-q", *stages], "dvc commit (after pruning checkpoints)")
     remote = _default_remote(root)
     if remote:

@@ -48,10 +48,10 @@ so only the training stages of changed shards re-run.""",
 Timings change on every run: they live outside models/base, which later stages
 depend on, so retraining on the same data leaves every stage downstream cached.""",
     "train": """\
-One stage per shard (train.shards; the item is the shard's file name sNN).
-Checkpoints persist: after a deletion, the clean slices are found and reused;
-`exante delete` deletes the checkpoints that saw a denied record once the
-new release is attested.""",
+Every shard (train.shards), train.workers at a time. Checkpoints persist and are
+content-addressed: a shard whose file did not change finds every slice and trains
+nothing, and after a deletion the clean slices are found and reused; `exante delete`
+deletes the checkpoints that saw a denied record once the new release is attested.""",
     "report": """\
 What the released ensemble knows (exact-match probes of retained people), a
 one-screen summary, and the MLflow evidence: one parent run, a run per unit.""",
@@ -60,22 +60,20 @@ one-screen summary, and the MLflow evidence: one parent run, a run per unit.""",
 The forget set is drawn from params (verify.*): people of one shard, named here as
 its file (sNN). The plan (policy + verify params + seeds) is signed first; each
 baseline checks that registration, records its digest, params, code and inputs in
-baseline.json, and is its own cached stage, trained once and reused until its inputs
-change. The baseline stages list the code of verify.provenance.CODE and the whole
-train and verify params: what their freshness check compares, so dvc reruns a
-baseline exactly when it would be refused as stale. A deletion elsewhere re-runs
-only the verify stage.
+baseline.json, and is trained once and reused until its inputs change. The baselines
+stage lists the code of verify.provenance.CODE and the whole train and verify params:
+what their freshness check compares, so dvc reruns it whenever a baseline would be
+refused as stale. A deletion elsewhere re-runs only the verify stage.
 Pre-registration: kept byte for byte while the plan is unchanged (persist), so a
 re-run does not invalidate the baselines built under it.""",
-    "verify_exact": "The deletion code path on a scratch copy of the forget shard's checkpoints.",
-    "verify_approx": "Post-hoc unlearning of the released model: one stage per verify.methods.",
-    "verify_calib": """\
-The calibration references: the retrain reference with each of the K-1 seeds
-that calibration.references (policy) and train.seed imply (verify.seeds). One
-stage for all: the seeds are derived, not listed, so nothing is kept in step
-by hand, and a change of K changes the registration, which stales them all.""",
-    "verify_heldout": "A clean retrain with a seed calibration never saw: the power control must pass it.",  # noqa: E501
-    "verify_planted": "The retrain reference with one forget record left in: the power control must fail it.",  # noqa: E501
+    "verify_baselines": """\
+The baselines, train.workers at a time: the retrain reference; exact (the deletion
+code path on a scratch copy of the forget shard's checkpoints); approx/<m>, post-hoc
+unlearning of the released model per verify.methods; calib, the reference with each
+of the K-1 seeds that calibration.references (policy) and train.seed imply; heldout,
+a clean retrain with a seed calibration never saw (the power control must pass it);
+planted, the reference with one forget record left in (it must fail). Outputs
+persist: the command rebuilds exactly the baselines whose stamp is stale.""",
     "verify": """\
 Every subject under every attack, judged by the pre-registered policy; a signed
 report whose subjects are the tested release's files; MLflow evidence.""",
@@ -86,15 +84,7 @@ beside it in data/audit/exports. `exante delete` rebuilds it once the receipt is
 signed and commits this stage.""",
 }
 # The stages whose text depends on params: out of step, they train or judge the wrong shard.
-_CHECKED = (
-    "train",
-    "verify_retrain",
-    "verify_exact",
-    "verify_approx",
-    "verify_calib",
-    "verify_heldout",
-    "verify_planted",
-)
+_CHECKED = ("train", "train_base", "verify_baselines")
 
 
 class PipelineError(BadInputError):
@@ -194,19 +184,22 @@ def _training(shards: int) -> dict:
         "train_base": {
             "cmd": "exante train base",
             "deps": ["lineage", "training", "data/shards/base.jsonl"],
-            "params": ["train.seed", "train.threads", "train.model", "train.base"],
+            "params": ["train.seed", "train.threads", "train.workers", "train.model", "train.base"],
             "metrics": [_uncached("models/metrics/base.json")],
             "outs": ["models/base"],
         },
         "train": {
-            "foreach": {s: shard_name(s) for s in range(shards)},
-            "do": {
-                "cmd": "exante train shard --shard ${key}",
-                "deps": ["lineage", "training", "models/base", "data/shards/${item}.jsonl"],
-                "params": [*train_params, "train.shard", "train.dp"],
-                "metrics": [_uncached("models/metrics/${item}.json")],
-                "outs": [{"models/shards/${item}": {"persist": True}}],
-            },
+            "cmd": "exante train shards",
+            "deps": [
+                "lineage",
+                "training",
+                "exante/_units.py",
+                "models/base",
+                *(f"data/shards/{shard_name(s)}.jsonl" for s in range(shards)),
+            ],
+            "params": [*train_params, "train.shard", "train.dp"],
+            "metrics": [_uncached(f"models/metrics/{shard_name(s)}.json") for s in range(shards)],
+            "outs": [{f"models/shards/{shard_name(s)}": {"persist": True}} for s in range(shards)],
         },
         "attest": {
             "cmd": "exante attest",
@@ -239,22 +232,26 @@ def _report(facts: list[str]) -> dict:
     }
 
 
-def _baseline(kind: str, forget: str, facts: list[str], extra: list[str], out: str) -> dict:
-    """A verify baseline stage: the stamped code, the registration, the forget shard."""
+def _baselines(forget: str, methods: list[str], facts: list[str]) -> dict:
+    """Every verification baseline in one stage: the stamped code, the registration, the
+    forget shard's files; `exante verify baseline all` rebuilds exactly the stale ones."""
+    outs = ["retrain", "exact", *(f"approx/{m}" for m in methods), "calib", "heldout", "planted"]
     return {
-        "cmd": f"exante verify baseline {kind}",
+        "cmd": "exante verify baseline all",
         "deps": [
             "lineage",
             "training",
+            "exante/_units.py",
             *_VERIFY_CODE,
             "models/verify-registration.dsse.json",
             "models/base",
             f"data/shards/{forget}.jsonl",
             *facts,
-            *extra,
+            f"models/shards/{forget}",  # exact: the deletion path from its checkpoints
+            f"models/ensemble/{forget}",  # approx: unlearning of the released model
         ],
         "params": ["train", "verify"],
-        "outs": [out],
+        "outs": [{f"models/verify/{o}": {"persist": True}} for o in outs],
     }
 
 
@@ -271,22 +268,8 @@ def _verification(forget: str, methods: list[str], facts: list[str]) -> dict:
             "params": ["train.seed", "verify"],
             "outs": [{"models/verify-registration.dsse.json": {"persist": True}}],
         },
-        "verify_retrain": _baseline("retrain", forget, facts, [], "models/verify/retrain"),
-        "verify_exact": _baseline(
-            "exact", forget, facts, [f"models/shards/{forget}"], "models/verify/exact"
-        ),
+        "verify_baselines": _baselines(forget, methods, facts),
     }
-    approx = _baseline(
-        "approx --method ${item}",
-        forget,
-        facts,
-        [f"models/ensemble/{forget}"],
-        "models/verify/approx/${item}",
-    )
-    stages["verify_approx"] = {"foreach": list(methods), "do": approx}
-    for kind in ("calib", "heldout"):
-        stages[f"verify_{kind}"] = _baseline(kind, forget, facts, [], f"models/verify/{kind}")
-    stages["verify_planted"] = _baseline("planted", forget, facts, [], "models/verify/planted")
     stages["verify"] = {
         "cmd": "exante verify run",
         "deps": [

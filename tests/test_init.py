@@ -82,7 +82,9 @@ def test_a_new_project_names_no_demo_file_and_has_no_corpus_stage(plain):
     assert not (plain / ".exante").exists()  # a key only with --dev-key
     listed = run(["dvc", "stage", "list"], plain)
     assert listed.returncode == 0, listed.stderr
-    assert "train@3" in listed.stdout and "ingest@" not in listed.stdout
+    outs = dict(x.split(None, 1) for x in listed.stdout.splitlines())
+    assert "models/shards/s03" in outs["train"]
+    assert "ingest@" not in listed.stdout
 
 
 def test_the_commented_example_source_registers_as_it_stands(plain, tmp_path):
@@ -157,13 +159,15 @@ def test_twelve_shards_render_s00_to_s11_and_a_stale_pipeline_is_refused(plain, 
         assert "run `exante pipeline`" in out.stderr and "stage train" in out.stderr
     assert run(["exante", "pipeline"], project).returncode == 0
     train = stages(project)["train"]
-    assert train["foreach"] == {s: f"s{s:02d}" for s in range(12)}
+    assert [next(iter(o)) for o in train["outs"]] == [f"models/shards/s{s:02d}" for s in range(12)]
+    assert [d for d in train["deps"] if d.startswith("data/shards/")] == [
+        f"data/shards/s{s:02d}.jsonl" for s in range(12)
+    ]
     assert "data/shards/s11.jsonl" in stages(project)["verify_retrain"]["deps"]
     listed = run(["dvc", "stage", "list"], project)
     assert listed.returncode == 0, listed.stderr
     outs = dict(line.split(None, 1) for line in listed.stdout.splitlines())
-    assert [s for s in outs if s.startswith("train@")] == [f"train@{s}" for s in range(12)]
-    assert "models/shards/s09;" in outs["train@9"] and "models/shards/s11;" in outs["train@11"]
+    assert "models/shards/s09;" in outs["train"] and "models/shards/s11" in outs["train"]
     assert run(["exante", "pipeline", "--check"], project).returncode == 0
 
 

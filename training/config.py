@@ -114,6 +114,13 @@ class TrainConfig(_Strict):
     shards: int = Field(4, ge=1)
     slices: int = Field(4, ge=1)
     threads: int = Field(2, ge=1, description="torch CPU threads; fixed so training is repeatable")
+    workers: int = Field(
+        1,
+        ge=1,
+        description="processes that train independent units (shards, verification baselines) "
+        "at once, each with `threads` threads, so workers x threads should not exceed the "
+        "cores; the base, which trains alone, uses threads x workers",
+    )
     model: ModelConfig = ModelConfig()
     base: Schedule = Schedule(lr=3e-3, max_epochs=4, target_loss=1.0)
     shard: Schedule = Schedule()

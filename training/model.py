@@ -16,10 +16,13 @@ hf_logging.disable_progress_bar()  # per-checkpoint bars drown the per-shard pro
 hf_logging.set_verbosity_error()  # config chatter (e.g. loss_type=None) is not news to a user
 
 
-def set_determinism(cfg: TrainConfig) -> None:
-    """Same seed, same threads, deterministic kernels: the same shard trains to the same bits."""
+def set_determinism(cfg: TrainConfig, *, threads: int | None = None) -> None:
+    """Same seed, same threads, deterministic kernels: the same shard trains to the same bits.
+
+    ``threads`` overrides ``cfg.threads`` for a unit that always trains alone (the base).
+    """
     torch.use_deterministic_algorithms(True)
-    torch.set_num_threads(cfg.threads)
+    torch.set_num_threads(threads or cfg.threads)
 
 
 def build_model(cfg: ModelConfig, tokenizer: ByteTokenizer, *, seed: int) -> torch.nn.Module:

@@ -71,8 +71,11 @@ class ShardResult:
 def train_base(
     records: Sequence[Record], cfg: TrainConfig, out_dir: Path, *, on_epoch=None
 ) -> checkpoints.Checkpoint:
-    """The shared base model, trained on the base corpus (or left at its seeded init)."""
-    set_determinism(cfg)
+    """The shared base model, trained on the base corpus (or left at its seeded init).
+
+    It trains alone, so on every core the shard workers would share (threads x workers).
+    """
+    set_determinism(cfg, threads=cfg.threads * cfg.workers)
     tok = ByteTokenizer()
     model = build_model(cfg.model, tok, seed=cfg.seed)
     optimizer = make_optimizer(model, cfg.base)

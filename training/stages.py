@@ -80,7 +80,10 @@ def check_stage_list(root: Path, cfg: TrainConfig, dvc_file: str = "dvc.yaml") -
     if not path.is_file():
         return
     stage = (yaml.safe_load(path.read_text()) or {}).get("stages", {}).get("train", {})
-    listed = stage.get("foreach")
+    listed = stage.get("foreach")  # one stage per shard (older renderings)
+    if listed is None and stage.get("outs"):  # one stage for all: an out per shard directory
+        outs = [next(iter(o)) if isinstance(o, dict) else o for o in stage["outs"]]
+        listed = [int(Path(o).name[1:]) for o in outs]
     if listed is not None and list(listed) != list(range(cfg.shards)):
         raise ParamsError(
             f"{dvc_file}: stage train lists shards {listed}, but train.shards is {cfg.shards}; "

@@ -187,22 +187,26 @@ def build_approx(
 
 
 class MethodListError(BadInputError):
-    """dvc.yaml's verify_approx stages and ``verify.methods`` disagree."""
+    """dvc.yaml's approx baselines and ``verify.methods`` disagree."""
 
 
 def check_method_list(root: Path, methods, dvc_file: str = "dvc.yaml") -> None:
-    """One ``verify_approx`` stage per method, or a method would be judged without its model."""
+    """One approx baseline per method, or a method would be judged without its model."""
     import yaml
 
     path = Path(root) / dvc_file
     if not path.is_file():
         return
-    stage = (yaml.safe_load(path.read_text()) or {}).get("stages", {}).get("verify_approx", {})
-    listed = stage.get("foreach")
+    stages = (yaml.safe_load(path.read_text()) or {}).get("stages", {})
+    listed = stages.get("verify_approx", {}).get("foreach")  # older renderings: a stage each
+    if "verify_baselines" in stages:
+        outs = [next(iter(o)) if isinstance(o, dict) else o
+                for o in stages["verify_baselines"].get("outs", [])]  # fmt: skip
+        listed = [o.split("/approx/", 1)[1] for o in outs if "/approx/" in o]
     if listed is not None and list(listed) != list(methods):
         raise MethodListError(
-            f"{dvc_file}: stage verify_approx lists methods {listed}, but verify.methods is "
-            f"{list(methods)}; run `exante pipeline` to render one stage per method"
+            f"{dvc_file}: the baselines stage lists methods {listed}, but verify.methods is "
+            f"{list(methods)}; run `exante pipeline` to render it for these methods"
         )
 
 

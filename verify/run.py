@@ -8,6 +8,7 @@ never record text, so they can travel in evidence and audit bundles.
 
 from __future__ import annotations
 
+import copy
 import functools
 import json
 import statistics
@@ -131,6 +132,9 @@ def run(
     s = MeasureSettings(v.prefix_bytes, v.max_new_tokens, v.exposure_candidates)
     cache, memo, timings = ScoreCache(), {}, {}
     results: dict[str, dict[str, dict]] = {n: {} for n in names}
+    # Subjects whose forget-shard weights are bit-identical (exact and retrain, when the
+    # deletion is exact) are one model: measured once per attack, the result copied.
+    once = _Once(loaded.digests)
 
     for attack in ("none", *v.quantization):
         t0 = time.perf_counter()
@@ -138,7 +142,7 @@ def run(
         swap = functools.partial(_swap, attack=attack, fn=fn, memo=memo)
         for name in names:
             subj = _assemble(name, loaded, fs.shard, swap, cache, cfg.ensemble)
-            results[name][_label(attack)] = measure(subj, fs, s)
+            results[name][_label(attack)] = once(name, attack, measure, subj, fs, s)
             progress(f"{name:14s} {_label(attack):8s} {_brief(results[name][_label(attack)])}")
         memo.clear()  # the transformed models of one attack are not needed again
         timings[_label(attack)] = time.perf_counter() - t0
@@ -146,7 +150,7 @@ def run(
     t0 = time.perf_counter()
     for name in names:  # white-box: the forget-shard model alone
         subj = Subject(name, [loaded.forget_shard[name]], rule=cfg.ensemble, cache=cache)
-        results[name][SHARD] = measure(subj, fs, s)
+        results[name][SHARD] = once(name, SHARD, measure, subj, fs, s)
         progress(f"{name:14s} {SHARD:8s} {_brief(results[name][SHARD])}")
     ref = _assemble(REFERENCE, loaded, fs.shard, lambda c: c, cache, cfg.ensemble)
     null = holdout_null(ref, fs, s)
@@ -157,7 +161,9 @@ def run(
     split = _split(fs, v)
     for name in names:
         results[name]["relearn"] = (
-            _relearn(name, loaded, fs, split, cfg, v, s, cache) if split else _not_relearned()
+            once(name, "relearn", _relearn, name, loaded, fs, split, cfg, v, s, cache)
+            if split
+            else _not_relearned()
         )
         progress(f"{name:14s} relearn  {_curve_brief(results[name]['relearn'])}")
     timings["relearn"] = time.perf_counter() - t0
@@ -168,24 +174,14 @@ def run(
     in_probes = incontext_probes(list(fs.forget_probes), records, shots=shots)
     for name in names:
         subj = _assemble(name, loaded, fs.shard, lambda c: c, cache, cfg.ensemble)
-        k = knowledge(subj, in_probes, {})
-        results[name]["incontext"] = {"metrics": {"incontext_em": k["exact_match"],
-                                                  "shots": shots},
-                                      "examples": {"knowmem": k["examples"]}}  # fmt: skip
+        results[name]["incontext"] = once(name, "incontext", _incontext, subj, in_probes, shots)
     timings["incontext"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     secrets = [p for p in fs.forget_probes if p.fact in v.extraction.facts]
     for name in names if secrets else ():  # no planted secret: extraction not applicable
         subj = _assemble(name, loaded, fs.shard, lambda c: c, None, cfg.ensemble)
-        ex = extraction(subj, secrets, budget=v.extraction.budget,
-                        temperature=v.extraction.temperature, top_k=v.extraction.top_k,
-                        seed=v.seed)  # fmt: skip
-        results[name]["extraction"] = {
-            "metrics": {"extraction": ex.success_rate, "secrets": len(secrets)},
-            "examples": {"extraction": [{"id": p.record_id, "first_hit": p.first_hit}
-                                        for p in ex.probes]},
-        }  # fmt: skip
+        results[name]["extraction"] = once(name, "extraction", _extraction, subj, secrets, v)
     for name in names if not secrets else ():
         results[name]["extraction"] = {"metrics": {"extraction": None, "secrets": 0},
                                        "examples": {"extraction": []}}  # fmt: skip
@@ -229,6 +225,40 @@ def run(
         "timings_seconds": timings | {"total": time.perf_counter() - started},
         "cache": {"hits": cache.hits, "misses": cache.misses},
     }
+
+
+class _Once:
+    """Each (forget-shard weights, attack) measured once; a later subject gets a copy.
+
+    Every measurement is a function of the weights (and the seeded settings), so a
+    subject bit-identical to one already measured would only repeat the same numbers.
+    """
+
+    def __init__(self, digests: dict[str, str]) -> None:
+        self.digests, self.done = digests, {}
+
+    def __call__(self, name: str, attack: str, fn: Callable[..., dict], *args) -> dict:
+        key = (self.digests[name], attack)
+        if key not in self.done:
+            self.done[key] = fn(*args)
+        return copy.deepcopy(self.done[key])
+
+
+def _incontext(subj: Subject, probes, shots: int) -> dict:
+    k = knowledge(subj, probes, {})
+    return {"metrics": {"incontext_em": k["exact_match"], "shots": shots},
+            "examples": {"knowmem": k["examples"]}}  # fmt: skip
+
+
+def _extraction(subj: Subject, secrets, v: VerifyParams) -> dict:
+    ex = extraction(subj, secrets, budget=v.extraction.budget,
+                    temperature=v.extraction.temperature, top_k=v.extraction.top_k,
+                    seed=v.seed)  # fmt: skip
+    return {
+        "metrics": {"extraction": ex.success_rate, "secrets": len(secrets)},
+        "examples": {"extraction": [{"id": p.record_id, "first_hit": p.first_hit}
+                                    for p in ex.probes]},
+    }  # fmt: skip
 
 
 def _owners(fs: ForgetSet) -> Owners:

@@ -114,10 +114,25 @@ def test_an_attack_returns_a_new_model_and_leaves_its_input_alone(name, model, i
 @pytest.mark.parametrize(("bits", "bound"), [(8, 0.03), (4, 0.3)])
 def test_quanto_model_is_quantized_and_close_to_the_original(bits, bound, ids):
     model = tiny_gpt2(init_std=0.2)
-    attacked = quantize_quanto(model, bits=bits)
+    attacked = quantize_quanto(model, bits=bits, dense=False)
     assert sum(isinstance(m, QModuleMixin) for m in attacked.modules()) == 4
     assert not isinstance(attacked.lm_head, QModuleMixin)
     assert 0 < _relative_error(model, attacked, ids) < bound
+
+
+@pytest.mark.parametrize("bits", [8, 4])
+def test_quanto_dense_runs_quantos_grid_values_as_plain_linears(bits, ids):
+    """The attack's dense form: quanto's frozen weights, equal up to float rounding."""
+    model = tiny_gpt2(init_std=0.2)
+    own, dense = quantize_quanto(model, bits=bits, dense=False), quantize_quanto(model, bits=bits)
+    assert not any(isinstance(m, QModuleMixin) for m in dense.modules())
+    own_w = [m.qweight.dequantize() for m in own.modules() if isinstance(m, QModuleMixin)]
+    dense_w = [m.weight for m in dense.modules()
+               if isinstance(m, torch.nn.Linear) and m is not dense.lm_head]  # fmt: skip
+    assert len(own_w) == len(dense_w) == 4
+    assert all(torch.equal(a, b) for a, b in zip(own_w, dense_w, strict=True))
+    assert torch.allclose(logits(dense, ids), logits(own, ids), rtol=0, atol=1e-4)
+    assert not torch.allclose(logits(dense, ids), logits(model, ids), rtol=0, atol=1e-4)
 
 
 def test_quanto_int8_matches_symmetric_rtn_int8(model, ids):

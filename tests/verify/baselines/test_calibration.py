@@ -120,12 +120,14 @@ def test_dvc_reruns_a_baseline_whenever_its_freshness_check_would_refuse_it():
     from verify.provenance import CODE, REGISTRATION
 
     stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
-    names = ["verify_retrain", "verify_exact", "verify_approx", "verify_calib", "verify_heldout",
-             "verify_planted"]  # fmt: skip
-    for name in names:
-        stage = stages[name].get("do", stages[name])
-        assert {*CODE, REGISTRATION.as_posix()} <= set(stage["deps"]), name
-        assert {"train", "verify"} <= set(stage["params"]), name
-    assert list(stages).index("verify_register") < min(list(stages).index(n) for n in names)
+    stage = stages["verify_baselines"]
+    assert {*CODE, REGISTRATION.as_posix()} <= set(stage["deps"])
+    assert {"train", "verify"} <= set(stage["params"])
+    outs = {next(iter(o)): o[next(iter(o))] for o in stage["outs"]}
+    assert set(outs) == {f"models/verify/{n}" for n in
+                         ("retrain", "exact", "approx/ga", "approx/gd", "approx/npo", "calib",
+                          "heldout", "planted")}  # fmt: skip
+    assert all(o == {"persist": True} for o in outs.values())  # fresh ones are kept as built
+    assert list(stages).index("verify_register") < list(stages).index("verify_baselines")
     outs = stages["verify_register"]["outs"][0]
     assert REGISTRATION.as_posix() in outs

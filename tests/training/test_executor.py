@@ -1,0 +1,60 @@
+"""Shards on a pool of worker processes: the same bits as alone, failures reported whole."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from exante import _units
+from lineage.errors import BadInputError
+from tests.conftest import Project
+from tests.training.test_stages import TINY
+from training.executor import UnitFailedError, run_units
+from training.stages import Paths, run_partition, run_train_base, run_train_shard, slice_dirs
+
+
+def _weights(root, shard: int) -> list[bytes]:
+    return [(d / "model.safetensors").read_bytes() for d in slice_dirs(root, shard, Paths())]
+
+
+def test_shards_trained_by_two_workers_are_bit_identical_to_training_them_here(project: Project):
+    root = project.root
+    cfg = TINY.model_copy(update={"threads": 1, "workers": 2})
+    run_partition(root, cfg, project.signer)
+    run_train_base(root, cfg)
+    jobs = [(str(root), cfg.model_dump(mode="json"), s, False) for s in range(cfg.shards)]
+    pooled = run_units(_units.train_shard, jobs, workers=2)
+    assert [m["shard"] for m in pooled] == [0, 1]  # results in job order
+    assert all(m["trained_slices"] == [0, 1] for m in pooled)
+    in_pool = {s: _weights(root, s) for s in range(cfg.shards)}
+    shutil.rmtree(root / "models" / "shards")
+    for s in range(cfg.shards):
+        assert run_train_shard(root, cfg, s)["trained_slices"] == [0, 1]
+        assert _weights(root, s) == in_pool[s]
+
+
+def _fails(kind: str) -> None:
+    if kind == "bad":
+        raise BadInputError("shard file is malformed: fix data/shards/s01.jsonl")
+    if kind == "bug":
+        raise KeyError("internal")
+    return kind
+
+
+def test_a_failed_unit_keeps_its_exit_code_and_the_others_finish():
+    with pytest.raises(UnitFailedError) as exc:
+        run_units(_fails, [("ok",), ("bad",), ("bug",)], workers=2, names=["s0", "s1", "s2"])
+    assert exc.value.exit_code == 3  # the first failure's: bad input
+    text = str(exc.value)
+    assert text.startswith("s1: shard file is malformed: fix data/shards/s01.jsonl")
+    assert "also failed: s2: KeyError" in text
+    with pytest.raises(UnitFailedError) as exc:
+        run_units(_fails, [("ok",), ("bug",)], workers=2, names=["s0", "s1"])
+    assert exc.value.exit_code == 70 and "Traceback" in str(exc.value)  # an internal error
+
+
+def test_one_worker_runs_the_units_here_as_a_loop():
+    assert run_units(_fails, [("a",), ("b",)], workers=1) == ["a", "b"]
+    with pytest.raises(BadInputError):  # not wrapped: the unit's own error
+        run_units(_fails, [("bad",)], workers=1)
