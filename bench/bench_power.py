@@ -30,6 +30,8 @@ import time
 from pathlib import Path
 
 from exante.params import load_params
+from training.config import TrainConfig
+from training.executor import run_units
 from training.model import set_determinism
 from training.sisa import dp_secret_for, final_checkpoint, train_shard
 from training.stages import Paths
@@ -39,11 +41,18 @@ from verify.run import forget_set, run
 from verify.seeds import _derive, calibration_seeds, heldout_seed, keyed_choice
 
 
-def _train(root: Path, cfg, fs, placed, out: Path) -> Path:
-    set_determinism(cfg)
-    train_shard(fs.shard, placed, cfg, base=_base(root, Paths()), out_dir=out,
-                dp_secret=dp_secret_for(cfg, root))  # fmt: skip
-    return final_checkpoint(out)
+def _train(root: str, cfg: dict, planted: str | None, out: str) -> str:
+    """One draw's model (a worker process): the forget shard without the forget set, but for
+    ``planted`` (one forget record left in) when given."""
+    root_path = Path(root)
+    params = load_params(root_path / "params.yaml")
+    config = TrainConfig.model_validate(cfg)
+    fs = forget_set(root_path, params.verify)
+    placed = planted_set(fs, planted) if planted else fs.remaining()
+    set_determinism(config)
+    train_shard(fs.shard, placed, config, base=_base(root_path, Paths()), out_dir=Path(out),
+                dp_secret=dp_secret_for(config, root_path))  # fmt: skip
+    return str(final_checkpoint(Path(out)))
 
 
 def _seed(kind: str, i: int, taken: set[int]) -> int:
@@ -69,19 +78,22 @@ def main() -> int:
     taken = {cfg.seed, heldout_seed(cfg.seed), *calibration_seeds(cfg.seed, k)}
     probed = sorted({p.record_id for p in fs.forget_probes}) or sorted(fs.forget_record_ids)
     work = Path(tempfile.mkdtemp(prefix="bench-power-"))
-    extra, planted, t0 = {}, {}, time.perf_counter()
+    planted, jobs, t0 = {}, {}, time.perf_counter()
     try:
         for i in range(args.seeds):
             record = keyed_choice(_derive("bench-power", "record", i), probed)
             planted[f"planted-{i}"] = record
-            leak_cfg = cfg.model_copy(update={"seed": _seed("planted", i, taken)})
-            extra[f"planted-{i}"] = _train(root, leak_cfg, fs, planted_set(fs, record),
-                                           work / f"planted-{i}")  # fmt: skip
-            clean_cfg = cfg.model_copy(update={"seed": _seed("heldout", i, taken)})
-            extra[f"heldout-{i}"] = _train(root, clean_cfg, fs, fs.remaining(),
-                                           work / f"heldout-{i}")  # fmt: skip
-            print(f"[{time.perf_counter() - t0:6.0f} s] trained draw {i}", flush=True)
+            leak = cfg.model_copy(update={"seed": _seed("planted", i, taken)})
+            jobs[f"planted-{i}"] = (str(root), leak.model_dump(mode="json"), record,
+                                    str(work / f"planted-{i}"))  # fmt: skip
+            clean = cfg.model_copy(update={"seed": _seed("heldout", i, taken)})
+            jobs[f"heldout-{i}"] = (str(root), clean.model_dump(mode="json"), None,
+                                    str(work / f"heldout-{i}"))  # fmt: skip
+        print(f"training {len(jobs)} models, {cfg.workers} at a time", flush=True)
+        done = run_units(_train, list(jobs.values()), workers=cfg.workers, names=list(jobs))
+        extra = {name: Path(d) for name, d in zip(jobs, done, strict=True)}
         trained = time.perf_counter() - t0
+        print(f"[{trained:6.0f} s] trained; judging {len(extra)} subjects", flush=True)
         results = run(root, params, policy, extra=extra)
     finally:
         shutil.rmtree(work, ignore_errors=True)
