@@ -31,7 +31,7 @@ from pathlib import Path
 
 from exante.params import load_params
 from training.config import TrainConfig
-from training.executor import run_units
+from training.executor import pool_of, run_units
 from training.model import set_determinism
 from training.sisa import dp_secret_for, final_checkpoint, train_shard
 from training.stages import Paths
@@ -90,7 +90,7 @@ def main() -> int:
             jobs[f"heldout-{i}"] = (str(root), clean.model_dump(mode="json"), None,
                                     str(work / f"heldout-{i}"))  # fmt: skip
         print(f"training {len(jobs)} models, {cfg.workers} at a time", flush=True)
-        done = run_units(_train, list(jobs.values()), workers=cfg.workers, names=list(jobs))
+        done = run_units(_train, list(jobs.values()), names=list(jobs), **pool_of(cfg))
         extra = {name: Path(d) for name, d in zip(jobs, done, strict=True)}
         trained = time.perf_counter() - t0
         print(f"[{trained:6.0f} s] trained; judging {len(extra)} subjects", flush=True)

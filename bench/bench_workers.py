@@ -7,7 +7,8 @@ twice, side by side in one run:
 (a) sequential: one process, shard after shard, with all the pool's threads
     (``train.threads × train.workers``): what one stage per shard did before;
 (b) the pool: ``train.workers`` processes with ``train.threads`` threads each
-    (``exante train shards``, the ``train`` stage).
+    (``exante train shards``, the ``train`` stage), or Ray tasks with
+    ``--executor ray`` (a local cluster started for the run, its start-up counted).
 
 It prints each wall time and the ratio (a)/(b); on 2 cores two one-thread
 workers against one two-thread process. The two runs use different thread
@@ -16,6 +17,7 @@ same bits in the pool as alone with the same threads is a test
 (tests/training/test_executor.py), not a benchmark.
 
     python bench/bench_workers.py
+    python bench/bench_workers.py --executor ray
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from pathlib import Path
 
 from exante.params import load_params
 from training.config import TrainConfig
-from training.executor import run_units
+from training.executor import pool_of, run_units
 from training.model import set_determinism
 from training.partition import read_shard, shard_file
 from training.sisa import dp_secret_for, train_shard
@@ -51,10 +53,13 @@ def _train(root: str, cfg: dict, shard: int, out: str) -> float:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--project", type=Path, default=Path("."))
+    ap.add_argument("--executor", choices=["local", "ray"], help="default: train.executor")
     args = ap.parse_args()
     root = args.project.resolve()
     os.chdir(root)
     cfg = load_params(root / "params.yaml").train
+    if args.executor:
+        cfg = cfg.model_copy(update={"executor": args.executor})
     if cfg.workers < 2:
         print("train.workers is 1: nothing to compare; set it to the pool size to measure")
         return 1
@@ -68,14 +73,14 @@ def main() -> int:
         jobs = [(str(root), cfg.model_dump(mode="json"), s, str(work / f"b{s}"))
                 for s in range(cfg.shards)]  # fmt: skip
         t0 = time.perf_counter()
-        pooled = run_units(_train, jobs, workers=cfg.workers)
+        pooled = run_units(_train, jobs, **pool_of(cfg))
         pool = time.perf_counter() - t0
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(f"{cfg.shards} shards on {os.cpu_count()} cores")
     print(f"(a) sequential, 1 process x {alone.threads} threads: {sequential:6.1f} s "
           f"(shards {', '.join(f'{x:.0f}' for x in seq)} s)")  # fmt: skip
-    print(f"(b) pool, {cfg.workers} workers x {cfg.threads} thread(s): {pool:6.1f} s "
+    print(f"(b) {cfg.executor}, {cfg.workers} workers x {cfg.threads} thread(s): {pool:6.1f} s "
           f"(shards {', '.join(f'{x:.0f}' for x in pooled)} s, each on shared cores)")  # fmt: skip
     print(f"speed-up (a)/(b): {sequential / pool:.2f}x")
     return 0

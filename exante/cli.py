@@ -330,13 +330,13 @@ def cmd_train(args) -> int:
             close()
     else:  # every shard, train.workers at a time; unchanged ones find their checkpoints
         from exante import _units
-        from training.executor import run_units
+        from training.executor import pool_of, run_units
 
         shards = list(range(cfg.shards))
         show = _progress_on(args)
         jobs = [(str(Path(".").resolve()), cfg.model_dump(mode="json"), s, show) for s in shards]
-        done = run_units(_units.train_shard, jobs, workers=cfg.workers,
-                         names=[f"shard {s}" for s in shards])  # fmt: skip
+        done = run_units(_units.train_shard, jobs, names=[f"shard {s}" for s in shards],
+                         **pool_of(cfg))  # fmt: skip
         for s, m in zip(shards, done, strict=True):
             _say_trained(f"shard {s}", m)
         return 0
@@ -699,7 +699,7 @@ def _build_baselines(params, policy, fs, *, rebuild: bool) -> None:
     """Every required baseline that is missing or stale (all with ``rebuild``), train.workers
     at a time; a fresh one is kept as built (its provenance stamp says so)."""
     from exante import _units
-    from training.executor import run_units
+    from training.executor import pool_of, run_units
     from verify import baselines
 
     root = Path(".")
@@ -713,7 +713,7 @@ def _build_baselines(params, policy, fs, *, rebuild: bool) -> None:
     for name, why in todo.items():
         print(f"building baseline {name}: {'; '.join(why)}")
     jobs = [(str(root.resolve()), name) for name in todo]
-    built = run_units(_units.build_baseline, jobs, workers=params.train.workers, names=list(todo))
+    built = run_units(_units.build_baseline, jobs, names=list(todo), **pool_of(params.train))
     people = ", ".join(fs.forget_people)
     for info in built:
         print(f"{info['kind']}: shard {fs.shard} without {len(fs.forget)} records of {people} "

@@ -193,7 +193,6 @@ def _training(shards: int) -> dict:
             "deps": [
                 "lineage",
                 "training",
-                "exante/_units.py",
                 "models/base",
                 *(f"data/shards/{shard_name(s)}.jsonl" for s in range(shards)),
             ],
@@ -241,7 +240,6 @@ def _baselines(forget: str, methods: list[str], facts: list[str]) -> dict:
         "deps": [
             "lineage",
             "training",
-            "exante/_units.py",
             *_VERIFY_CODE,
             "models/verify-registration.dsse.json",
             "models/base",

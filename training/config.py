@@ -121,6 +121,14 @@ class TrainConfig(_Strict):
         "at once, each with `threads` threads, so workers x threads should not exceed the "
         "cores; the base, which trains alone, uses threads x workers",
     )
+    executor: Literal["local", "ray"] = Field(
+        "local",
+        description="local: a pool of `workers` processes; ray: Ray tasks of `threads` CPUs "
+        "each (the ray extra), on RAY_ADDRESS or `ray_address`, else a local cluster",
+    )
+    ray_address: str | None = Field(
+        None, description="a Ray cluster to join (RAY_ADDRESS wins when set); null: local"
+    )
     model: ModelConfig = ModelConfig()
     base: Schedule = Schedule(lr=3e-3, max_epochs=4, target_loss=1.0)
     shard: Schedule = Schedule()

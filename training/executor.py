@@ -14,16 +14,31 @@ stop the others (their work is valid); once all have ended, the first failure
 is raised with its exit code (3 for bad input, 1 for a failed check), and no
 unit publishes anything partial because each writes through a temporary
 directory as it does alone.
+
+``train.executor: ray`` runs the same units as Ray tasks (the ``ray`` extra):
+each asks for ``train.threads`` CPUs, a task whose worker dies is retried
+(``RETRIES`` times) from scratch, and a cluster is joined through
+``RAY_ADDRESS`` or ``train.ray_address``; without either, a local one is
+started for the call (``workers × threads`` CPUs, no dashboard, a 100 MiB
+object store: units exchange file paths, not tensors) and shut down after.
 """
 
 from __future__ import annotations
 
 import multiprocessing
+import os
 import traceback
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 
-from lineage.errors import LineageError
+from lineage.errors import BadInputError, LineageError
+
+RETRIES = 2  # a Ray task whose worker process dies is run again this many times
+_OBJECT_STORE = 100 * 1024 * 1024
+
+
+class ExecutorError(BadInputError):
+    """The executor asked for cannot run here (Ray not installed, an unreachable cluster)."""
 
 
 class UnitFailedError(LineageError):
@@ -34,22 +49,39 @@ class UnitFailedError(LineageError):
         self.exit_code = exit_code
 
 
+def pool_of(cfg) -> dict:
+    """The keyword arguments of :func:`run_units` that a ``TrainConfig`` sets."""
+    return {"workers": cfg.workers, "executor": cfg.executor, "threads": cfg.threads,
+            "address": cfg.ray_address}  # fmt: skip
+
+
 def run_units(
-    fn: Callable, jobs: Sequence[tuple], *, workers: int, names: Sequence[str] | None = None
+    fn: Callable,
+    jobs: Sequence[tuple],
+    *,
+    workers: int,
+    names: Sequence[str] | None = None,
+    executor: str = "local",
+    threads: int = 1,
+    address: str | None = None,
 ) -> list:
     """``[fn(*job) for job in jobs]``, on up to ``workers`` processes; results in job order.
 
     ``fn`` must be importable by name (a module-level function) and its
-    arguments and result picklable. With one worker or one job everything runs
-    here, in this process, exactly as a loop would.
+    arguments and result picklable. Locally, with one worker or one job,
+    everything runs here, in this process, exactly as a loop would. With
+    ``executor="ray"`` every job is a Ray task asking for ``threads`` CPUs.
     """
     names = list(names or [str(i) for i in range(len(jobs))])
-    if workers <= 1 or len(jobs) <= 1:
+    if executor == "ray":
+        outcomes = _on_ray(fn, jobs, names, workers=workers, threads=threads, address=address)
+    elif workers <= 1 or len(jobs) <= 1:
         return [fn(*job) for job in jobs]
-    ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=ctx) as pool:
-        futures = [pool.submit(_guarded, fn, job) for job in jobs]
-        outcomes = [f.result() for f in futures]
+    else:
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=ctx) as pool:
+            futures = [pool.submit(_guarded, fn, job) for job in jobs]
+            outcomes = [f.result() for f in futures]
     failed = [(n, o) for n, o in zip(names, outcomes, strict=True) if o[0] == "error"]
     if failed:
         (name, (_, code, _, message, trace)), rest = failed[0], failed[1:]
@@ -68,3 +100,42 @@ def _guarded(fn: Callable, job: tuple) -> tuple:
         return ("error", e.exit_code, type(e).__name__, str(e), "")
     except Exception as e:
         return ("error", 70, type(e).__name__, str(e), traceback.format_exc())
+
+
+def _on_ray(fn: Callable, jobs, names, *, workers: int, threads: int, address: str | None):
+    try:
+        import ray
+    except ImportError:
+        raise ExecutorError(
+            "train.executor is ray, but ray is not installed: pip install 'exante[ray]' "
+            "(or set train.executor: local)"
+        ) from None
+    address = address or os.environ.get("RAY_ADDRESS")
+    started = not ray.is_initialized()
+    if started:
+        try:
+            if address:
+                ray.init(address=address, logging_level="ERROR")
+            else:
+                ray.init(num_cpus=workers * threads, include_dashboard=False,
+                         object_store_memory=_OBJECT_STORE, logging_level="ERROR")  # fmt: skip
+        except (ConnectionError, RuntimeError, ValueError) as e:
+            where = address or "(local)"
+            raise ExecutorError(f"cannot start or join the Ray cluster {where}: {e}; "
+                                "check RAY_ADDRESS / train.ray_address") from None  # fmt: skip
+    try:
+        task = ray.remote(num_cpus=threads, max_retries=RETRIES)(_guarded)
+        refs = [task.remote(fn, job) for job in jobs]
+        return [_ray_outcome(ray, ref) for ref in refs]
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def _ray_outcome(ray, ref) -> tuple:
+    try:
+        return ray.get(ref)
+    except ray.exceptions.RayError as e:  # its worker died RETRIES + 1 times
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        why = f"its Ray worker failed {RETRIES + 1} times: {first}"
+        return ("error", 70, type(e).__name__, why, "")

@@ -159,9 +159,14 @@ def git_head(root: Path) -> str | None:
     return out.stdout.strip() or None
 
 
+# How units are scheduled, not what they compute: a baseline trains to the same bits
+# under any of these (the thread count, which does change bits, is stamped).
+HOW = ("workers", "executor", "ray_address")
+
+
 def stamp(root: Path, params, inputs: dict) -> dict:
     """What a baseline was built from: params, code, inputs (name → sha256) and registration."""
-    p = {"train": params.train.model_dump(mode="json"),
+    p = {"train": params.train.model_dump(mode="json", exclude=set(HOW)),
          "verify": params.verify.model_dump(mode="json")}  # fmt: skip
     return {
         "params": p,
