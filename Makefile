@@ -80,6 +80,7 @@ bench: env
 	$(PY) bench/bench_manifest.py
 	$(PY) bench/bench_ingest.py
 	$(PY) bench/bench_training.py
+	$(PY) bench/bench_workers.py
 	$(PY) bench/bench_deletion.py
 	$(PY) bench/bench_verification.py
 
