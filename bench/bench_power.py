@@ -15,7 +15,8 @@ no signing or MLflow). It prints, per draw, each verdict and the record-leak
 statistic, and the two rates against the targets: a planted leak fails in at
 least 19 of 20 draws, a clean retrain passes in at least 19 of 20.
 
-    python bench/bench_power.py --seeds 20          # the issue's measurement
+    python bench/bench_power.py --seeds 20          # the 20-draw measurement
+    python bench/bench_power.py --seeds 20 --first 20   # 20 fresh draws (20..39)
     python bench/bench_power.py --seeds 3 --check   # a quick look; exit 1 on a miss
 """
 
@@ -67,6 +68,12 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--project", type=Path, default=Path("."))
     ap.add_argument("--seeds", type=int, default=20)
+    ap.add_argument(
+        "--first",
+        type=int,
+        default=0,
+        help="the first draw's index: --first 20 draws 20..39, fresh keys and seeds",
+    )
     ap.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
     args = ap.parse_args()
     root = args.project.resolve()
@@ -80,7 +87,7 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="bench-power-"))
     planted, jobs, t0 = {}, {}, time.perf_counter()
     try:
-        for i in range(args.seeds):
+        for i in range(args.first, args.first + args.seeds):
             record = keyed_choice(_derive("bench-power", "record", i), probed)
             planted[f"planted-{i}"] = record
             leak = cfg.model_copy(update={"seed": _seed("planted", i, taken)})
@@ -108,7 +115,7 @@ def _report(results, planted, args, trained: float, judged: float) -> int:
     print(f"{'draw':>4s}  {'planted record':24s} {'verdict':>12s} {'rise':>7s}   "
           f"{'clean retrain':>13s} {'rise':>7s}   (largest record rise in nats)")  # fmt: skip
     fails = passes = 0
-    for i in range(args.seeds):
+    for i in range(args.first, args.first + args.seeds):
         p, h = f"planted-{i}", f"heldout-{i}"
         fails += summary[p]["verdict"] == "fail"
         passes += summary[h]["verdict"] == "pass"
@@ -116,8 +123,8 @@ def _report(results, planted, args, trained: float, judged: float) -> int:
               f"{summary[h]['verdict']:>13s} {_z(z.get(h)):>7s}")  # fmt: skip
     n = args.seeds
     need = -(-19 * n // 20)  # 19 of 20, rounded up
-    noise = z.get("planted-0", {}).get("reference")
-    margin = z.get("planted-0", {}).get("threshold")
+    noise = z.get(f"planted-{args.first}", {}).get("reference")
+    margin = z.get(f"planted-{args.first}", {}).get("threshold")
     print(f"a record fails beyond seed noise {_z({'value': noise})} + margin "
           f"{_z({'value': margin})} nats; α {results['calibration']['alpha']}, "
           f"{results['calibration']['references']} reference(s)")  # fmt: skip

@@ -14,12 +14,18 @@
   is widened by: a clean model must not fail for being another seed.
 - **Record leak test.** Per forget record, the loss-MIA score (mean token
   log-prob) of the subject minus the reference's: the record's *rise*. A
-  clean retrain of another seed rises by chance within ``z · scale``, the
-  scale being the spread of the calibration references' rises (robust:
-  1.4826 × their median absolute value, pooled over records) and ``z`` the
-  normal critical value at ``α / (m · n)`` (Bonferroni over checks and
-  records). The largest rise must stay within that noise plus the policy's
-  margin (nats): a record the subject was trained on rises far above.
+  clean retrain of another seed rises by chance within the larger of
+  ``z · scale``, the scale being the spread of the calibration references'
+  rises (robust: 1.4826 × their median absolute value, pooled over records)
+  and ``z`` the normal critical value at ``α / (m · n)`` (Bonferroni over
+  checks and records), and the envelope: the largest absolute difference of
+  any record in any calibration reference. The envelope is what holds in an
+  ensemble, where most records do not depend on the forget shard at all (their
+  differences are exactly 0, so the robust scale is 0) while a few depend on it
+  heavily: on the demo a clean retrain moved 5 of 33 records, by up to 0.62
+  nats, and a rule on the robust scale alone failed 5 of 20 clean retrains
+  (docs/benchmarks.md). The largest rise must stay within that noise plus the
+  policy's margin (nats): a record the subject was trained on rises far above.
   Carlini et al., "Membership Inference Attacks From First Principles"
   (S&P 2022) motivate per-example calibration against reference models.
 """
@@ -292,11 +298,13 @@ class LeakTest:
     scale: float  # robust sd of a clean retrain's per-record score difference
     critical: float  # z a record must exceed to count as leaked
     records: int
+    envelope: float = 0.0  # the largest |difference| of one record in a calibration reference
 
     @property
     def noise(self) -> float:
-        """How far one record of a clean retrain may rise by chance: critical z × scale (nats)."""
-        return self.scale * self.critical
+        """How far one record of a clean retrain may rise by chance (nats): critical z × scale,
+        or the calibration references' largest per-record difference where that is more."""
+        return max(self.scale * self.critical, self.envelope)
 
 
 def _record_scores(res: dict) -> dict[str, float]:
@@ -311,9 +319,11 @@ def leak_test(reference: dict, calibration: Sequence[dict], *, alpha: float, che
 
     The scale is the spread around 0 (as the rise is taken), so a clean
     retrain's overall shift widens it instead of making other clean models
-    look leaky. Where the subject's forget shard barely moves the score (an
-    ensemble whose other shards outweigh it), the scale is near 0: the
-    policy's margin (in nats) is then what a leak must exceed.
+    look leaky. Where the subject's forget shard moves only a few records'
+    scores (an ensemble whose other shards outweigh it on most), the scale is
+    near 0 and the envelope (the largest difference seen) bounds the noise;
+    where it moves none, both are 0 and the policy's margin (in nats) is what a
+    leak must exceed.
     """
     ref = _record_scores(reference)
     diffs = [c[i] - ref[i] for c in map(_record_scores, calibration) for i in ref if i in c]
@@ -322,7 +332,7 @@ def leak_test(reference: dict, calibration: Sequence[dict], *, alpha: float, che
     scale = 1.4826 * statistics.median(abs(d) for d in diffs)
     n = max(len(ref), 1)
     critical = NormalDist().inv_cdf(1 - alpha / (max(checks, 1) * n))
-    return LeakTest(scale, critical, n)
+    return LeakTest(scale, critical, n, envelope=max(abs(d) for d in diffs))
 
 
 def leak_rise(subject: dict, reference: dict) -> tuple[float | None, str | None]:

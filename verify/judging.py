@@ -123,6 +123,7 @@ def judge_all(
                     "scale": t.scale,
                     "critical_z": t.critical,
                     "records": t.records,
+                    "envelope_nats": t.envelope,
                     "noise_nats": t.noise,
                 }
                 for a, t in leak.items()

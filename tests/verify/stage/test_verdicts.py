@@ -119,6 +119,38 @@ def test_a_planted_single_record_leak_fails_and_a_clean_other_seed_passes(policy
     assert 0 < md["logprob_rise"] < 1.5  # the planted rise is well above what it can detect
 
 
+def _sparse(moved: dict[str, float], leak: dict | None = None) -> dict:
+    """An ensemble's scores: most records do not depend on the forget shard (exactly the
+    reference's), a few move by ``moved`` (as another seed moves them), plus ``leak``."""
+    ref = _model(1)
+    scores = dict(zip(ref["none"]["examples"]["mia_forget_ids"],
+                      ref["none"]["examples"]["mia_forget"]["loss"], strict=True))  # fmt: skip
+    for i, d in {**moved, **(leak or {})}.items():
+        scores[i] += d
+    hold = dict(zip(ref["none"]["examples"]["mia_holdout_ids"],
+                    ref["none"]["examples"]["mia_holdout"]["loss"], strict=True))  # fmt: skip
+    known = set(leak or {})
+    return {"none": _result(scores, hold, known), "relearn": _relearn([0.0, 0.0])}
+
+
+def test_sparse_seed_noise_in_an_ensemble_bounds_the_leak_test_not_the_margin_alone(policy):
+    """A clean seed moves a few records by up to 0.6 nats and leaves the rest exactly equal:
+    the robust scale is 0, the envelope is not, and a clean retrain moving another record by
+    as much passes while a planted record's rise still fails."""
+    ids = [i for i, _ in RECORDS]
+    results = {"retrain": _model(1), "calib:7": _sparse({ids[0]: -0.62, ids[1]: 0.3}),
+               "heldout": _sparse({ids[2]: 0.58}),
+               "planted": _sparse({}, leak={"crm/p03-email": 1.5}),
+               "original": _model(1, leak=dict.fromkeys(ids, 1.8), known=set(ids)),
+               "exact": _model(1)}  # fmt: skip
+    got = _judge(results, policy)
+    test = got["calibration"]["leak_test"]["none"]
+    assert test["scale"] == 0 and test["envelope_nats"] == pytest.approx(0.62)
+    assert test["noise_nats"] == pytest.approx(0.62)
+    assert got["summary"]["heldout"]["verdict"] == PASS, got["summary"]["heldout"]
+    assert "none/record_leak" in got["summary"]["planted"]["failed"]
+
+
 def test_every_judged_number_carries_an_interval_and_its_tolerance(policy):
     got = _judge(_subjects(exact=_model(1)), policy)
     names = ("knowmem_em", "knowmem_rank", "privleak", "ppl_retain", "verbmem_rouge_l")
