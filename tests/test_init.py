@@ -189,3 +189,12 @@ def test_generated_by_is_pipeline_metadata_never_signed():
     assert crm.generated_by == "corpus"
     assert "generated_by" not in source_terms(crm)
     assert "license" in source_terms(crm)
+
+
+def test_this_repository_does_not_git_ignore_the_files_dvc_must_track():
+    """`dvc repro` refuses to run when dvc.yaml or dvc.lock is git-ignored (make run broke so)."""
+    if not (REPO / ".git").exists():
+        pytest.skip("not a git checkout")
+    for name in ("dvc.yaml", "dvc.lock", "params.yaml", "data/sources.yaml"):
+        out = subprocess.run(["git", "check-ignore", "-q", "--no-index", name], cwd=REPO)
+        assert out.returncode == 1, f"{name} is git-ignored: dvc repro would refuse to run"
