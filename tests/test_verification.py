@@ -121,6 +121,33 @@ def test_every_subject_has_every_attack_and_verdicts_name_their_numbers(project)
     )
 
 
+def test_a_part_measured_here_equals_the_pool_workers_measurement(project, monkeypatch):
+    """The stage ran its parts on train.workers processes; one part re-run in this process
+    gives the same numbers, bit for bit (each part loads the subjects from their files)."""
+    from exante.params import load_params
+    from training.stages import Paths
+    from verify import run as vrun
+    from verify.measure import MeasureSettings
+    from verify.policy import load_policy
+
+    monkeypatch.chdir(project)
+    params, policy = load_params(project / "params.yaml"), load_policy(project)
+    assert params.train.workers > 1  # the stage above used the pool
+    v = params.verify
+    fs = vrun.forget_set(project, v)
+    names = vrun.subject_names(params, policy)
+    loaded = vrun.load_subjects(project, params, policy, names, fs, Paths())
+    s = MeasureSettings(v.prefix_bytes, v.max_new_tokens, v.exposure_candidates)
+    inputs = vrun.PartInputs(fs, params.train, v, s, None, (), 0, ())
+    lines: list[str] = []
+    here = vrun.measure_part("shard", loaded.dirs, tuple(names), inputs, lines.append)
+    stored = _results(project)["results"]
+    for name in names:  # the stored ones also hold what is computed later against the reference
+        mine = here["results"][name]["metrics"]
+        assert mine == {k: stored[name]["shard"]["metrics"][k] for k in mine}, name
+    assert len(lines) == len(names)
+
+
 def test_the_results_hold_no_record_text(project):
     crm = [json.loads(x) for x in (project / "data/raw/crm.jsonl").read_text().splitlines()]
     blob = (project / "data/verification/results.json").read_text()

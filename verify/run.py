@@ -42,6 +42,27 @@ class Loaded:
     released: list[Component]
     forget_shard: dict[str, Component]  # subject name -> its forget-shard model
     digests: dict[str, str]  # subject name -> forget-shard weights digest
+    dirs: Dirs | None = None  # where they were loaded from (a worker loads them again)
+
+
+@dataclass(frozen=True)
+class Dirs:
+    """The model directories of a :class:`Loaded`: what a worker process needs to load it."""
+
+    released: tuple[Path, ...]
+    forget_shard: tuple[tuple[str, Path], ...]
+
+    def load(self) -> Loaded:
+        """The components, loaded once per process (every part of one run shares them)."""
+        if self not in _LOADED:
+            _LOADED.clear()
+            forget = {n: load_component(d) for n, d in self.forget_shard}
+            _LOADED[self] = Loaded([load_component(d) for d in self.released], forget,
+                                   {n: c.key for n, c in forget.items()}, self)  # fmt: skip
+        return _LOADED[self]
+
+
+_LOADED: dict[Dirs, Loaded] = {}
 
 
 def subject_names(params, policy: LoadedPolicy) -> list[str]:
@@ -70,8 +91,10 @@ def load_subjects(
     root: Path, params, policy: LoadedPolicy, names: list[str], fs: ForgetSet, paths: Paths
 ) -> Loaded:
     """The release's components and each baseline's forget-shard model, each checked fresh."""
-    released = [load_component(d) for d in released_dirs(root, params.train, paths)]
+    released_at = released_dirs(root, params.train, paths)
+    released = [load_component(d) for d in released_at]
     forget = {"original": released[fs.shard]}
+    at = {"original": released_at[fs.shard]}
     provenance.check_registration(root, policy, params=params)
     problems = []
     for name in names[1:]:
@@ -88,14 +111,17 @@ def load_subjects(
         if stale:
             problems += [f"{name} is stale: {why}" for why in stale]
             continue
-        forget[name] = load_component(baselines.model_dir(root, name))
+        at[name] = baselines.model_dir(root, name)
+        forget[name] = load_component(at[name])
     if problems:
         raise BaselineError(
             "the baselines do not match this verification; build them with `dvc repro` "
             "(or `exante verify`, which rebuilds missing and stale ones):",
             problems=problems,
         )
-    return Loaded(released, forget, {n: c.key for n, c in forget.items()})
+    dirs = Dirs(tuple(Path(d).resolve() for d in released_at),
+                tuple((n, Path(d).resolve()) for n, d in at.items()))  # fmt: skip
+    return Loaded(released, forget, {n: c.key for n, c in forget.items()}, dirs)
 
 
 def _assemble(name: str, loaded: Loaded, shard: int, swap: Callable, cache, rule: str) -> Subject:
@@ -129,63 +155,29 @@ def run(
         loaded.forget_shard[name] = load_component(path)
         loaded.digests[name] = loaded.forget_shard[name].key
         names.append(name)
+    if extra:
+        added = tuple((n, Path(d).resolve()) for n, d in extra.items())
+        loaded.dirs = Dirs(loaded.dirs.released, loaded.dirs.forget_shard + added)
     s = MeasureSettings(v.prefix_bytes, v.max_new_tokens, v.exposure_candidates)
-    cache, memo, timings = ScoreCache(), {}, {}
-    results: dict[str, dict[str, dict]] = {n: {} for n in names}
-    # Subjects whose forget-shard weights are bit-identical (exact and retrain, when the
-    # deletion is exact) are one model: measured once per attack, the result copied.
-    once = _Once(loaded.digests)
-
-    for attack in ("none", *v.quantization):
-        t0 = time.perf_counter()
-        fn = (lambda m: m) if attack == "none" else ATTACKS[attack]
-        swap = functools.partial(_swap, attack=attack, fn=fn, memo=memo)
-        for name in names:
-            subj = _assemble(name, loaded, fs.shard, swap, cache, cfg.ensemble)
-            results[name][_label(attack)] = once(name, attack, measure, subj, fs, s)
-            progress(f"{name:14s} {_label(attack):8s} {_brief(results[name][_label(attack)])}")
-        memo.clear()  # the transformed models of one attack are not needed again
-        timings[_label(attack)] = time.perf_counter() - t0
-
-    t0 = time.perf_counter()
-    for name in names:  # white-box: the forget-shard model alone
-        subj = Subject(name, [loaded.forget_shard[name]], rule=cfg.ensemble, cache=cache)
-        results[name][SHARD] = once(name, SHARD, measure, subj, fs, s)
-        progress(f"{name:14s} {SHARD:8s} {_brief(results[name][SHARD])}")
-    ref = _assemble(REFERENCE, loaded, fs.shard, lambda c: c, cache, cfg.ensemble)
-    null = holdout_null(ref, fs, s)
-    results[REFERENCE]["none"]["examples"] |= {f"holdout_{k}": x for k, x in null.items()}
-    timings[SHARD] = time.perf_counter() - t0
-
-    t0 = time.perf_counter()
     split = _split(fs, v)
-    for name in names:
-        results[name]["relearn"] = (
-            once(name, "relearn", _relearn, name, loaded, fs, split, cfg, v, s, cache)
-            if split
-            else _not_relearned()
-        )
-        progress(f"{name:14s} relearn  {_curve_brief(results[name]['relearn'])}")
-    timings["relearn"] = time.perf_counter() - t0
-
-    t0 = time.perf_counter()
+    secrets = [p for p in fs.forget_probes if p.fact in v.extraction.facts]
     records = _records_by_subject(fs)
     shots = min([v.incontext_shots] + [len(allowed_shots(p, records)) for p in fs.forget_probes])
-    in_probes = incontext_probes(list(fs.forget_probes), records, shots=shots)
-    for name in names:
-        subj = _assemble(name, loaded, fs.shard, lambda c: c, cache, cfg.ensemble)
-        results[name]["incontext"] = once(name, "incontext", _incontext, subj, in_probes, shots)
-    timings["incontext"] = time.perf_counter() - t0
-
-    t0 = time.perf_counter()
-    secrets = [p for p in fs.forget_probes if p.fact in v.extraction.facts]
-    for name in names if secrets else ():  # no planted secret: extraction not applicable
-        subj = _assemble(name, loaded, fs.shard, lambda c: c, None, cfg.ensemble)
-        results[name]["extraction"] = once(name, "extraction", _extraction, subj, secrets, v)
-    for name in names if not secrets else ():
-        results[name]["extraction"] = {"metrics": {"extraction": None, "secrets": 0},
-                                       "examples": {"extraction": []}}  # fmt: skip
-    timings["extraction"] = time.perf_counter() - t0
+    in_probes = tuple(incontext_probes(list(fs.forget_probes), records, shots=shots))
+    inputs = PartInputs(fs, cfg, v, s, split, tuple(secrets), shots, in_probes)
+    # the longest first: a pool takes them in this order
+    parts = ["none", *v.quantization, "extraction", "incontext", "relearn", SHARD]
+    results: dict[str, dict[str, dict]] = {n: {} for n in names}
+    timings: dict[str, float] = {}
+    null, hits, misses = {}, 0, 0
+    outs = _measure_parts(parts, loaded, tuple(names), inputs, progress)
+    for part, out in zip(parts, outs, strict=True):
+        for name, r in out["results"].items():
+            results[name][_label(part)] = r
+        timings[_label(part)] = out["seconds"]
+        null |= out["null"]
+        hits, misses = hits + out["hits"], misses + out["misses"]
+    results[REFERENCE]["none"]["examples"] |= {f"holdout_{k}": x for k, x in null.items()}
 
     t0 = time.perf_counter()
     _relative(results)
@@ -193,11 +185,11 @@ def run(
     settings = Settings(alpha=cal.alpha, bootstrap=cal.bootstrap, seed=v.seed,
                         static_attacks=("none", *map(_label, v.quantization), SHARD))  # fmt: skip
     measured = split.measured if split else fs.forget_probes  # relearning measures half
-    inputs = {"probes": bool(fs.forget_probes), "secrets": bool(secrets),
+    applies = {"probes": bool(fs.forget_probes), "secrets": bool(secrets),
               "canaries": any(p.fact == "canary" for p in fs.forget_probes),
               "relearn_canaries": any(p.fact == "canary" for p in measured)}  # fmt: skip
     why = {} if split else {"relearn": "one person in the forget set: a relearning split needs two"}
-    judged = judge_all(results, policy, _owners(fs), inputs, settings, digests=loaded.digests,
+    judged = judge_all(results, policy, _owners(fs), applies, settings, digests=loaded.digests,
                        planted_record=planted_record(root, names),
                        why_missing=why)  # fmt: skip
     timings["judging"] = time.perf_counter() - t0
@@ -223,8 +215,103 @@ def run(
         "power": judged["power"],
         "calibration": judged["calibration"],
         "timings_seconds": timings | {"total": time.perf_counter() - started},
-        "cache": {"hits": cache.hits, "misses": cache.misses},
+        "cache": {"hits": hits, "misses": misses},
     }
+
+
+@dataclass(frozen=True)
+class PartInputs:
+    """What every part of a verification measures with (picklable: parts may run elsewhere)."""
+
+    fs: ForgetSet
+    cfg: object  # TrainConfig
+    v: VerifyParams
+    s: MeasureSettings
+    split: object  # the relearning split, or None
+    secrets: tuple
+    shots: int
+    in_probes: tuple
+
+
+def _measure_parts(parts: list[str], loaded: Loaded, names: tuple[str, ...],
+                   inputs: PartInputs, progress: Callable[[str], None]) -> list[dict]:  # fmt: skip
+    """Each part (an attack, the shard alone, relearning, in-context, extraction) measured.
+
+    The parts are independent given the subjects' weights, so with ``train.workers``
+    > 1 they run on the training executor's workers (a process pool, or Ray tasks of
+    ``train.threads`` CPUs): each worker loads the subjects from their directories
+    and prints its own progress lines. With one local worker they run here, in order.
+    """
+    from training.executor import pool_of, run_units
+
+    cfg = inputs.cfg
+    pool = pool_of(cfg)
+    if pool["executor"] == "local" and pool["workers"] <= 1:
+        _LOADED.clear()
+        _LOADED[loaded.dirs] = loaded
+        return [measure_part(p, loaded.dirs, names, inputs, progress) for p in parts]
+    jobs = [(p, loaded.dirs, names, inputs, None) for p in parts]
+    return run_units(measure_part, jobs, names=[f"verify {p}" for p in parts], **pool)
+
+
+def measure_part(part: str, dirs: Dirs, names: tuple[str, ...], inputs: PartInputs,
+                 progress: Callable[[str], None] | None) -> dict:  # fmt: skip
+    """One part of the verification, every subject: ``{"results": {name: result}, ...}``.
+
+    Subjects whose forget-shard weights are bit-identical are measured once (:class:`_Once`).
+    In a worker (``progress`` None) the lines are printed, so they stream as they come.
+    """
+    import torch
+
+    if progress is None:
+        torch.set_num_threads(inputs.cfg.threads)
+
+        def progress(line: str) -> None:
+            print(line, flush=True)
+
+    loaded = dirs.load()
+    fs, cfg, v, s = inputs.fs, inputs.cfg, inputs.v, inputs.s
+    cache, once, t0 = ScoreCache(), _Once(loaded.digests), time.perf_counter()
+    got: dict[str, dict] = {}
+    null: dict = {}
+    if part == "none" or part in ATTACKS:
+        fn = (lambda m: m) if part == "none" else ATTACKS[part]
+        swap = functools.partial(_swap, attack=part, fn=fn, memo={})
+        for name in names:
+            subj = _assemble(name, loaded, fs.shard, swap, cache, cfg.ensemble)
+            got[name] = once(name, part, measure, subj, fs, s)
+            progress(f"{name:14s} {_label(part):8s} {_brief(got[name])}")
+        if part == "none":  # the floor the reference is judged against, from the same cache
+            ref = _assemble(REFERENCE, loaded, fs.shard, lambda c: c, cache, cfg.ensemble)
+            null = holdout_null(ref, fs, s)
+    elif part == SHARD:  # white-box: the forget-shard model alone
+        for name in names:
+            subj = Subject(name, [loaded.forget_shard[name]], rule=cfg.ensemble, cache=cache)
+            got[name] = once(name, SHARD, measure, subj, fs, s)
+            progress(f"{name:14s} {SHARD:8s} {_brief(got[name])}")
+    elif part == "relearn":
+        for name in names:
+            got[name] = (once(name, "relearn", _relearn, name, loaded, fs, inputs.split, cfg, v,
+                              s, cache)
+                         if inputs.split else _not_relearned())  # fmt: skip
+            progress(f"{name:14s} relearn  {_curve_brief(got[name])}")
+    elif part == "incontext":
+        for name in names:
+            subj = _assemble(name, loaded, fs.shard, lambda c: c, cache, cfg.ensemble)
+            got[name] = once(name, "incontext", _incontext, subj, list(inputs.in_probes),
+                             inputs.shots)  # fmt: skip
+    elif part == "extraction":
+        for name in names:
+            if not inputs.secrets:  # no planted secret: extraction not applicable
+                got[name] = {"metrics": {"extraction": None, "secrets": 0},
+                             "examples": {"extraction": []}}  # fmt: skip
+                continue
+            subj = _assemble(name, loaded, fs.shard, lambda c: c, None, cfg.ensemble)
+            got[name] = once(name, "extraction", _extraction, subj, list(inputs.secrets), v)
+    else:
+        raise ValueError(f"unknown verification part {part!r}")
+    return {"results": got, "seconds": time.perf_counter() - t0, "null": null,
+            "hits": cache.hits, "misses": cache.misses}  # fmt: skip
 
 
 class _Once:
