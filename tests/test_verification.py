@@ -148,6 +148,35 @@ def test_a_part_measured_here_equals_the_pool_workers_measurement(project, monke
     assert len(lines) == len(names)
 
 
+@pytest.mark.slow
+def test_parts_on_ray_measure_what_the_pool_measured(project, monkeypatch):
+    """The same parts as Ray tasks on a local 2-CPU cluster: the same numbers, bit for bit."""
+    pytest.importorskip("ray")
+    from exante.params import load_params
+    from training.executor import run_units
+    from training.stages import Paths
+    from verify import run as vrun
+    from verify.measure import MeasureSettings
+    from verify.policy import load_policy
+
+    monkeypatch.chdir(project)
+    params, policy = load_params(project / "params.yaml"), load_policy(project)
+    v = params.verify
+    fs = vrun.forget_set(project, v)
+    names = tuple(vrun.subject_names(params, policy))
+    loaded = vrun.load_subjects(project, params, policy, list(names), fs, Paths())
+    s = MeasureSettings(v.prefix_bytes, v.max_new_tokens, v.exposure_candidates)
+    inputs = vrun.PartInputs(fs, params.train, v, s, None, (), 0, ())
+    parts = ["none", "shard"]
+    jobs = [(p, loaded.dirs, names, inputs, None) for p in parts]
+    got = run_units(vrun.measure_part, jobs, workers=2, executor="ray", threads=1)
+    stored = _results(project)["results"]
+    for part, out in zip(parts, got, strict=True):
+        for name in names:
+            mine = out["results"][name]["metrics"]
+            assert mine == {k: stored[name][part]["metrics"][k] for k in mine}, (part, name)
+
+
 def test_the_results_hold_no_record_text(project):
     crm = [json.loads(x) for x in (project / "data/raw/crm.jsonl").read_text().splitlines()]
     blob = (project / "data/verification/results.json").read_text()

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import re
 import traceback
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -136,6 +137,7 @@ def _ray_outcome(ray, ref) -> tuple:
     try:
         return ray.get(ref)
     except ray.exceptions.RayError as e:  # its worker died RETRIES + 1 times
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        text = re.sub(r"\x1b\[[0-9;]*m", "", str(e)).strip()  # Ray colours its messages
+        first = text.splitlines()[0] if text else type(e).__name__
         why = f"its Ray worker failed {RETRIES + 1} times: {first}"
         return ("error", 70, type(e).__name__, why, "")
