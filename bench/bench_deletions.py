@@ -247,8 +247,8 @@ def main() -> int:
         if mode not in out:
             continue
         g, e = out[mode]["growth"], out[mode]["end"]
-        unit = "deletion" if mode == "series" else "flush"
-        print(f"({mode}) {len(out[mode]['rows'])} {unit}s, {out[mode]['wall_s']:.0f} s in all")
+        unit, units = ("deletion", "deletions") if mode == "series" else ("flush", "flushes")
+        print(f"({mode}) {len(out[mode]['rows'])} {units}, {out[mode]['wall_s']:.0f} s in all")
         print(
             f"  per {unit}: first tenth {g['first_tenth_s']:.1f} s, last tenth "
             f"{g['last_tenth_s']:.1f} s, median {g['median_s']:.1f} s (training median "
