@@ -41,9 +41,9 @@ import time
 from pathlib import Path
 
 try:
-    from bench.bench_deletion import BIN, IGNORE, crm_records, sh, shard_metrics
+    from bench.bench_deletion import BIN, IGNORE, crm_records, retrained, sh, shard_metrics
 except ImportError:  # run as a script: bench/ is on the path, the repository root may not be
-    from bench_deletion import BIN, IGNORE, crm_records, sh, shard_metrics
+    from bench_deletion import BIN, IGNORE, crm_records, retrained, sh, shard_metrics
 
 from exante.params import load_params
 from lineage.ledger import HEAD, LEDGER
@@ -121,8 +121,7 @@ def new_receipts(root: Path, seen: set[str]) -> list[Path]:
 
 
 def trained_seconds(before: dict, after: dict) -> float:
-    return sum(after[s]["wall_seconds"] for s in after
-               if after[s] != before[s] and after[s]["trained_slices"])  # fmt: skip
+    return sum(after[s]["wall_seconds"] for s in retrained(before, after))
 
 
 def series(root: Path, picked: list[str], shards: int) -> list[dict]:
@@ -169,12 +168,6 @@ def batched(root: Path, picked: list[str], batches: int, shards: int) -> list[di
 
 def sizes_and_checks(root: Path) -> dict:
     """Sizes of the history's files and how long each offline check takes on them."""
-
-    def timed(cmd: list[str]) -> float:
-        t0 = time.perf_counter()
-        out_of(cmd, root)
-        return time.perf_counter() - t0
-
     receipts = sorted((root / "data/receipts").glob("*.dsse.json"))
     manifests = [p for p in (root / "data/manifests").rglob("*") if p.is_file()]
     bundle = root / "data/audit/bundle.tar.gz"
@@ -186,9 +179,9 @@ def sizes_and_checks(root: Path) -> dict:
         "manifest_chain_bytes": sum(p.stat().st_size for p in manifests),
         "bundle_bytes": bundle.stat().st_size,
         "receipts": len(receipts),
-        "ledger_verify_s": timed(["exante", "ledger", "verify"]),
-        "audit_verify_s": timed(["exante", "audit", "verify", str(bundle)]),
-        "receipt_verify_s": timed(["exante", "receipt", "verify", str(receipts[-1])]),
+        "ledger_verify_s": sh(["exante", "ledger", "verify"], root),
+        "audit_verify_s": sh(["exante", "audit", "verify", str(bundle)], root),
+        "receipt_verify_s": sh(["exante", "receipt", "verify", str(receipts[-1])], root),
         "knowledge": (report.get("knowledge") or {}).get("exact_match"),
         "people": (report.get("knowledge") or {}).get("people"),
     }

@@ -42,7 +42,7 @@ class Loaded:
     released: list[Component]
     forget_shard: dict[str, Component]  # subject name -> its forget-shard model
     digests: dict[str, str]  # subject name -> forget-shard weights digest
-    dirs: Dirs | None = None  # where they were loaded from (a worker loads them again)
+    dirs: Dirs  # where they were loaded from (a worker loads them again)
 
 
 @dataclass(frozen=True)
