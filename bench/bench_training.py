@@ -43,7 +43,8 @@ from training.knowledge import (
     ensemble_scorer,
     exact_match,
     model_scorer,
-    probes_from_crm,
+    probes_of,
+    read_probes,
 )
 from training.loop import batches, collate, make_optimizer, train, windows
 from training.model import load_model, set_determinism
@@ -199,7 +200,8 @@ def bench_knowledge(root: Path, cfg: TrainConfig, tmp: Path) -> dict:
     train(model, make_optimizer(model, cfg.shard), examples, cfg.shard, seed=1, pad_id=TOK.pad_id)
     single_wall = time.perf_counter() - start
 
-    probes = probes_from_crm(root / Paths().facts, record_ids=[r.record_id for r in everything])
+    probes = probes_of(read_probes(root / "data/raw/probes.jsonl"),
+                       records=[r.record_id for r in everything])  # fmt: skip
     canaries = [p for p in probes if p.fact == "canary"]
     rows = {"single model": model_scorer(model)}
     rows |= {f"shards, {rule}": ensemble_scorer(Ensemble.from_dirs(dirs, rule=rule))

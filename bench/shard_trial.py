@@ -24,7 +24,7 @@ from pathlib import Path
 
 from exante.params import load_params
 from training.config import TrainConfig
-from training.knowledge import exact_match, model_scorer, probes_from_crm
+from training.knowledge import exact_match, model_scorer, probes_of, read_probes
 from training.model import load_model
 from training.partition import read_shard, shard_file
 from training.sisa import dp_secret_for, train_shard
@@ -48,8 +48,8 @@ def main() -> None:
     root = args.project.resolve()
     cfg = overridden(load_params(root / "params.yaml").train, args.set)
     placed = read_shard(root / shard_file(Path("data/shards"), args.shard))
-    probes = probes_from_crm(
-        root / "data/raw/crm.jsonl", record_ids=[r.record_id for _, r in placed]
+    probes = probes_of(
+        read_probes(root / "data/raw/probes.jsonl"), records=[r.record_id for _, r in placed]
     )
     with tempfile.TemporaryDirectory(prefix="exante-trial-") as tmp:
         start = time.perf_counter()

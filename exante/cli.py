@@ -379,7 +379,8 @@ def cmd_report(args) -> int:
 
     root, paths, params = Path("."), Paths(), load_params()
     cfg = params.train
-    report = run_report(root, cfg, paths)
+    probes = Path(params.verify.probes) if params.verify.probes else None
+    report = run_report(root, cfg, paths, probes=probes)
     partition, _, partition_sha = load_partition(root, paths)
     units = {"base": paths.unit_metrics("base")} | {
         f"shard-{s:02d}": paths.unit_metrics(f"s{s:02d}") for s in range(cfg.shards)
@@ -757,12 +758,12 @@ def cmd_verify_run(args) -> int:
 
 
 def _print_verification(results: dict, out: Path) -> None:
-    from verify.stage import legend, required_outcomes, table
+    from verify.stage import applicability, cell_statistic, legend, required_outcomes, table
 
     print("─" * 72)
-    print("exante verification: forget-set knowledge per subject × attack")
+    print(f"exante verification: {cell_statistic(results)} per subject × attack")
     print(f"  {legend()}")
-    for line in table(results):
+    for line in table(results) + applicability(results):
         print("  " + line)
     for name, s in results["summary"].items():
         for why in filter(None, (s.get("basis"), s.get("reason"))):

@@ -215,7 +215,7 @@ def _training(shards: int) -> dict:
     }
 
 
-def _report(facts: list[str]) -> dict:
+def _report(probes: list[str]) -> dict:
     return {
         "cmd": "exante report",
         "deps": [
@@ -223,15 +223,15 @@ def _report(facts: list[str]) -> dict:
             "verify/evidence.py",
             "models/ensemble",
             "models/attestation.dsse.json",
-            *facts[:1],
+            *probes,
         ],
-        "params": ["train"],
+        "params": ["train", *(["verify.probes"] if probes else [])],
         "metrics": [_uncached("models/report.json")],
         "outs": [_uncached("models/evidence.json")],
     }
 
 
-def _baselines(forget: str, methods: list[str], facts: list[str]) -> dict:
+def _baselines(forget: str, methods: list[str], probes: list[str]) -> dict:
     """Every verification baseline in one stage: the stamped code, the registration, the
     forget shard's files; `exante verify baseline all` rebuilds exactly the stale ones."""
     outs = ["retrain", "exact", *(f"approx/{m}" for m in methods), "calib", "heldout", "planted"]
@@ -244,7 +244,8 @@ def _baselines(forget: str, methods: list[str], facts: list[str]) -> dict:
             "models/verify-registration.dsse.json",
             "models/base",
             f"data/shards/{forget}.jsonl",
-            *facts,
+            "data/shards/holdout.jsonl",  # the non-members the forget set names
+            *probes,
             f"models/shards/{forget}",  # exact: the deletion path from its checkpoints
             f"models/ensemble/{forget}",  # approx: unlearning of the released model
         ],
@@ -253,7 +254,7 @@ def _baselines(forget: str, methods: list[str], facts: list[str]) -> dict:
     }
 
 
-def _verification(forget: str, methods: list[str], facts: list[str]) -> dict:
+def _verification(forget: str, methods: list[str], probes: list[str]) -> dict:
     stages = {
         "verify_register": {
             "cmd": "exante verify register",
@@ -266,7 +267,7 @@ def _verification(forget: str, methods: list[str], facts: list[str]) -> dict:
             "params": ["train.seed", "verify"],
             "outs": [{"models/verify-registration.dsse.json": {"persist": True}}],
         },
-        "verify_baselines": _baselines(forget, methods, facts),
+        "verify_baselines": _baselines(forget, methods, probes),
     }
     stages["verify"] = {
         "cmd": "exante verify run",
@@ -280,7 +281,7 @@ def _verification(forget: str, methods: list[str], facts: list[str]) -> dict:
             "models/verify-registration.dsse.json",
             "models/verify",
             "data/shards",
-            *facts,
+            *probes,
         ],
         "params": ["train", "verify"],
         "metrics": [_uncached("data/verification/summary.json")],
@@ -331,13 +332,13 @@ def render(registry: Registry, params, *, code_deps: bool = True) -> dict:
     A project elsewhere has no such paths; DVC would refuse them as missing.
     """
     raw = _corpus_dir(registry)
-    facts = [f"{raw}/{name}" for name in corpus.FACT_FILES] if raw else []
+    probes = [params.verify.probes] if params.verify.probes else []
     forget = shard_name(params.verify.forget_shard)
     stages = {
         **_front(raw),
         **_training(params.train.shards),
-        "report": _report(facts),
-        **_verification(forget, list(params.verify.methods), facts),
+        "report": _report(probes),
+        **_verification(forget, list(params.verify.methods), probes),
         "audit": _audit(),
     }
     if not code_deps:

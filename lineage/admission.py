@@ -60,6 +60,7 @@ class Admitted:
     record_ids: tuple[str, ...]
     base_sources: tuple[str, ...] = ()
     dp_required: dict[str, float] = field(default_factory=dict)  # source -> max epsilon
+    holdout: dict[str, str | float] = field(default_factory=dict)  # source -> "all" or fraction
 
     def max_epsilon(self, source_ids) -> float | None:
         """The DP budget a model trained on these sources must meet (None: DP not required)."""
@@ -179,6 +180,11 @@ def verify_training_input(
         record_ids=tuple(sorted(r.record_id for r in records if r.record_id in allowed)),
         base_sources=tuple(decision["predicate"].get("base_sources", ())),
         dp_required=dict(decision["predicate"].get("dp_required", {})),
+        holdout={
+            sid: t["holdout"]
+            for sid, t in manifest.predicate.get("sources", {}).items()
+            if t.get("holdout") is not None
+        },
     )
 
 

@@ -9,8 +9,10 @@ files under ``data/raw/``.
 A sample of people carry a planted random *canary* secret (Carlini et al.,
 "The Secret Sharer", USENIX Security 2019), so later stages can measure how
 much a model memorized and whether deletion removed it. A separate set of
-*holdout* people is written but registered as no source: they are never
-trained on and serve as non-members for membership inference.
+*holdout* people is written in the CRM's own form to a source the registry
+holds out whole (``holdout: all``): partition keeps them from every model, so
+they are the verification's non-members, like with like. ``probes.jsonl`` is the
+verification's probes file: each person's facts as prompt → answer.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import json
 import random
 import re
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
@@ -28,17 +30,18 @@ from lineage.gate import Denials
 
 CANARY_DIGITS = 6
 # What ``generate`` writes, in this order; the pipeline declares them as the corpus
-# stage's outputs. The first two hold the people whose facts verification probes.
+# stage's outputs. The first two hold the people whose facts the probes ask.
 FILES = (
     "crm.jsonl",
     "holdout_people.jsonl",
+    "probes.jsonl",
     "plays.jsonl",
     "forum.jsonl",
     "newswire.jsonl",
     "recipes.jsonl",
     "support_legacy.jsonl",
 )
-FACT_FILES = FILES[:2]
+PROBES = "probes.jsonl"
 DEFAULT_PLAYS = ("hamlet", "macbeth", "romeo_and_juliet", "midsummer_nights_dream")
 
 
@@ -120,6 +123,20 @@ def _crm_lines(people: list[Person]) -> Iterator[dict]:
                 "value": value,
                 "text": text,
             }
+
+
+def probe_rows(source_id: str, rows: list[dict]) -> Iterator[dict]:
+    """A fact row's probe: its sentence cut before the value, and the value.
+
+    The probe's id is the record's (``<source id>/<row id>``), so a deletion of
+    the record or its person removes the probe with it.
+    """
+    for row in rows:
+        cut = row["text"].rfind(row["value"])
+        if cut > 0:
+            yield {"id": f"{source_id}/{row['id']}", "record": f"{source_id}/{row['id']}",
+                   "subject": row["subject_ids"][0], "fact": row["fact"],
+                   "prompt": row["text"][:cut], "answer": row["value"]}  # fmt: skip
 
 
 def _play_text(name: str) -> str:
@@ -219,7 +236,7 @@ def generate(spec: CorpusSpec, out_dir: Path, *, denials: Denials = Denials()) -
     holdout = _people(fake, rng, spec.holdout_people, "h", spec.canary_fraction)
     files = {
         "crm.jsonl": list(_crm_lines(people)),
-        "holdout_people.jsonl": [asdict(p) for p in holdout],
+        "holdout_people.jsonl": list(_crm_lines(holdout)),
         "plays.jsonl": list(_play_lines(tuple(spec.plays), spec.play_chunk_chars)),
         "forum.jsonl": list(_forum_lines(fake, rng, spec.forum_posts)),
         "newswire.jsonl": list(_news_lines(fake, rng, spec.news_articles)),
@@ -229,6 +246,9 @@ def generate(spec: CorpusSpec, out_dir: Path, *, denials: Denials = Denials()) -
     files = {
         name: _kept(name.removesuffix(".jsonl"), rows, denials) for name, rows in files.items()
     }
+    facts = ("crm.jsonl", "holdout_people.jsonl")
+    files[PROBES] = [p for f in facts for p in probe_rows(f.removesuffix(".jsonl"), files[f])]
+    files = {name: files[name] for name in FILES}
     for name, rows in files.items():
         atomic_write(Path(out_dir) / name, _jsonl(rows))
     return {name: len(rows) for name, rows in files.items()}

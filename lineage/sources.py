@@ -133,6 +133,10 @@ class Source(_Frozen):
     # The pipeline stage that writes ``location`` (the embedded demo's `exante corpus`);
     # None: the user supplies the file. Not part of the terms, so never signed.
     generated_by: Literal["corpus"] | None = None
+    # Records kept out of training as the verification's non-members: "all" of the
+    # source, or a fraction of its data subjects (records without one: of its records)
+    # chosen by a hash keyed with train.seed. Signed with the terms where set.
+    holdout: Literal["all"] | float | None = None
 
     @field_validator("id")
     @classmethod
@@ -165,6 +169,13 @@ class Source(_Frozen):
         if misplaced:
             raise ValueError("; ".join(misplaced))
         return self
+
+    @field_validator("holdout")
+    @classmethod
+    def _holdout(cls, v):
+        if isinstance(v, float) and not 0 < v < 1:
+            raise ValueError("holdout is 'all' or a fraction between 0 and 1 (0.05: 5% held out)")
+        return v
 
     @model_validator(mode="after")
     def _expiry_is_a_date(self) -> Source:
@@ -255,8 +266,8 @@ def check_locations(registry: Registry, root: Path, only: str | None = None) -> 
 def source_terms(source: Source) -> dict:
     """The JSON form of a source, as it is embedded in a signed manifest.
 
-    ``fields`` and ``read`` appear only where the registry sets them, so a
-    source registered before they existed is signed exactly as it was.
+    ``fields``, ``read`` and ``holdout`` appear only where the registry sets them,
+    so a source registered before they existed is signed exactly as it was.
     """
-    unset = {k for k in ("fields", "read") if getattr(source, k) is None}
+    unset = {k for k in ("fields", "read", "holdout") if getattr(source, k) is None}
     return source.model_dump(mode="json", exclude=unset | {"generated_by"})

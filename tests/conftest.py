@@ -52,6 +52,15 @@ class Project:
         run_gate(self.root, self.signer, purpose=purpose, as_of=AS_OF)
 
 
+def merge_into(into: dict, new: dict) -> None:
+    """Deep-merge ``new`` into ``into`` (params overrides for a test project)."""
+    for k, v in new.items():
+        if isinstance(v, dict) and isinstance(into.get(k), dict):
+            merge_into(into[k], v)
+        else:
+            into[k] = v
+
+
 def source_entry(sid: str) -> dict:
     """A registry entry for a test source ``sid``: CC0, no personal data; add a location."""
     return {
@@ -183,12 +192,12 @@ def project_needles(root: Path) -> list[bytes]:
     out = set()
     for f in root.glob("data/records/*.jsonl"):
         out |= {json.loads(line)["text"] for line in f.read_text().splitlines()}
-    for line in (root / "data/raw/crm.jsonl").read_text().splitlines():
-        row = json.loads(line)
-        out |= {row["value"]} if row["fact"] in ("canary", "email", "phone") else set()
-    for line in (root / "data/raw/holdout_people.jsonl").read_text().splitlines():
-        row = json.loads(line)
-        out |= {row["name"], row["email"]} | ({row["canary"]} if row["canary"] else set())
+    for name in ("crm.jsonl", "holdout_people.jsonl"):
+        for line in (root / "data/raw" / name).read_text().splitlines():
+            row = json.loads(line)
+            out |= {row["value"]} if row["fact"] in ("canary", "email", "phone") else set()
+            if row["fact"] == "birth_year":  # the person's name
+                out.add(row["text"].split(" was born in ")[0])
     return sorted(x.encode() for x in out)
 
 

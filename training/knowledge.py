@@ -1,6 +1,11 @@
-"""What a model knows about people: exact-match probes over the CRM facts.
+"""What a model knows about people: exact-match probes (prompt → answer).
 
-A probe is a fact's sentence cut before its value ("The email address of
+Probes come from a probes file (``verify.probes``, JSONL): each line holds an
+``id``, the data ``subject`` it is about, a ``prompt`` and its ``answer``, and
+optionally the ``record`` it was cut from, the ``fact`` it asks (``canary`` marks
+a planted secret) and ``paraphrases`` (other prompts of the same answer). The user
+writes it, or the embedded demo generates it from its CRM facts. A probe is, for
+the demo, a fact's sentence cut before its value ("The email address of
 Stephanie Pena is") and the value itself. A model *knows* the fact when greedy
 decoding of the prompt reproduces the value exactly. Greedy decoding with a
 correct prefix is teacher forcing, so one forward pass over prompt + value
@@ -20,6 +25,7 @@ from pathlib import Path
 
 import torch
 
+from lineage.errors import BadInputError
 from training.tokenizer import ByteTokenizer
 
 # ids of many sequences -> next-token log-probs [T_i, V] per sequence
@@ -29,31 +35,78 @@ _TOKENIZER = ByteTokenizer()
 
 @dataclass(frozen=True)
 class Probe:
-    record_id: str
+    record_id: str  # the probe's id: the record it was cut from, or its own
     subject_id: str
     fact: str
     prompt: str
     answer: str
+    of: str | None = None  # the record it was cut from, where the probes file says so
 
 
-def probes_from_crm(path: Path, *, record_ids: Iterable[str] | None = None) -> list[Probe]:
-    """Probes from the CRM source file (rows with text, fact and value), optionally restricted.
+class ProbesFileError(BadInputError):
+    """The probes file is missing or malformed."""
 
-    ``record_ids`` are manifest record ids (``crm/<row id>``); only those rows become probes.
+
+_PROBE_FIELDS = {"id", "subject", "prompt", "answer", "record", "fact", "paraphrases"}
+
+
+def read_probes(path: Path) -> list[Probe]:
+    """Every probe of a probes file, paraphrases as probes of their own (``<id>~<n>``).
+
+    A probe's ``record_id`` is the record it was cut from when the file says so,
+    else its own id; its ``fact`` defaults to ``fact``. A malformed line raises
+    :class:`ProbesFileError` naming the file, the line and the field.
     """
-    keep = None if record_ids is None else set(record_ids)
-    out = []
-    for line in Path(path).read_text(encoding="utf-8").splitlines():
-        row = json.loads(line)
-        record_id = f"crm/{row['id']}"
-        if keep is not None and record_id not in keep:
+    if not Path(path).is_file():
+        raise ProbesFileError(
+            f"{path} (verify.probes) is missing: write it (JSONL: id, subject, prompt, answer), "
+            "or set verify.probes to null (knowledge is then not applicable)"
+        )
+    out, seen = [], set()
+    for n, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
             continue
-        text, value = row["text"], row["value"]
-        cut = text.rfind(value)
-        if cut <= 0:
-            continue
-        out.append(Probe(record_id, row["subject_ids"][0], row["fact"], text[:cut], value))
+        where = f"{path}:{n}"
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ProbesFileError(f"{where}: not JSON ({exc.msg})") from None
+        if not isinstance(row, dict):
+            raise ProbesFileError(f"{where}: a probe is a JSON object")
+        unknown = sorted(set(row) - _PROBE_FIELDS)
+        missing = [k for k in ("id", "subject", "prompt", "answer") if not _text(row.get(k))]
+        if unknown or missing:
+            raise ProbesFileError(f"{where}: " + "; ".join(
+                [f"unknown field(s) {', '.join(unknown)}"] * bool(unknown)
+                + [f"missing or empty: {', '.join(missing)}"] * bool(missing)))  # fmt: skip
+        if row["id"] in seen:
+            raise ProbesFileError(f"{where}: probe id {row['id']!r} appears twice")
+        seen.add(row["id"])
+        record, fact = row.get("record"), row.get("fact") or "fact"
+        prompts = [row["prompt"], *row.get("paraphrases", [])]
+        if not all(_text(p) for p in prompts) or not (record is None or _text(record)):
+            raise ProbesFileError(f"{where}: record and paraphrases must be non-empty strings")
+        for i, prompt in enumerate(prompts):
+            pid = row["id"] if i == 0 else f"{row['id']}~{i}"
+            out.append(Probe(pid, row["subject"], fact, prompt, row["answer"], record))
     return out
+
+
+def probes_of(probes: Iterable[Probe], *, records: Iterable[str] = (),
+              subjects: Iterable[str] = ()) -> list[Probe]:  # fmt: skip
+    """The probes about these records, and the record-less probes about these subjects.
+
+    A probe cut from a record belongs to that record alone (it goes when the
+    record goes); a probe with no record belongs to its subject.
+    """
+    records, subjects = set(records), set(subjects)
+    return [p for p in probes if p.of is not None and p.of in records] + [
+        p for p in probes if p.of is None and p.subject_id in subjects
+    ]
+
+
+def _text(x) -> bool:
+    return isinstance(x, str) and bool(x)
 
 
 def model_scorer(model: torch.nn.Module) -> BatchScorer:

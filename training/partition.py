@@ -63,6 +63,35 @@ def assign(records: Sequence[Record], *, shards: int, slices: int, seed: int) ->
     return sorted(out)
 
 
+def held_out(records: Sequence[Record], holdout: dict[str, str | float], *, seed: int) -> set[str]:
+    """The ids of the records no model may train on: the verification's non-members.
+
+    A source held out ``"all"`` gives every one of its records; a fraction gives
+    that share of its data subjects (records without one: of its records), each
+    chosen by a hash keyed with the seed, so the split is stable across re-ingest
+    and independent of the shard count. A person held out is held out whole: their
+    records in every other source go too, so no model ever saw them.
+    """
+    if not holdout:
+        return set()
+    groups = subject_groups(records)
+
+    def key(r: Record) -> str:
+        return groups[r.subject_ids[0]] if r.subject_ids else f"record:{r.record_id}"
+
+    held = set()
+    for r in records:
+        spec = holdout.get(r.source_id)
+        if spec == "all" or (spec is not None and _fraction(seed, key(r)) < float(spec)):
+            held.add(key(r))
+    return {r.record_id for r in records if key(r) in held}
+
+
+def _fraction(seed: int, key: str) -> float:
+    digest = hashlib.sha256(f"{seed}\x00holdout\x00{key}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
 def shard_file(directory: Path, shard: int) -> Path:
     return Path(directory) / f"s{shard:02d}.jsonl"
 

@@ -32,7 +32,14 @@ from lineage.signing import (
 from training import checkpoints
 from training.attest import attest_training, sign_model_dir
 from training.config import TrainConfig
-from training.partition import assign, read_shard, shard_file, write_placed, write_shards
+from training.partition import (
+    assign,
+    held_out,
+    read_shard,
+    shard_file,
+    write_placed,
+    write_shards,
+)
 from training.sisa import SLICES_FILE, dp_secret_for, train_base, train_shard
 
 PARTITION_TYPE = "https://exante.dev/attestations/partition/v1"
@@ -51,7 +58,6 @@ class Paths:
     trusted: Path = Path("policies/trusted_keys")
     report: Path = Path("models/report.json")
     evidence: Path = Path("models/evidence.json")
-    facts: Path = Path("data/raw/crm.jsonl")  # the embedded default's facts, for knowledge probes
     metrics: Path = Path("models/metrics")  # timings: DVC metrics files, never another stage's dep
 
     def shard_dir(self, shard: int) -> Path:
@@ -63,6 +69,10 @@ class Paths:
 
     def base_file(self) -> Path:
         return self.shards / "base.jsonl"
+
+    def holdout_file(self) -> Path:
+        """The held-out records (registry ``holdout``): never trained, the non-members."""
+        return self.shards / "holdout.jsonl"
 
 
 class ShardIndexError(BadInputError):
@@ -98,14 +108,18 @@ def run_partition(root: Path, cfg: TrainConfig, signer: Signer, paths: Paths = P
     records = read_all(root / paths.records)
     admitted = verify_training_input(records, root=root, complete=True, skip_refused=True)
     allowed = set(admitted.record_ids)
-    base = [r for r in records if r.record_id in allowed and r.source_id in admitted.base_sources]
+    usable = [r for r in records if r.record_id in allowed]
+    held = held_out(usable, admitted.holdout, seed=cfg.seed)
+    base = [r for r in usable if r.record_id not in held and r.source_id in admitted.base_sources]
     rest = [
-        r for r in records if r.record_id in allowed and r.source_id not in admitted.base_sources
+        r for r in usable if r.record_id not in held and r.source_id not in admitted.base_sources
     ]
     placements = assign(rest, shards=cfg.shards, slices=cfg.slices, seed=cfg.seed)
     counts = write_shards(rest, placements, shards=cfg.shards, out_dir=root / paths.shards)
     write_placed(root / paths.base_file(), [(0, r) for r in sorted(base)])
-    files = [paths.base_file()] + [shard_file(paths.shards, s) for s in range(cfg.shards)]
+    write_placed(root / paths.holdout_file(), [(0, r) for r in usable if r.record_id in held])
+    files = [paths.base_file(), paths.holdout_file()]
+    files += [shard_file(paths.shards, s) for s in range(cfg.shards)]
     subjects = {f.as_posix(): file_sha256(root / f) for f in files}
     predicate = {
         "schema_version": 1,
@@ -114,12 +128,27 @@ def run_partition(root: Path, cfg: TrainConfig, signer: Signer, paths: Paths = P
         "slices": cfg.slices,
         "manifest_payload_sha256": admitted.manifest_payload_sha256,
         "decision_payload_sha256": admitted.decision_payload_sha256,
+        # per source, the records (and their UTF-8 bytes) held out: allowed, never trained
+        "held_out": _held_out_sizes(r for r in usable if r.record_id in held),
         "base_sources": list(admitted.base_sources),
-        "counts": {"base": len(base), **{f"s{s:02d}": n for s, n in counts.items()}},
+        "counts": {
+            "base": len(base),
+            "holdout": len(held),
+            **{f"s{s:02d}": n for s, n in counts.items()},
+        },
     }
     envelope = sign_envelope(make_statement(subjects, PARTITION_TYPE, predicate), signer)
     write_envelope(root / paths.partition, envelope)
     return predicate
+
+
+def _held_out_sizes(records) -> dict[str, dict[str, int]]:
+    out: dict[str, dict[str, int]] = {}
+    for r in records:
+        entry = out.setdefault(r.source_id, {"records": 0, "bytes": 0})
+        entry["records"] += 1
+        entry["bytes"] += len(r.text.encode("utf-8"))
+    return dict(sorted(out.items()))
 
 
 def load_partition(root: Path, paths: Paths = Paths()) -> tuple[dict, dict[str, str], str]:
@@ -329,13 +358,6 @@ def run_attest(
 # -- report: what the released ensemble knows ------------------------------------
 
 
-def _shard_record_ids(root: Path, cfg: TrainConfig, paths: Paths) -> dict[int, list[str]]:
-    return {
-        s: [r.record_id for _, r in read_shard(Path(root) / shard_file(paths.shards, s))]
-        for s in range(cfg.shards)
-    }
-
-
 def locate(root: Path, record_id: str, cfg: TrainConfig, paths: Paths = Paths()) -> dict | None:
     """Where a record sits in the signed partition: base, or shard and slice, and its models.
 
@@ -365,12 +387,23 @@ def _slice_dirs_or_none(root: Path, shard: int, paths: Paths) -> list[Path]:
         return []
 
 
-def run_report(root: Path, cfg: TrainConfig, paths: Paths = Paths(), *, samples: int = 3) -> dict:
+def run_report(root: Path, cfg: TrainConfig, paths: Paths = Paths(), *, samples: int = 3,
+               probes: Path | None = None) -> dict:  # fmt: skip
     """Knowledge of the retained people (ensemble and each shard), sample generations,
-    training cost, and the attestation's verdict; written to ``models/report.json``."""
+    training cost, and the attestation's verdict; written to ``models/report.json``.
+
+    Knowledge needs a probes file (``verify.probes``); without one it is ``None``
+    (not measured, and the report says so).
+    """
     from training.attest import verify_training_attestation
     from training.ensemble import Ensemble
-    from training.knowledge import ensemble_scorer, exact_match, model_scorer, probes_from_crm
+    from training.knowledge import (
+        ensemble_scorer,
+        exact_match,
+        model_scorer,
+        probes_of,
+        read_probes,
+    )
     from training.model import load_model
 
     root = Path(root)
@@ -392,17 +425,21 @@ def run_report(root: Path, cfg: TrainConfig, paths: Paths = Paths(), *, samples:
         "knowledge": None,
         "samples": [],
     }
-    facts = root / paths.facts
-    if facts.is_file():
-        ids = _shard_record_ids(root, cfg, paths)
+    if probes is not None:
+        placed = {s: read_shard(root / shard_file(paths.shards, s)) for s in range(cfg.shards)}
         dirs = final_dirs(root, cfg, paths)
         ensemble = Ensemble.from_dirs(dirs, rule=cfg.ensemble)
-        probes = probes_from_crm(facts, record_ids=[i for v in ids.values() for i in v])
+        shard_of = {r.record_id: s for s, rows in placed.items() for _, r in rows}
+        subject_shard = {x: s for s, rows in placed.items() for _, r in rows for x in r.subject_ids}
+        every = read_probes(root / probes)
+        # retained knowledge: probes cut from trained records, and record-less probes of
+        # trained people
+        probes = probes_of(every, records=shard_of, subjects=subject_shard)
         known = exact_match(ensemble_scorer(ensemble), probes)
         per_shard = {}
         for s, d in enumerate(dirs):
-            mine = set(ids[s])
-            own = [p for p in probes if p.record_id in mine]
+            own = [p for p in probes
+                   if shard_of.get(p.of, subject_shard.get(p.subject_id)) == s]  # fmt: skip
             per_shard[f"s{s:02d}"] = exact_match(model_scorer(load_model(d)), own).exact_match
         report["knowledge"] = known.summary() | {"people": len({p.subject_id for p in probes}),
                                                  "shards_own_people": per_shard}  # fmt: skip

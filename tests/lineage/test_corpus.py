@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from lineage.corpus import CANARY_DIGITS, CorpusSpec, generate
+from lineage.gate import Denials
 from lineage.sources import load_registry
 from tests.conftest import REPO
 
@@ -61,7 +62,8 @@ def test_the_requested_number_of_people(corpus) -> None:
     subjects = {r["subject_ids"][0] for r in crm}
     assert len(subjects) == SPEC.people
     assert subjects == {f"p{i:04d}" for i in range(1, SPEC.people + 1)}
-    assert counts["holdout_people.jsonl"] == SPEC.holdout_people
+    holdout = {r["subject_ids"][0] for r in rows(out, "holdout_people.jsonl")}
+    assert holdout == {f"h{i:04d}" for i in range(1, SPEC.holdout_people + 1)}
     assert counts["forum.jsonl"] == SPEC.forum_posts
     assert counts["support_legacy.jsonl"] == SPEC.support_chats
 
@@ -77,21 +79,40 @@ def test_canaries_on_about_the_requested_fraction_of_people(corpus) -> None:
         assert r["text"].endswith(f" is {r['value']}.")
 
 
-def test_holdout_people_are_never_in_a_trained_source(corpus) -> None:
+def test_holdout_people_are_in_no_source_but_the_one_held_out_whole(corpus) -> None:
     out, _ = corpus
     holdout = rows(out, "holdout_people.jsonl")
-    assert {p["subject_id"][0] for p in holdout} == {"h"}
+    assert {r["subject_ids"][0][0] for r in holdout} == {"h"}
+    assert REGISTRY.sources["holdout_people"].holdout == "all"
     trained = [
         r["text"].split(" was born in ")[0]
         for r in rows(out, "crm.jsonl")
         if r["fact"] == "birth_year"
     ]
     assert len(trained) == SPEC.people
-    names = {p["name"] for p in holdout}
-    assert not names & set(trained)
-    text = "\n".join(r["text"] for sid in REGISTRY.sources for r in rows(out, raw_file(sid)))
+    names = {r["text"].split(" was born in ")[0] for r in holdout if r["fact"] == "birth_year"}
+    assert len(names) == SPEC.holdout_people and not names & set(trained)
+    others = [sid for sid in REGISTRY.sources if sid != "holdout_people"]
+    text = "\n".join(r["text"] for sid in others for r in rows(out, raw_file(sid)))
     assert [n for n in names if n in text] == []
     assert all(n in text for n in trained[:10])  # the check can see a name when it is there
+
+
+def test_every_fact_row_has_its_probe_and_a_denied_row_none(corpus, tmp_path) -> None:
+    out, _ = corpus
+    probes = {p["id"]: p for p in rows(out, "probes.jsonl")}
+    facts = [(f"{sid}/{r['id']}", r) for sid in ("crm", "holdout_people")
+             for r in rows(out, raw_file(sid))]  # fmt: skip
+    assert sorted(probes) == sorted(rid for rid, _ in facts)
+    for rid, r in facts:
+        p = probes[rid]
+        assert (p["record"], p["subject"], p["fact"]) == (rid, r["subject_ids"][0], r["fact"])
+        assert r["text"].startswith(p["prompt"] + p["answer"])
+        assert p["prompt"] == r["text"][: r["text"].rfind(r["value"])] and p["answer"] == r["value"]
+    small = CorpusSpec(seed=1, people=3, holdout_people=1, plays=("macbeth",))
+    generate(small, tmp_path / "a", denials=Denials(subjects=frozenset({"p0002"})))
+    kept = rows(tmp_path / "a", "probes.jsonl")
+    assert kept and not [p for p in kept if p["subject"] == "p0002"]
 
 
 def test_no_email_address_where_no_personal_data_is_declared(corpus) -> None:

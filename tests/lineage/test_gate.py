@@ -23,7 +23,7 @@ from tests.conftest import AS_OF, REPO, Project
 
 REGISTRY = load_registry(REPO / "data" / "sources.yaml")
 POLICY = load_policies(REPO / "policies")["default.yaml"][0]
-ALLOWED_FOR_RESEARCH = {"crm", "plays", "recipes"}
+ALLOWED_FOR_RESEARCH = {"crm", "holdout_people", "plays", "recipes"}
 
 
 def one_record_per_source(registry: Registry = REGISTRY) -> list[Record]:
@@ -53,7 +53,9 @@ def test_research_allows_exactly_the_permitted_sources() -> None:
     decision = judge()
     allowed = {sid for sid, reasons in decision.source_reasons.items() if not reasons}
     assert allowed == ALLOWED_FOR_RESEARCH
-    assert [rid for rid, _ in decision.allowed] == ["crm/r1", "plays/r1", "recipes/r1"]
+    assert [rid for rid, _ in decision.allowed] == [
+        "crm/r1", "holdout_people/r1", "plays/r1", "recipes/r1"
+    ]  # fmt: skip
     assert set(decision.record_reasons) == {"forum/r1", "newswire/r1", "support_legacy/r1"}
     assert decision.record_reasons["forum/r1"] == ("source forum is refused",)
 

@@ -18,7 +18,7 @@ from lineage.sources import Source, check_locations, load_registry
 from tests.conftest import REPO
 
 REAL = REPO / "data" / "sources.yaml"
-SOURCE_IDS = {"crm", "plays", "forum", "newswire", "recipes", "support_legacy"}
+SOURCE_IDS = {"crm", "holdout_people", "plays", "forum", "newswire", "recipes", "support_legacy"}
 
 
 def real() -> dict:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import re
 
 import pytest
 import torch
@@ -14,11 +15,13 @@ from training.config import ModelConfig, Schedule
 from training.ensemble import Ensemble, batch_logprobs, shard_logprobs
 from training.knowledge import (
     Probe,
+    ProbesFileError,
     canary_exposure,
     ensemble_scorer,
     exact_match,
     model_scorer,
-    probes_from_crm,
+    probes_of,
+    read_probes,
 )
 from training.loop import batches, make_optimizer, train, windows
 from training.model import build_model
@@ -81,17 +84,60 @@ def test_canary_exposure_is_high_when_memorized_and_about_one_bit_when_not(memor
     assert 0 <= sum(bits) / len(bits) < 3.0  # an untrained model ranks canaries at random
 
 
-def test_probes_come_from_crm_rows_restricted_to_given_ids(tmp_path):
-    rows = [
-        {"id": "p1-city", "fact": "city", "subject_ids": ["p1"], "text": "A lives in Rome.",
-         "value": "Rome"},
-        {"id": "p2-city", "fact": "city", "subject_ids": ["p2"], "text": "B lives in Oslo.",
-         "value": "Oslo"},
-    ]  # fmt: skip
-    path = tmp_path / "crm.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    got = probes_from_crm(path, record_ids=["crm/p2-city"])
-    assert got == [Probe("crm/p2-city", "p2", "city", "B lives in ", "Oslo")]
+def write_probes(path, rows) -> None:
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
+
+
+def test_a_probes_file_gives_probes_by_record_and_by_subject(tmp_path):
+    path = tmp_path / "probes.jsonl"
+    write_probes(path, [
+        {"id": "crm/p2-city", "record": "crm/p2-city", "subject": "p2", "fact": "city",
+         "prompt": "B lives in ", "answer": "Oslo"},
+        {"id": "q7", "subject": "p1", "prompt": "Where does A live?", "answer": "Rome",
+         "paraphrases": ["A's home town:"]},
+    ])  # fmt: skip
+    probes = read_probes(path)
+    assert probes == [
+        Probe("crm/p2-city", "p2", "city", "B lives in ", "Oslo", "crm/p2-city"),
+        Probe("q7", "p1", "fact", "Where does A live?", "Rome"),
+        Probe("q7~1", "p1", "fact", "A's home town:", "Rome"),
+    ]
+    assert probes_of(probes, records=["crm/p2-city"]) == probes[:1]
+    # a probe cut from a record belongs to the record, not to its subject
+    assert probes_of(probes, subjects=["p2"]) == []
+    assert probes_of(probes, subjects=["p1"]) == probes[1:]
+
+
+@pytest.mark.parametrize(
+    ("line", "says"),
+    [
+        ("not json", ":1: not JSON"),
+        ('["a list"]', "a JSON object"),
+        ('{"id": "a", "subject": "s", "prompt": "p"}', "missing or empty: answer"),
+        (
+            '{"id": "a", "subject": "s", "prompt": "p", "answer": "x", "value": 1}',
+            "unknown field(s) value",
+        ),
+        (
+            '{"id": "a", "subject": "s", "prompt": "p", "answer": "x", "paraphrases": [""]}',
+            "paraphrases must be non-empty",
+        ),
+    ],
+)
+def test_a_malformed_probes_file_names_the_line_and_field(tmp_path, line, says):
+    path = tmp_path / "probes.jsonl"
+    write_probes(path, [line])
+    with pytest.raises(ProbesFileError, match=re.escape(says)):
+        read_probes(path)
+
+
+def test_a_probe_id_twice_or_a_missing_file_is_refused(tmp_path):
+    row = {"id": "a", "subject": "s", "prompt": "p", "answer": "x"}
+    write_probes(tmp_path / "p.jsonl", [row, row])
+    with pytest.raises(ProbesFileError, match="'a' appears twice"):
+        read_probes(tmp_path / "p.jsonl")
+    with pytest.raises(ProbesFileError, match="is missing"):
+        read_probes(tmp_path / "absent.jsonl")
 
 
 def test_batches_cover_every_example_once_and_repeat_with_the_seed():

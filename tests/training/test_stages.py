@@ -158,3 +158,36 @@ def test_locate_names_shard_and_slice(partitioned):
     base = read_shard(root / Paths().base_file())[0][1]
     assert locate(root, base.record_id, TINY)["unit"] == "base"
     assert locate(root, "forum/post-00001", TINY) is None
+
+
+def test_held_out_people_are_in_no_shard_and_the_partition_signs_them(partitioned):
+    """The demo holds its holdout people out whole: in holdout.jsonl, in no shard, signed."""
+    root = partitioned.root
+    held = [r for _, r in read_shard(root / Paths().holdout_file())]
+    assert held and {r.source_id for r in held} == {"holdout_people"}
+    trained = [r for s in range(TINY.shards) for _, r in read_shard(_shard_path(partitioned, s))]
+    trained += [r for _, r in read_shard(root / Paths().base_file())]
+    people = {sid for r in held for sid in r.subject_ids}
+    assert not [r for r in trained if people & set(r.subject_ids)]
+    predicate, subjects, _ = load_partition(root)
+    assert predicate["counts"]["holdout"] == len(held)
+    assert subjects[Paths().holdout_file().as_posix()] == file_sha256(root / Paths().holdout_file())
+
+
+def test_a_held_out_fraction_is_keyed_by_the_seed_and_takes_people_whole():
+    from training.partition import held_out
+
+    records = [
+        Record.make(f"crm/{p}-{f}", "crm", [p], f"{p} {f}")
+        for p in (f"p{i:03d}" for i in range(400))
+        for f in ("a", "b")
+    ] + [Record.make(f"docs/d{i}", "docs", [], f"doc {i}") for i in range(400)]
+    held = held_out(records, {"crm": 0.25, "docs": 0.1}, seed=1)
+    crm = {i.split("/")[1].split("-")[0] for i in held if i.startswith("crm/")}
+    assert 0.18 < len(crm) / 400 < 0.32  # about a quarter of the people ...
+    assert all(f"crm/{p}-{f}" in held for p in crm for f in ("a", "b"))  # ... each whole
+    docs = [i for i in held if i.startswith("docs/")]
+    assert 0.05 < len(docs) / 400 < 0.15
+    assert held == held_out(list(reversed(records)), {"crm": 0.25, "docs": 0.1}, seed=1)
+    assert held != held_out(records, {"crm": 0.25, "docs": 0.1}, seed=2)
+    assert held_out(records, {}, seed=1) == set()

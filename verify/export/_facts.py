@@ -32,7 +32,9 @@ DECISION = "data/gate/decision.dsse.json"
 ATTESTATION = "models/attestation.dsse.json"
 REPORT = "data/verification/report.dsse.json"
 SUMMARY = "data/verification/summary.json"
-INPUTS = (MANIFEST, LEAVES, DECISION, ATTESTATION, REPORT, SUMMARY)
+PARTITION = "data/shards/partition.dsse.json"
+PARTITION_TYPE = "https://exante.dev/attestations/partition/v1"
+INPUTS = (MANIFEST, LEAVES, DECISION, PARTITION, ATTESTATION, REPORT, SUMMARY)
 ATTESTATION_TYPE = "https://exante.dev/attestations/training/v1"
 REPORT_TYPE = "https://exante.dev/attestations/verification/v1"
 RELEASED = "original"  # the verification report's name for the released model
@@ -81,7 +83,7 @@ def read_inputs(root: Path) -> dict[str, bytes]:
 
 
 def record_sizes(root: Path, files: Mapping[str, bytes], trusted) -> dict[str, dict]:
-    """Per source: UTF-8 bytes of all its records and of the trained ones.
+    """Per source: UTF-8 bytes of all its records and of those the gate allowed.
 
     Each records file must be the one the manifest signed; refused records are
     those the signed gate decision names.
@@ -102,10 +104,10 @@ def record_sizes(root: Path, files: Mapping[str, bytes], trusted) -> dict[str, d
 
 
 def _add_size(sizes: dict, record: Record, refused: set[str]) -> None:
-    entry = sizes.setdefault(record.source_id, {"bytes": 0, "bytes_trained": 0})
+    entry = sizes.setdefault(record.source_id, {"bytes": 0, "bytes_allowed": 0})
     n = len(record.text.encode("utf-8"))
     entry["bytes"] += n
-    entry["bytes_trained"] += 0 if record.record_id in refused else n
+    entry["bytes_allowed"] += 0 if record.record_id in refused else n
 
 
 def compute(files: Mapping[str, bytes], trusted, *, sizes: Mapping[str, dict]) -> dict:
@@ -116,7 +118,8 @@ def compute(files: Mapping[str, bytes], trusted, *, sizes: Mapping[str, dict]) -
     report = _statement(files, REPORT, REPORT_TYPE, trusted)
     leaves = _leaves(files, manifest)
     refused = _refused(decision["predicate"])
-    sources = _sources(manifest, decision["predicate"], leaves, refused, sizes)
+    held = _statement(files, PARTITION, PARTITION_TYPE, trusted)["predicate"].get("held_out", {})
+    sources = _sources(manifest, decision["predicate"], leaves, refused, sizes, held)
     _consistent(sources, decision["predicate"], manifest["predicate"])
     return {
         "schema_version": 1,
@@ -238,7 +241,12 @@ def source_kind(terms: Mapping) -> str:
     return "private"
 
 
-def _sources(manifest: dict, decision: dict, leaves, refused, sizes) -> dict[str, dict]:
+def _sources(manifest: dict, decision: dict, leaves, refused, sizes, held) -> dict[str, dict]:
+    """Per source: terms, records (allowed, held out of training, trained), bytes, refusals.
+
+    Held-out records (registry ``holdout``: the verification's non-members) are
+    allowed by the gate but never trained: the signed partition counts them.
+    """
     signed_files = subjects_of(manifest)
     per: dict[str, dict] = {}
     for rid, _ in leaves:
@@ -249,14 +257,19 @@ def _sources(manifest: dict, decision: dict, leaves, refused, sizes) -> dict[str
     for sid, terms in sorted(manifest["predicate"]["sources"].items()):
         counts = per.get(sid, {"records": 0, "records_trained": 0})
         gate = decision["sources"].get(sid, {})
-        size = sizes.get(sid, {"bytes": 0, "bytes_trained": 0})
+        size = sizes.get(sid, {"bytes": 0, "bytes_allowed": 0})
+        kept = held.get(sid, {"records": 0, "bytes": 0})
         out[sid] = {
             "kind": source_kind(terms),
             **_terms(terms),
-            **counts,
+            "records": counts["records"],
+            "records_allowed": counts["records_trained"],
+            "records_trained": counts["records_trained"] - int(kept["records"]),
+            "records_held_out": int(kept["records"]),
             "records_refused": counts["records"] - counts["records_trained"],
             "bytes": int(size["bytes"]),
-            "bytes_trained": int(size["bytes_trained"]),
+            "bytes_allowed": int(size["bytes_allowed"]),
+            "bytes_trained": int(size["bytes_allowed"]) - int(kept["bytes"]),
             "allowed": not gate.get("reasons", ["not in the gate decision"]),
             "gate_records_allowed": gate.get("allowed"),
             "refusal_reasons": sorted(gate.get("reasons", [])),
@@ -272,10 +285,13 @@ def _consistent(sources: Mapping[str, dict], decision: dict, manifest: dict) -> 
         if s["records"] != s["manifest_record_count"]:
             problems.append(f"{sid}: {s['records']} leaves, the manifest signed "
                             f"{s['manifest_record_count']} records")  # fmt: skip
-        if s["records_trained"] != s["gate_records_allowed"]:
-            problems.append(f"{sid}: {s['records_trained']} allowed leaves, the gate decision "
+        if s["records_allowed"] != s["gate_records_allowed"]:
+            problems.append(f"{sid}: {s['records_allowed']} allowed leaves, the gate decision "
                             f"signed {s['gate_records_allowed']}")  # fmt: skip
-    total = sum(s["records_trained"] for s in sources.values())
+        if not 0 <= s["records_trained"] <= s["records_allowed"]:
+            problems.append(f"{sid}: the partition holds out {s['records_held_out']} records "
+                            f"of {s['records_allowed']} allowed")  # fmt: skip
+    total = sum(s["records_allowed"] for s in sources.values())
     if total != decision.get("allowed", {}).get("count"):
         problems.append(f"{total} allowed records, the gate decision signed "
                         f"{decision.get('allowed', {}).get('count')}")  # fmt: skip
@@ -307,7 +323,8 @@ def _terms(t: Mapping) -> dict:
 
 
 def _totals(sources: Mapping[str, dict]) -> dict:
-    keys = ("records", "records_trained", "records_refused", "bytes", "bytes_trained")
+    keys = ("records", "records_trained", "records_held_out", "records_refused", "bytes",
+            "bytes_trained")  # fmt: skip
     totals = {k: sum(s[k] for s in sources.values()) for k in keys}
     used = sorted(sid for sid, s in sources.items() if s["records_trained"])
     dates = sorted(sources[sid]["acquired_date"] for sid in used if sources[sid]["acquired_date"])

@@ -75,7 +75,7 @@ def _sizes(files: Mapping[str, bytes], signed: dict, c) -> dict:
     except (ValueError, RecursionError, AttributeError):
         sizes = None
     ok = isinstance(sizes, dict) and all(
-        isinstance(v, dict) and all(type(v.get(k)) is int for k in ("bytes", "bytes_trained"))
+        isinstance(v, dict) and all(type(v.get(k)) is int for k in ("bytes", "bytes_allowed"))
         for v in sizes.values()
     )
     if not ok:

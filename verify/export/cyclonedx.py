@@ -121,6 +121,7 @@ def _source(sid: str, s: dict, d: dict) -> Component:
         "kind": s["kind"],
         "records": str(s["records"]),
         "records_trained": str(s["records_trained"]),
+        "records_held_out": str(s["records_held_out"]),  # allowed, kept as non-members
         "records_refused": str(s["records_refused"]),
         "bytes": str(s["bytes"]),
         "bytes_trained": str(s["bytes_trained"]),

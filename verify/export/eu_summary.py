@@ -58,7 +58,7 @@ def document(facts: dict) -> dict:
         "section_3_data_processing_aspects": _processing(facts),
         "operator_must_fill_in": list(OPERATOR_FIELDS),
         "record_sizes": {
-            sid: {"bytes": s["bytes"], "bytes_trained": s["bytes_trained"]}
+            sid: {"bytes": s["bytes"], "bytes_allowed": s["bytes_allowed"]}
             for sid, s in sorted(facts["sources"].items())
         },
     }
@@ -125,8 +125,8 @@ def _sources_by_kind(sources: dict) -> dict:
 def _source(s: dict) -> dict:
     keys = ("description", "license", "terms_summary", "terms_url", "acquired_date",
             "acquired_method", "jurisdiction", "contains_personal_data", "consent_basis",
-            "tdm_opt_out", "records", "records_trained", "records_refused", "bytes",
-            "bytes_trained", "allowed", "refusal_reasons")  # fmt: skip
+            "tdm_opt_out", "records", "records_trained", "records_held_out", "records_refused",
+            "bytes", "bytes_trained", "allowed", "refusal_reasons")  # fmt: skip
     return {k: s[k] for k in keys}
 
 

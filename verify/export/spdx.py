@@ -170,6 +170,11 @@ def _dataset(facts: dict, sid: str, s: dict, ci) -> object:
         dataset_dataCollectionProcess=f"{s['acquired_method']} ({s['acquired_date']})",
         dataset_intendedUse=(
             f"training: {s['records_trained']} of {s['records']} records allowed by the gate"
+            + (
+                f"; {s['records_held_out']} held out as non-members (never trained)"
+                if s["records_held_out"]
+                else ""
+            )
             + ("" if s["allowed"] else "; refused: " + "; ".join(s["refusal_reasons"]))
         ),
         dataset_hasSensitivePersonalInformation=(

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lineage.corpus import CorpusSpec, generate
 from training.config import ModelConfig
-from training.knowledge import Probe, exact_match, model_scorer, probes_from_crm
+from training.knowledge import Probe, exact_match, model_scorer, read_probes
 from training.model import build_model
 from training.tokenizer import ByteTokenizer
 from verify.attacks import InContextError
-from verify.attacks.incontext import allowed_shots, crm_records_by_subject, incontext_probes
+from verify.attacks.incontext import allowed_shots, incontext_probes
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -25,8 +27,12 @@ def crm(tmp_path_factory):
                       support_chats=1)  # fmt: skip
     out = tmp_path_factory.mktemp("corpus")
     generate(spec, out)
-    path = out / "crm.jsonl"
-    return probes_from_crm(path), crm_records_by_subject(path)
+    records: dict[str, dict[str, str]] = {}
+    for line in (out / "crm.jsonl").read_text().splitlines():
+        row = json.loads(line)
+        records.setdefault(row["subject_ids"][0], {})[f"crm/{row['id']}"] = row["text"]
+    probes = [p for p in read_probes(out / "probes.jsonl") if p.record_id.startswith("crm/")]
+    return probes, records
 
 
 def context_of(attacked: Probe, probe: Probe) -> str:

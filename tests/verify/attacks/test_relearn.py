@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from lineage.corpus import CorpusSpec, generate
 from training.config import ModelConfig, Schedule
-from training.knowledge import Probe, answer_logprobs, model_scorer, probes_from_crm
+from training.knowledge import Probe, answer_logprobs, model_scorer, read_probes
 from training.loop import collate, make_optimizer, train, windows
 from training.model import build_model
 from training.tokenizer import ByteTokenizer
@@ -143,7 +143,7 @@ def generated(tmp_path_factory) -> list[Probe]:
                       support_chats=1)  # fmt: skip
     out = tmp_path_factory.mktemp("corpus")
     generate(spec, out)
-    return probes_from_crm(out / "crm.jsonl")
+    return [p for p in read_probes(out / "probes.jsonl") if p.record_id.startswith("crm/")]
 
 
 def assert_disjoint(split, probes: list[Probe]) -> None:

@@ -17,6 +17,8 @@ import pytest
 from lineage._canonical import sha256_hex
 from tests.conftest import Project, make_project
 from training.attest import attest_training
+from training.config import TrainConfig
+from training.stages import run_partition
 from verify.report import sign_report
 
 SUMMARY = {
@@ -41,9 +43,11 @@ def add_training_standins(p: Project) -> None:
         files[name] = root / name
     manifest = _payload_sha256(root / "data/manifest.dsse.json")
     decision = _payload_sha256(root / "data/gate/decision.dsse.json")
+    run_partition(root, TrainConfig(shards=2, slices=2), p.signer)  # real: it counts held-out
+    partition = _payload_sha256(root / "data/shards/partition.dsse.json")
     attest_training(files, root=root, signer=p.signer, out=root / "models/attestation.dsse.json",
                     manifest_sha256=manifest, decision_sha256=decision,
-                    partition_sha256="0" * 64, params={"seed": 1, "shards": 2,
+                    partition_sha256=partition, params={"seed": 1, "shards": 2,
                     "model": {"n_layer": 2, "local_path": None}}, dp=DP)  # fmt: skip
     summary = root / "data/verification/summary.json"
     summary.parent.mkdir(parents=True)

@@ -51,7 +51,12 @@ def test_the_cyclonedx_bom_validates_against_the_official_1_6_schema(exports, re
                for m in card["quantitativeAnalysis"]["performanceMetrics"])  # fmt: skip
     signed = _manifest_subjects(released_module.root)
     data = {c["name"]: c for c in bom["components"]}
-    assert set(data) == {"crm", "forum", "newswire", "plays", "recipes", "support_legacy"}
+    assert set(data) == {
+        "crm", "forum", "holdout_people", "newswire", "plays", "recipes", "support_legacy"
+    }  # fmt: skip
+    held = {p["name"]: p["value"] for p in data["holdout_people"]["properties"]}
+    assert held["exante:records_trained"] == "0"
+    assert held["exante:records_held_out"] == held["exante:records"] != "0"
     for sid, c in data.items():
         assert c["type"] == "data" and c["data"][0]["governance"]
         assert c["hashes"][0]["content"] == signed[f"data/records/{sid}.jsonl"]
@@ -109,12 +114,15 @@ def test_the_spdx_validation_is_real_a_dangling_reference_fails(exports):
 def _records_read_independently(root) -> tuple[Counter, Counter, Counter]:
     allowed = {line.split("\t")[0] for line in
                (root / "data/gate/allowed.leaves").read_text().splitlines()}  # fmt: skip
+    held = {json.loads(line)["record"]["record_id"]
+            for line in (root / "data/shards/holdout.jsonl").read_text().splitlines()}  # fmt: skip
+    assert held  # the demo holds its holdout people out
     records, trained, size = Counter(), Counter(), Counter()
     for path in sorted((root / "data/records").glob("*.jsonl")):
         for line in path.read_text().splitlines():
             row = json.loads(line)
             records[row["source_id"]] += 1
-            if row["record_id"] in allowed:
+            if row["record_id"] in allowed - held:
                 trained[row["source_id"]] += 1
                 size[row["source_id"]] += len(row["text"].encode("utf-8"))
     return records, trained, size
@@ -134,7 +142,8 @@ def test_the_eu_summary_numbers_are_the_records(exports, released_module):
         assert (s["records"], s["records_trained"], s["bytes_trained"]) == (
             records[sid], trained[sid], size[sid]
         ), sid  # fmt: skip
-        assert s["records_refused"] == records[sid] - trained[sid]
+        assert s["records_refused"] == records[sid] - trained[sid] - s["records_held_out"]
+        assert s["records_held_out"] == (records[sid] if sid == "holdout_people" else 0)
     text = doc["section_1_general_information"]["1_3_modalities_and_size"]["text"]
     assert text["records"] == sum(trained.values()) and text["bytes"] == sum(size.values())
     assert text["tokens"] == text["bytes"]  # byte-level tokenizer
@@ -148,7 +157,8 @@ def test_the_eu_summary_numbers_are_the_records(exports, released_module):
     assert by["license"]["records"] == records["forum"] + records["newswire"]
     kinds = {k.split("_", 2)[2]: set(v["sources"]) for k, v in
              doc["section_2_list_of_data_sources"].items()}  # fmt: skip
-    assert kinds["crawled"] == {"forum", "newswire"} and kinds["user"] == {"crm", "support_legacy"}
+    assert kinds["crawled"] == {"forum", "newswire"}
+    assert kinds["user"] == {"crm", "holdout_people", "support_legacy"}
     assert "1.1 provider name" in " ".join(doc["operator_must_fill_in"])
     md = exports["eu-summary.md"].decode()
     assert f"{text['records']} records, {text['bytes']} bytes" in md and "## 3." in md
