@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.conftest import merge_into
 from tests.test_pipeline import SMALL_VERIFY, build_project, run
 
 CORPUS = {"people": 24, "holdout_people": 4, "plays": ["macbeth"], "play_chunk_chars": 4000,
@@ -38,20 +39,12 @@ VERIFY = SMALL_VERIFY | {
 }  # fmt: skip
 
 
-def _merge(into: dict, new: dict) -> None:
-    for k, v in new.items():
-        if isinstance(v, dict) and isinstance(into.get(k), dict):
-            _merge(into[k], v)
-        else:
-            into[k] = v
-
-
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("verification")
     build_project(root, CORPUS)
     params = yaml.safe_load((root / "params.yaml").read_text())
-    _merge(params, {"train": TRAIN, "verify": VERIFY})
+    merge_into(params, {"train": TRAIN, "verify": VERIFY})
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     run(["git", "init", "-q"], root)
     run(["dvc", "init", "-q"], root)

@@ -115,7 +115,7 @@ def build_heldout(root: Path, cfg: TrainConfig, fs: ForgetSet, paths: Paths = Pa
 
 def planted_record(fs: ForgetSet, key: int) -> str:
     """The forget record the planted leak keeps: keyed by ``key``, one with a probed fact if any."""
-    probed = sorted({p.record_id for p in fs.forget_probes})
+    probed = sorted({p.of for p in fs.forget_probes if p.of in fs.forget_record_ids})
     return keyed_choice(key, probed or sorted(fs.forget_record_ids))
 
 

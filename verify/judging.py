@@ -232,7 +232,8 @@ def _reference_null(ref, checks, owners, inputs, draws, level) -> list[Verdict]:
             return None if a is None else auc.privleak(a, 0.5)
 
         point, iv = _stat_interval(leak, owners, draws, level)
-        out.append(_null_verdict("privleak", rule, threshold, point, iv, None))
+        absent = None if inputs.get("holdout", False) else "holdout"
+        out.append(_null_verdict("privleak", rule, threshold, point, iv, absent))
     return out
 
 

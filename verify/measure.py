@@ -128,23 +128,24 @@ def measure(subject: Subject, fs: ForgetSet, s: MeasureSettings) -> dict:
     candidates: dict[str, list[str]] = {}
     for p in (*fs.holdout_probes, *fs.forget_probes):
         candidates.setdefault(p.fact, []).append(p.answer)
-    members = [t for t in fs.forget if t.text_id.startswith("crm/")]
+    members = list(fs.forget)
     forget_mia = mia_scores(subject, members, s.k_percent)
-    holdout_mia = mia_scores(subject, fs.holdout, s.k_percent)
+    holdout_mia = mia_scores(subject, fs.holdout, s.k_percent) if fs.holdout else {}
     know = knowledge(subject, fs.forget_probes, candidates)
     verb = verbatim(subject, members, s)
     expo = exposures(subject, fs.forget_probes, s)
-    retain, public = text_logprobs(subject, fs.retain), text_logprobs(subject, fs.public)
+    retain = text_logprobs(subject, fs.retain)
+    public = text_logprobs(subject, fs.public) if fs.public else []
     metrics = {
         "knowmem_em": know["exact_match"],
         "knowmem_rank": know["rank_mean"],
         "verbmem_rouge_l": statistics.fmean(r["rouge_l"] for r in verb) if verb else None,
         "exposure_bits": statistics.fmean(e["bits"] for e in expo) if expo else None,
         "ppl_retain": utility.perplexity(retain),
-        "ppl_public": utility.perplexity(public),
+        "ppl_public": utility.perplexity(public) if public else None,  # n/a without the text
     }
-    for m in MIA:
-        metrics[f"mia_auc_{m}"] = auc.roc_auc(forget_mia[m], holdout_mia[m])
+    for m in MIA:  # n/a without held-out records
+        metrics[f"mia_auc_{m}"] = auc.roc_auc(forget_mia[m], holdout_mia[m]) if fs.holdout else None
     examples = {"knowmem": know["examples"], "verbmem": verb, "exposure": expo,
                 "mia_forget": forget_mia, "mia_holdout": holdout_mia,
                 "mia_forget_ids": [t.text_id for t in members],

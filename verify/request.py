@@ -45,11 +45,10 @@ def request_dir(request_id: str) -> Path:
 
 def forget_set_of(root: Path, params, record_ids: Sequence[str]) -> ForgetSet:
     """The request's forget set (raises ``ForgetSetError`` when it cannot be verified)."""
-    v = params.verify
-    return for_records(root, record_ids, holdout_people=v.holdout_people,
-                       retain_records=v.retain_records, public_play=v.public_play,
-                       public_chunks=v.public_chunks, seed=v.seed,
-                       shards=params.train.shards)  # fmt: skip
+    from verify.run import companions
+
+    return for_records(root, record_ids, shards=params.train.shards,
+                       companions=companions(params.verify))  # fmt: skip
 
 
 def verify_request(

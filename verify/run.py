@@ -27,7 +27,7 @@ from verify.attacks.incontext import allowed_shots, incontext_probes
 from verify.attacks.relearn import check_disjoint, relearn_curve, split_forget
 from verify.calibration import Owners
 from verify.config import VerifyParams
-from verify.forget import ForgetSet, draw
+from verify.forget import Companions, ForgetSet, draw
 from verify.judging import REFERENCE, SHARD, Settings, judge_all
 from verify.measure import MeasureSettings, exposures, holdout_null, knowledge, measure
 from verify.metrics import auc, forget_quality
@@ -76,10 +76,14 @@ def planted_record(root: Path, names: list[str]) -> str | None:
     return json.loads(info.read_text()).get("planted_record") if "planted" in names else None
 
 
+def companions(v: VerifyParams) -> Companions:
+    """What the params say a forget set is measured with besides itself."""
+    return Companions(Path(v.probes) if v.probes else None, v.holdout_people, v.retain_records,
+                      v.public_play, v.public_chunks, v.seed)  # fmt: skip
+
+
 def forget_set(root: Path, v: VerifyParams, paths: Paths = Paths()) -> ForgetSet:
-    return draw(root, shard=v.forget_shard, people=v.forget_people,
-                holdout_people=v.holdout_people, retain_records=v.retain_records,
-                public_play=v.public_play, public_chunks=v.public_chunks, seed=v.seed,
+    return draw(root, shard=v.forget_shard, people=v.forget_people, companions=companions(v),
                 paths=paths)  # fmt: skip
 
 
@@ -185,10 +189,11 @@ def run(
     settings = Settings(alpha=cal.alpha, bootstrap=cal.bootstrap, seed=v.seed,
                         static_attacks=("none", *map(_label, v.quantization), SHARD))  # fmt: skip
     measured = split.measured if split else fs.forget_probes  # relearning measures half
-    applies = {"probes": bool(fs.forget_probes), "secrets": bool(secrets),
-              "canaries": any(p.fact == "canary" for p in fs.forget_probes),
-              "relearn_canaries": any(p.fact == "canary" for p in measured)}  # fmt: skip
-    why = {} if split else {"relearn": "one person in the forget set: a relearning split needs two"}
+    applies = fs.inputs() | {
+        "secrets": bool(secrets),
+        "relearn_canaries": any(p.fact == "canary" for p in measured),
+    }
+    why = {} if split else {"relearn": _no_split(fs)}
     judged = judge_all(results, policy, _owners(fs), applies, settings, digests=loaded.digests,
                        planted_record=planted_record(root, names),
                        why_missing=why)  # fmt: skip
@@ -201,11 +206,13 @@ def run(
     }
     if not split:
         halves["skipped"] = why["relearn"]
+    applies_to = {k: applies[k] for k in sorted(applies)}
     return {
         "schema_version": 2,
         "policy": {"path": policy.path, "sha256": policy.sha256},
         "forget_set": ids | {"sha256": sha256_hex(canonical_json(ids))},
         "relearn_split": halves,
+        "inputs": applies_to,  # which optional inputs this corpus has (absent: checks n/a)
         "subjects": {n: {"forget_shard_sha256": loaded.digests[n]} for n in names},
         "released_sha256": [c.key for c in loaded.released],
         "results": results,
@@ -361,6 +368,12 @@ def _not_relearned() -> dict:
             "curve": []}  # fmt: skip
 
 
+def _no_split(fs: ForgetSet) -> str:
+    if not fs.forget_probes:
+        return "no probes (verify.probes): relearning measures knowledge of the probes"
+    return "one person in the forget set: a relearning split needs two"
+
+
 def _split(fs: ForgetSet, v: VerifyParams):
     """Half the people to relearn on, half measured; None for one person (nothing to split).
 
@@ -416,8 +429,7 @@ def _relearn(name, loaded, fs, split, cfg, v, s, cache) -> dict:
 def _records_by_subject(fs: ForgetSet) -> dict[str, dict[str, str]]:
     out: dict[str, dict[str, str]] = {}
     for t in fs.forget:
-        if t.text_id.startswith("crm/"):
-            out.setdefault(t.subject_id, {})[t.text_id] = t.text
+        out.setdefault(t.subject_id, {})[t.text_id] = t.text
     return out
 
 
@@ -429,9 +441,9 @@ def _relative(results: dict) -> None:
             if "mia_auc_loss" not in r["metrics"]:
                 continue
             base = ref[attack]
-            r["metrics"]["privleak"] = auc.privleak(
-                r["metrics"]["mia_auc_loss"], base["metrics"]["mia_auc_loss"]
-            )
+            mine, theirs = r["metrics"]["mia_auc_loss"], base["metrics"]["mia_auc_loss"]
+            no_holdout = mine is None or theirs is None  # no held-out records: n/a
+            r["metrics"]["privleak"] = None if no_holdout else auc.privleak(mine, theirs)
             r["metrics"]["forget_quality"] = forget_quality.forget_quality(
                 r["examples"]["mia_forget"]["loss"], base["examples"]["mia_forget"]["loss"]
             )

@@ -179,9 +179,39 @@ MARKS = {"pass": " ✓", "fail": " ✗", "inconclusive": " ?", "ineffective": " 
          "none": " ·"}  # fmt: skip
 
 
+CELL_KEYS = {  # the statistic a table cell shows: knowledge where there are probes
+    True: ("knowmem_em", "relearn_em", "incontext_em", "extraction"),
+    False: ("verbmem_rouge_l", "relearn_em", "incontext_em", "extraction"),
+}
+
+
+def cell_statistic(results: dict) -> str:
+    """What the table's cells show: knowledge exact match, or verbatim ROUGE-L without probes."""
+    probes = results.get("inputs", {}).get("probes", True)
+    return "forget-set knowledge (exact match)" if probes else "forget-set verbatim ROUGE-L"
+
+
+def applicability(results: dict) -> list[str]:
+    """Which checks were judged on this corpus, and which are n/a, by name and why."""
+    by: dict[str, set] = {}
+    why: dict[str, str] = {}
+    for v in results["verdicts"]:
+        by.setdefault(v["check"], set()).add(v["outcome"])
+        if v["outcome"] == "n/a":
+            why[v["check"]] = v["reason"]
+    applied = sorted(c for c, o in by.items() if o != {"n/a"})
+    absent = sorted(c for c, o in by.items() if o == {"n/a"})
+    lines = [f"checks applied: {', '.join(applied) or 'none'}"]
+    if absent:
+        lines.append("not applicable to this corpus: "
+                     + "; ".join(f"{c} ({why[c]})" for c in absent))  # fmt: skip
+    return lines
+
+
 def table(results: dict) -> list[str]:
     """The console table: subject × attack, the key statistic per cell and the verdict."""
     res, summary = results["results"], results["summary"]
+    keys = CELL_KEYS[bool(results.get("inputs", {}).get("probes", True))]
     attacks = list(next(iter(res.values())))
     by = {}
     for v in results["verdicts"]:
@@ -192,8 +222,7 @@ def table(results: dict) -> list[str]:
         cells = []
         for a in attacks:
             m = by_attack[a]["metrics"]
-            key = next(k for k in ("knowmem_em", "relearn_em", "incontext_em", "extraction")
-                       if k in m)  # fmt: skip
+            key = next(k for k in keys if k in m)
             cells.append(f"{_num(m[key])}{MARKS[cell_outcome(by.get((name, a), []))]}".rjust(13))
         verdict = summary[name]["verdict"] if name in summary else "calibration"
         lines.append(f"{name:{width}s}" + "".join(cells) + f"   {verdict}")

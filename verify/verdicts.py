@@ -58,6 +58,8 @@ NEEDS = {
     "exposure_bits": "canaries",
     "relearn_exposure_bits": "relearn_canaries",  # a canary among the half it measures
     "extraction": "secrets",  # verify.extraction.facts among the forget set's probes
+    "privleak": "holdout",  # membership inference against the held-out split
+    "ppl_public": "public",
 }
 
 
@@ -66,6 +68,8 @@ NEED_TEXT = {
     "canaries": "planted canary",
     "secrets": "secret to extract",
     "relearn_canaries": "planted canary among the people relearning measures",
+    "holdout": "held-out record (registry holdout) to compare members with",
+    "public": "public text held out from training (verify.public_play)",
 }
 
 

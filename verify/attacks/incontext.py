@@ -20,25 +20,13 @@ left-truncated by the scorers, which drops the earliest shots first.
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 
 from training.knowledge import Probe
 from verify.attacks._errors import InContextError
 
 # subject id -> record id -> record text
 RecordsBySubject = Mapping[str, Mapping[str, str]]
-
-
-def crm_records_by_subject(path: Path) -> dict[str, dict[str, str]]:
-    """Every CRM row's text under each of its subjects, keyed ``crm/<row id>`` like the probes."""
-    out: dict[str, dict[str, str]] = {}
-    for line in Path(path).read_text(encoding="utf-8").splitlines():
-        row = json.loads(line)
-        for subject in row["subject_ids"]:
-            out.setdefault(subject, {})[f"crm/{row['id']}"] = row["text"]
-    return out
 
 
 def incontext_probes(
@@ -80,5 +68,5 @@ def allowed_shots(probe: Probe, records_by_subject: RecordsBySubject) -> list[st
     return [
         text
         for record_id, text in sorted(own.items())
-        if record_id != probe.record_id and answer not in text.casefold()
+        if record_id not in (probe.record_id, probe.of) and answer not in text.casefold()
     ]

@@ -211,22 +211,20 @@ def _export(run) -> dict:
 def record_needles(root: Path) -> list[bytes]:
     """What must never be in a bundle: every record's text, the people's facts and secrets.
 
-    Texts come from the ingested records (refused ones too) and the raw files;
-    facts are the CRM values and the holdout people's (never trained on, but
-    probed by the verification). A short number alone (a birth year) is not a
-    needle: it would match counts and sizes; a planted secret is.
+    Texts come from the ingested records (refused and held-out ones too) and the
+    raw files; facts are any raw row's ``value`` or probe ``answer`` (probes' prompts
+    are texts too). A short number alone (a birth year) is not a needle: it would
+    match counts and sizes; a planted secret is.
     """
     needles: set[str] = set()
     for path in [*Path(root).glob("data/records/*.jsonl"), *Path(root).glob("data/raw/*.jsonl")]:
         for line in path.read_bytes().splitlines():
             row = json.loads(line)
-            needles.add(row.get("text") or "")
-            if path.name == "crm.jsonl" and isinstance(row.get("value"), str):
-                needles.add(row["value"] if _distinctive(row["value"], row.get("fact")) else "")
-            if path.name == "holdout_people.jsonl":
-                needles.update(
-                    str(v) for k, v in row.items() if v is not None and _distinctive(str(v), k)
-                )
+            needles.update(str(row.get(k) or "") for k in ("text", "prompt"))
+            for key in ("value", "answer"):
+                value = row.get(key)
+                if isinstance(value, str) and _distinctive(value, row.get("fact")):
+                    needles.add(value)
     return sorted(n.encode("utf-8") for n in needles if n.strip())
 
 

@@ -30,6 +30,7 @@ TINY = TrainConfig(
     shard=Schedule(batch_size=8, max_epochs=1, target_loss=0.0),
 )
 VERIFY = VerifyParams(forget_shard=0, forget_people=2, holdout_people=3, retain_records=4,
+                      probes="data/raw/probes.jsonl", public_play="othello",
                       public_chunks=1)  # fmt: skip
 
 
