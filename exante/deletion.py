@@ -6,7 +6,8 @@ The flow, under the ledger lock (:func:`lineage.ledger.ledger_lock`):
    is all its records), checking everything before anything is written;
 2. append the requests (``received``) and rewrite the deny set
    (:mod:`lineage.erasure`), then ``retraining`` with the model digests before;
-3. run ``dvc repro``: the deny set re-runs corpus and ingest, so the records
+3. erase the records from the raw files they were read from (:mod:`lineage.scrub`),
+   then run ``dvc repro``: the deny set re-runs corpus and ingest, so the records
    leave the record files, the manifest gets a new version, and only the
    shards that held them retrain, from their last clean slice (found by lookup);
    the ensemble is re-signed and attested;
@@ -358,9 +359,10 @@ def _process(
         shards, ratio = _affected(ctx, removed)
         step.to("retraining", from_={"received", "queued", "failed"}, shards=shards,
                 meta={"models_before": before, "estimated_cost_ratio": ratio})  # fmt: skip
+        erased = erase_at_source(ctx.root)
         _repro(ctx, removed)
         _tell(ctx, "step 2/4: purging old copies (checkpoints, DVC cache and remote)")
-        purged = purge(ctx.root, ctx.cfg)
+        purged = purge(ctx.root, ctx.cfg) | {"raw_rows_erased": erased}
         step.to("purged", from_={"retraining"}, meta=purged)
         _tell(ctx, "step 3/4: checking the records are gone and the release verifies")
         verify_deleted(ctx.root, ctx.cfg, ctx.trusted, removed)
@@ -530,6 +532,26 @@ def _track_ledger(root: Path) -> None:
 # -- purge and verify -----------------------------------------------------------
 
 
+def erase_at_source(root: Path) -> dict[str, int]:
+    """The denied rows out of the raw files of the user's sources and of the probes file.
+
+    Before the pipeline runs, so ingest reads files that no longer hold them; a
+    resumed deletion erases again (a clean file is left as it is).
+    """
+    from lineage.erasure import denials
+    from lineage.scrub import scrub_probes, scrub_sources
+    from lineage.sources import load_registry
+    from lineage.stages import REGISTRY as SOURCES
+
+    root = Path(root)
+    deny = denials(root)
+    erased = scrub_sources(load_registry(root / SOURCES), root, deny)
+    probes = load_params(root / "params.yaml").verify.probes
+    if probes and (n := scrub_probes(root / probes, deny)):
+        erased[probes] = n
+    return erased
+
+
 def _purge_copies(root: Path) -> list[Path]:
     """Logs of earlier runs may quote record text (the report's samples), and the datasets
     cache pieces of raw files: neither outlives a deletion. The newest log is this
@@ -620,6 +642,7 @@ def verify_deleted(root: Path, cfg, trusted: Mapping, removed: Mapping[str, str]
     root, paths, problems = Path(root), Paths(), []
     left = [r.record_id for r in read_all(root / RECORDS) if r.record_id in removed]
     problems += [f"{i} is still in {RECORDS}" for i in left]
+    problems += _left_in_raw_files(root)
     for meta in sorted((root / paths.shard_models).glob("*/ckpt/*/exante-checkpoint.json")):
         seen = set(json.loads(meta.read_text()).get("records", []))
         if seen & set(removed):
@@ -627,6 +650,15 @@ def verify_deleted(root: Path, cfg, trusted: Mapping, removed: Mapping[str, str]
     if problems:
         raise DeletionFailedError("the records are not gone:", problems=problems)
     verify_training_attestation(root / paths.attestation, root=root, trusted=trusted)
+
+
+def _left_in_raw_files(root: Path) -> list[str]:
+    from lineage.erasure import denials
+    from lineage.scrub import left_in_sources
+    from lineage.sources import load_registry
+    from lineage.stages import REGISTRY as SOURCES
+
+    return left_in_sources(load_registry(root / SOURCES), root, denials(root))
 
 
 @dataclass(frozen=True)
