@@ -20,7 +20,9 @@ import json
 import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 from lineage.errors import MalformedRecordError, MissingColumnError
 from lineage.sources import Source
@@ -43,6 +45,26 @@ class Batch:
 
     def __len__(self) -> int:
         return len(next(iter(self.columns.values()), ()))
+
+
+@dataclass(frozen=True)
+class ArrowBatch:
+    """Columnar rows left in Arrow memory (``arrow``: a record batch or table of the columns).
+
+    :mod:`lineage._arrow_rows` builds their records without a Python object
+    per cell; ``columns``, the per-row path's lists, are made only if it asks.
+    """
+
+    arrow: Any
+    locate: Callable[[int], str]
+    sparse: bool = False
+
+    @cached_property
+    def columns(self) -> dict[str, list]:
+        return {c: self.arrow.column(c).to_pylist() for c in self.arrow.schema.names}
+
+    def __len__(self) -> int:
+        return self.arrow.num_rows
 
 
 def read_batches(source: Source, root: Path, columns: Sequence[str]) -> Iterator[Batch]:
@@ -138,9 +160,8 @@ def _dir(source: Source, root: Path, columns: tuple[str, ...]) -> Iterator[Batch
 # -- columnar formats (pyarrow, datasets) ------------------------------------------
 
 
-def _arrow_batch(batch, columns: tuple[str, ...], offset: int, where: Path) -> Batch:
-    cols = {c: batch.column(c).to_pylist() for c in columns}
-    return Batch(cols, lambda i: f"{where}: row {offset + i + 1}")
+def _arrow_batch(batch, columns: tuple[str, ...], offset: int, where: Path) -> ArrowBatch:
+    return ArrowBatch(batch.select(list(columns)), lambda i: f"{where}: row {offset + i + 1}")
 
 
 def _arrow_errors():
