@@ -90,13 +90,22 @@ class _Sorter:
         self.direct = _Run(spill_dir)  # the keys of what went straight to out
         runs.append(self.direct)
 
+    def straight(self, batch: pa.RecordBatch) -> bool:
+        """Write ``batch`` straight to ``out`` if it is in key order after all written so far."""
+        keys = batch.column("key")
+        if not len(keys):
+            return True
+        if len(self.runs) > 1 or not _increasing(keys):
+            return False
+        if self.direct.last is not None and keys[0].as_py() <= self.direct.last:
+            return False
+        self.direct.add(batch, lines=False)
+        _write(self.out, batch)
+        return True
+
     def add(self, parts: list[pa.RecordBatch]) -> None:
         batch = _sorted(parts)
-        if not batch.num_rows:
-            return
-        if len(self.runs) == 1 and _follows(self.direct.last, batch.column("key")):
-            self.direct.add(batch, lines=False)
-            _write(self.out, batch)
+        if not batch.num_rows or self.straight(batch):
             return
         if len(self.runs) == 1:  # the first run out of order: what was written is run 0
             _take_back(self.out, self.direct.lines)
@@ -118,9 +127,11 @@ class _Sorter:
 def write_sorted(out, batches, run_bytes: int, spill_dir: Path, runs: list) -> None:
     sorter = _Sorter(out, spill_dir, runs)
     parts, size = [], 0
-    for batch in batches:
-        parts.append(_as_batch(batch))
-        size += parts[-1].column("line").nbytes
+    for arrow in map(_as_batch, batches):
+        if not parts and sorter.straight(arrow):  # in order: no run to gather, sort or spill
+            continue
+        parts.append(arrow)
+        size += arrow.column("line").nbytes
         if size >= run_bytes:
             sorter.add(parts)
             parts, size = [], 0
@@ -128,9 +139,9 @@ def write_sorted(out, batches, run_bytes: int, spill_dir: Path, runs: list) -> N
     sorter.finish()
 
 
-def _follows(last: str | None, keys: pa.Array) -> bool:
-    """``keys`` (sorted) are unique and all after ``last``."""
-    return not _duplicates(keys) and (last is None or keys[0].as_py() > last)
+def _increasing(keys: pa.Array) -> bool:
+    n = len(keys)
+    return n < 2 or pc.all(pc.less(keys.slice(0, n - 1), keys.slice(1))).as_py()
 
 
 def _take_back(out, into) -> None:
@@ -158,9 +169,8 @@ def _as_batch(batch) -> pa.RecordBatch:
 def _sorted(parts: list[pa.RecordBatch]) -> pa.RecordBatch:
     """The parts as one batch in key order (no sort at all when they already are)."""
     batch = pa.concat_batches(parts) if parts else pa.RecordBatch.from_pylist([], schema=_SCHEMA)
-    keys, n = batch.column("key"), batch.num_rows
-    if n > 1 and not pc.all(pc.less(keys.slice(0, n - 1), keys.slice(1))).as_py():
-        batch = batch.take(pc.sort_indices(keys))
+    if not _increasing(batch.column("key")):
+        batch = batch.take(pc.sort_indices(batch.column("key")))
     return batch
 
 

@@ -164,8 +164,10 @@ def test_parquet_ingest_writes_the_bytes_of_the_same_rows_as_jsonl(project) -> N
     registry = load_registry(project.root / "data" / "sources.yaml")
     out = project.root / "data" / "records"
     denials = Denials(records=frozenset({"pq/r00003", "js/r00003"}), subjects=frozenset({"p5"}))
+    pool = pa.default_memory_pool().backend_name
     for sid in ("pq", "js"):
         ingest(registry, project.root, out, only=sid, denials=denials)
+    assert pa.default_memory_pool().backend_name == pool  # the reader's allocator switch undone
     parquet, jsonl = (out / "pq.jsonl").read_bytes(), (out / "js.jsonl").read_bytes()
     assert parquet.replace(b'"pq/', b'"js/').replace(b'"pq"', b'"js"') == jsonl
     assert parquet.count(b"\n") == n - 1 - len([i for i in range(n) if i % 97 == 5])
