@@ -36,6 +36,7 @@ from lineage.records import Record
 _ID = f"^{RAW_ID.pattern}$"  # RE2: '$' is the end of the text only, as with fullmatch
 _VISIBLE = "[!-~]"  # a printable ASCII character: the text is surely not blank
 _json_str = json.encoder.encode_basestring
+_SCAN = 1 << 16  # bytes of a text column scanned at once
 _ESCAPED = re.compile(r'[\x00-\x1f"\\]').search  # what JSON escapes (non-ASCII it keeps)
 _digest = operator.methodcaller("digest")
 
@@ -136,46 +137,60 @@ def _no_blank(texts: pa.Array | None) -> bool:
 def _canonical_and_escaped(texts: pa.Array) -> tuple[pa.Array, pa.Array]:
     """The canonical texts, and each as it goes between a JSON string's quotes.
 
-    Only a text with a byte outside printable ASCII or a quote or backslash
-    can change (be normalized, or escaped): those rows, found in one pass over
-    the column's bytes, are looked at in Python, and only those that do change
-    are replaced. Every other row is its own answer.
+    Only a text with a byte >= 0x80 or a ``\\r`` can change when canonicalized,
+    and only one with a control character, a quote or a backslash when escaped:
+    those rows, found in one pass over the column's bytes, are done in Python
+    (and only the texts that do change are replaced). Every other row is its
+    own answer.
     """
-    odd = np.flatnonzero(_odd_rows(texts))
-    if not len(odd):
+    canon, escape = _scan(texts)
+    if len(canon):
+        raw = texts.take(canon).to_pylist()
+        canonical = list(map(canonical_text, raw))  # the same object where already canonical
+        changed = np.fromiter(map(operator.is_not, canonical, raw), bool, len(raw))
+        if changed.any():  # look for escapes again in what is written, for changed rows
+            rows, new = canon[changed], [c for c, x in zip(canonical, changed, strict=True) if x]
+            texts = _replaced(texts, rows, new)
+            redo = np.fromiter(map(bool, map(_ESCAPED, new)), bool, len(new))
+            escape = np.union1d(np.setdiff1d(escape, rows), rows[redo])
+    if not len(escape):
         return texts, texts
-    raw = texts.take(odd).to_pylist()
-    canonical = list(map(canonical_text, raw))  # the same object where already canonical
-    texts = _replaced(
-        texts, odd, [c is not r for c, r in zip(canonical, raw, strict=True)], canonical
-    )
-    return texts, _replaced(texts, odd, list(map(_ESCAPED, canonical)), canonical, _json_inner)
+    return texts, _replaced(texts, escape, map(_json_inner, texts.take(escape).to_pylist()))
 
 
-def _replaced(texts: pa.Array, rows: np.ndarray, which: list, values: list, fn=None) -> pa.Array:
-    """``texts`` with ``rows[i]`` set to ``fn(values[i])`` (or ``values[i]``) where ``which[i]``."""
-    pick = np.flatnonzero(np.fromiter(map(bool, which), bool, len(which)))
-    if not len(pick):
-        return texts
-    new = [values[i] for i in pick]
+def _replaced(texts: pa.Array, rows: np.ndarray, values) -> pa.Array:
+    """``texts`` with ``texts[rows[i]]`` replaced by ``values[i]`` (``rows`` ascending)."""
     mask = np.zeros(len(texts), bool)
-    mask[rows[pick]] = True
-    return pc.replace_with_mask(texts, mask, pa.array(map(fn, new) if fn else new, pa.string()))
+    mask[rows] = True
+    return pc.replace_with_mask(texts, mask, pa.array(values, pa.string()))
 
 
-def _odd_rows(texts: pa.Array) -> np.ndarray:
-    """Which rows hold a control character, a byte >= 0x80, '"' or a backslash."""
+def _scan(texts: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """The rows (ascending) that may change when canonicalized, and those JSON escapes.
+
+    The first hold a byte >= 0x80 (a non-ASCII character) or a ``\\r``; the
+    second a control character, a quote or a backslash. Scanned a slice at a
+    time, so the scratch arrays stay small and warm: fresh megabytes cost a
+    page fault each, on every batch.
+    """
     n = len(texts)
     if n == 0:
-        return np.zeros(0, bool)
+        return np.zeros(0, np.intp), np.zeros(0, np.intp)
     _, offsets, data = texts.buffers()
     at = np.frombuffer(offsets, np.int32, n + 1, offset=4 * texts.offset)
     raw = np.frombuffer(data, np.uint8)[at[0] : at[-1]]
-    hit = ((raw - np.uint8(32)) >= 96) | (raw == ord('"')) | (raw == ord("\\"))  # wraps: < 32
-    rows = np.searchsorted(at, np.flatnonzero(hit) + at[0], side="right") - 1
-    odd = np.zeros(n, bool)
-    odd[rows] = True
-    return odd
+    canon, escape = [], []
+    for i in range(0, len(raw), _SCAN):
+        part = raw[i : i + _SCAN]
+        canon.append(np.flatnonzero((part >= 0x80) | (part == 0x0D)) + i)
+        escape.append(np.flatnonzero((part < 0x20) | (part == 0x22) | (part == 0x5C)) + i)
+    return _rows_of(at, canon), _rows_of(at, escape)
+
+
+def _rows_of(at: np.ndarray, hits: list[np.ndarray]) -> np.ndarray:
+    """The rows that the byte positions ``hits`` (relative to the first row) fall in."""
+    found = np.concatenate(hits) + at[0]
+    return np.unique(np.searchsorted(at, found, side="right") - 1)
 
 
 def _json_inner(text: str) -> str:

@@ -36,6 +36,7 @@ TRICKY = [
     "café, naïve, Zürich (composed)",
     "cafe\u0301 (decomposed: NFC changes it)",
     "emoji 😀 and 𝄞 outside the BMP",
+    'Zürich\t"already NFC" \\ escaped',
     "Greek question mark \u037e becomes ';'",
     "日本語のテキスト",  # no printable ASCII: the blank check must look closer
     "\u00a0nbsp then text",
