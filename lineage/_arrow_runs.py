@@ -104,14 +104,21 @@ class _Sorter:
         return True
 
     def add(self, parts: list[pa.RecordBatch]) -> None:
-        batch = _sorted(parts)
-        if not batch.num_rows or self.straight(batch):
+        """One run: sorted, then written straight through or spilled.
+
+        Spilled a block at a time in sorted order (``take`` of a slice of the
+        order), never as a whole sorted copy of the run.
+        """
+        batch = _concat(parts)
+        if self.straight(batch):
             return
         if len(self.runs) == 1:  # the first run out of order: what was written is run 0
             _take_back(self.out, self.direct.lines)
         run = _Run(self.spill_dir)
         self.runs.append(run)
-        run.add(batch)
+        order = pc.sort_indices(batch.column("key"))
+        for start in range(0, batch.num_rows, BLOCK):
+            run.add(batch.take(order.slice(start, BLOCK)))
 
     def finish(self) -> None:
         if len(self.runs) == 1:  # everything came in order and is written
@@ -166,9 +173,13 @@ def _as_batch(batch) -> pa.RecordBatch:
     return pa.RecordBatch.from_arrays([keys, lines], schema=_SCHEMA)
 
 
+def _concat(parts: list[pa.RecordBatch]) -> pa.RecordBatch:
+    return pa.concat_batches(parts) if parts else pa.RecordBatch.from_pylist([], schema=_SCHEMA)
+
+
 def _sorted(parts: list[pa.RecordBatch]) -> pa.RecordBatch:
     """The parts as one batch in key order (no sort at all when they already are)."""
-    batch = pa.concat_batches(parts) if parts else pa.RecordBatch.from_pylist([], schema=_SCHEMA)
+    batch = _concat(parts)
     if not _increasing(batch.column("key")):
         batch = batch.take(pc.sort_indices(batch.column("key")))
     return batch
