@@ -171,13 +171,15 @@ def _arrow_errors():
     return (pa.ArrowException, OSError, ValueError)
 
 
-def _system_allocator(reader):
-    """``reader``, with Arrow allocating from the system allocator while its rows are used.
+def _warm_allocator(reader):
+    """``reader``, with Arrow allocating from jemalloc while its rows are used.
 
-    Arrow's default (mimalloc) hands freed pages back to the OS within
-    milliseconds, so every batch faulted all of its memory in afresh: ingest
-    of a million parquet rows took 1.6x as long (bench/bench_ingest.py). The
-    previous default is restored once the reader is done (or dropped).
+    Arrow's default allocator, mimalloc, hands freed pages back to the OS
+    within milliseconds, so every batch faulted all of its memory in afresh:
+    ingest of a million parquet rows took 1.6x as long (bench/bench_ingest.py).
+    jemalloc keeps them about a second, and its peak memory stayed flatter
+    than the system allocator's (used where a pyarrow build lacks jemalloc).
+    The previous default is restored once the reader is done (or dropped).
     """
 
     @functools.wraps(reader)
@@ -185,7 +187,8 @@ def _system_allocator(reader):
         import pyarrow as pa
 
         pool = pa.default_memory_pool()
-        pa.set_memory_pool(pa.system_memory_pool())
+        warm = "jemalloc" if "jemalloc" in pa.supported_memory_backends() else "system"
+        pa.set_memory_pool(getattr(pa, f"{warm}_memory_pool")())
         try:
             yield from reader(source, root, columns)
         finally:
@@ -194,7 +197,7 @@ def _system_allocator(reader):
     return read
 
 
-@_system_allocator
+@_warm_allocator
 def _parquet(source: Source, root: Path, columns: tuple[str, ...]) -> Iterator[Batch]:
     import pyarrow.parquet as pq
 
@@ -221,7 +224,7 @@ def _guarded(batches, columns: tuple[str, ...], path: Path) -> Iterator[ArrowBat
         offset += batch.num_rows
 
 
-@_system_allocator
+@_warm_allocator
 def _csv(source: Source, root: Path, columns: tuple[str, ...]) -> Iterator[Batch]:
     """Every mapped column read as a string (ids such as ``007`` keep their zeros)."""
     import pyarrow as pa
@@ -247,7 +250,7 @@ def _csv(source: Source, root: Path, columns: tuple[str, ...]) -> Iterator[Batch
     yield from _guarded(iter(reader), columns, path)
 
 
-@_system_allocator
+@_warm_allocator
 def _hf(source: Source, root: Path, columns: tuple[str, ...]) -> Iterator[Batch]:
     """A ``save_to_disk`` directory (memory-mapped) or local data files (streamed)."""
     path = source.path(root)
