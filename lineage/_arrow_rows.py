@@ -33,6 +33,7 @@ from lineage._canonical import canonical_text
 from lineage._ids import RAW_ID
 from lineage.records import Record
 
+MAX_BYTES = 1 << 28  # of a batch's column: so its lines (escaping may grow a text 6x) < 2 GiB
 _ID = f"^{RAW_ID.pattern}$"  # RE2: '$' is the end of the text only, as with fullmatch
 _VISIBLE = "[!-~]"  # a printable ASCII character: the text is surely not blank
 _json_str = json.encoder.encode_basestring
@@ -111,8 +112,13 @@ def arrow_rows(m, batch) -> ArrowRows | None:
 
 
 def _column(batch, name: str) -> pa.Array | None:
-    """A column as one string array, or None when it is not strings (the per-row path decides)."""
+    """A column as one string array, or None when it is not strings (the per-row path decides).
+
+    Or None when it is too large for 32-bit offsets once made into lines.
+    """
     col = batch.arrow.column(name)
+    if col.nbytes > MAX_BYTES:
+        return None
     if isinstance(col, pa.ChunkedArray):
         col = col.combine_chunks()
     if pa.types.is_large_string(col.type):

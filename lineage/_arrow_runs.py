@@ -27,7 +27,7 @@ from lineage._runs import _disjoint, raise_duplicates
 
 BLOCK = 16_384  # rows per spilled key batch, so per run in memory while merging
 COPY = 8 << 20  # bytes per read when copying a spilled run's lines
-_SCHEMA = pa.schema([("key", pa.string()), ("line", pa.binary())])
+_SCHEMA = pa.schema([("key", pa.string()), ("line", pa.large_binary())])  # 64-bit offsets
 _KEYS = pa.schema([("key", pa.string()), ("length", pa.int32())])
 
 
@@ -73,11 +73,11 @@ class _Run:
     def blocks(self):
         """The run's ``(key, line)`` batches, read back a block at a time."""
         for part in pa.ipc.open_stream(self.keys):
-            offsets = np.zeros(part.num_rows + 1, np.int32)
+            offsets = np.zeros(part.num_rows + 1, np.int64)
             np.cumsum(part.column("length").to_numpy(), out=offsets[1:])
             data = pa.py_buffer(self.lines.read(int(offsets[-1])))
             line = pa.Array.from_buffers(
-                pa.binary(), part.num_rows, [None, pa.py_buffer(offsets), data]
+                pa.large_binary(), part.num_rows, [None, pa.py_buffer(offsets), data]
             )
             yield pa.RecordBatch.from_arrays([part.column("key"), line], schema=_SCHEMA)
 
@@ -167,9 +167,9 @@ def _as_batch(batch) -> pa.RecordBatch:
     """ArrowLines, or (from a batch the per-row path took) ``(key, line)`` pairs."""
     if isinstance(batch, list):
         keys = pa.array([k for k, _ in batch], pa.string())
-        lines = pa.array([line + b"\n" for _, line in batch], pa.binary())
+        lines = pa.array([line + b"\n" for _, line in batch], pa.large_binary())
     else:
-        keys, lines = batch.keys, batch.lines
+        keys, lines = batch.keys, batch.lines.cast(pa.large_binary())
     return pa.RecordBatch.from_arrays([keys, lines], schema=_SCHEMA)
 
 
@@ -195,7 +195,7 @@ def _duplicates(keys, before: str | None = None) -> list[str]:
 
 
 def _offsets(lines: pa.Array) -> np.ndarray:
-    return np.frombuffer(lines.buffers()[1], np.int32, len(lines) + 1, offset=4 * lines.offset)
+    return np.frombuffer(lines.buffers()[1], np.int64, len(lines) + 1, offset=8 * lines.offset)
 
 
 def _write(out, batch: pa.RecordBatch) -> None:

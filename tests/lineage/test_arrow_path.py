@@ -15,6 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+import lineage._arrow_rows as arrow_rows_module
 from lineage._arrow_rows import ArrowLines, ArrowRows, arrow_rows
 from lineage._mapping import Rows, map_batch, mapping_of
 from lineage._readers import ArrowBatch, Batch
@@ -109,6 +110,21 @@ def test_rows_the_arrow_path_does_not_take_give_the_per_row_result(column, value
         assert "row 2" in str(per_row)
     else:
         assert arrow.lines() == per_row.lines()
+
+
+def test_large_strings_take_the_arrow_path_and_huge_columns_the_per_row_one(monkeypatch) -> None:
+    n = len(TRICKY)
+    cols = {"k": [f"k{i}" for i in range(n)], "t": TRICKY}
+    m = mapping_of(_source({"id": "k", "text": "t"}))
+    per_row = map_batch(m, Batch(cols, str))
+    large = pa.RecordBatch.from_arrays(
+        [pa.array(cols["k"], pa.large_string()), pa.array(TRICKY, pa.large_string())],
+        names=["k", "t"],
+    )
+    assert arrow_rows(m, ArrowBatch(large, str)).lines().pairs() == per_row.lines()
+    monkeypatch.setattr(arrow_rows_module, "MAX_BYTES", 100)  # as if the texts were gigabytes
+    assert arrow_rows(m, ArrowBatch(large, str)) is None
+    assert map_batch(m, ArrowBatch(large, str)).lines() == per_row.lines()
 
 
 def test_integer_ids_and_list_subjects_take_the_per_row_path() -> None:
