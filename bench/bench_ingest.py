@@ -148,6 +148,8 @@ def _exante(root: Path) -> int:
 def child(kind: str, root: Path) -> None:
     import pyarrow.parquet  # noqa: F401 - imported before the clock starts, for every reader
 
+    import lineage._arrow_rows  # what ingest of a parquet source loads
+    import lineage._arrow_runs
     import lineage.ingest  # noqa: F401
 
     run = {

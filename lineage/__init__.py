@@ -8,8 +8,9 @@ Layers, bottom up (none imports an ML framework or mlflow):
   registry and its terms, records with digests (and any terms of their own),
   the embedded default corpus, the Great Expectations suite; behind ingest,
   ``_readers`` (the formats, pyarrow and ``datasets`` imported lazily),
-  ``_mapping`` (a source's fields applied a batch at a time) and ``_runs``
-  (sorting more records than fit in memory);
+  ``_mapping`` (a source's fields applied a batch at a time), ``_runs``
+  (sorting more records than fit in memory) and, for columnar sources,
+  ``_arrow_rows`` and ``_arrow_runs`` (the same in Arrow, pyarrow loaded lazily);
 * ``manifest``, ``policy``, ``gate`` — the signed manifest, policies as data,
   the signed gate decision;
 * ``admission`` — the check training runs before it reads a record;

@@ -91,6 +91,11 @@ def _terms_json(terms: tuple) -> str:
 
 def map_batch(m: Mapping, batch: Batch) -> Rows:
     """The batch's records, or the error naming its first bad row."""
+    if getattr(batch, "arrow", None) is not None:  # a columnar batch: try it in Arrow first
+        from lineage._arrow_rows import arrow_rows
+
+        if (rows := arrow_rows(m, batch)) is not None:
+            return rows
     f, at = m.fields, _locator(m.source, batch)
     cols = _present(m, batch, at)
     n = len(batch)

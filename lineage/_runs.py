@@ -60,8 +60,16 @@ class _Run(NamedTuple):
 
 
 def _write_sorted(out, batches, run_bytes: int, spill_dir: Path, runs: list[_Run]) -> None:
+    batches = iter(batches)
+    first = next(batches, [])
+    if not isinstance(first, list):  # Arrow columns (a columnar source): sorted in Arrow
+        from lineage._arrow_runs import write_sorted
+
+        write_sorted(out, itertools.chain([first], batches), run_bytes, spill_dir, runs)
+        return
     chunk, size = [], 0
-    for batch in batches:
+    for batch in itertools.chain([first], batches):
+        batch = batch if isinstance(batch, list) else batch.pairs()
         chunk += batch
         size += sum(map(len, map(_second, batch)))
         if size >= run_bytes:
@@ -125,10 +133,15 @@ def _write_unique(out, pairs: Iterable[tuple[str, bytes]]) -> None:
     dupes, last = [], None
     for key, line in pairs:
         if key == last:
-            source = key.partition("/")[0]
-            dupes.append(f"{key} (in {source} and {source})")
+            dupes.append(key)
             continue
         last = key
         out.write(line + b"\n")
-    if dupes:
-        raise DuplicateRecordError("record ids must be unique:", problems=dupes[:20])
+    raise_duplicates(dupes)
+
+
+def raise_duplicates(keys: list[str]) -> None:
+    """A DuplicateRecordError naming (the first 20 of) ``keys``, each seen twice, if any."""
+    if keys:
+        problems = [f"{k} (in {k.partition('/')[0]} and {k.partition('/')[0]})" for k in keys]
+        raise DuplicateRecordError("record ids must be unique:", problems=problems[:20])

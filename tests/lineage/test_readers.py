@@ -402,12 +402,17 @@ def test_batch_lines_are_the_canonical_json_of_the_records() -> None:
     assert rows.lines([1, 3]) == [rows.lines()[1], rows.lines()[3]]
 
 
+def keyed_lines(n: int, order: str, *, seed: int, text: str = ""):
+    """``n`` ``(key, line)`` pairs in key order or shuffled, and the same in batches of 100."""
+    pairs = [(f"s/{i:05d}", f'{{"n":{i}{text}}}'.encode()) for i in range(n)]
+    if order == "shuffled":
+        random.Random(seed).shuffle(pairs)
+    return pairs, [pairs[i : i + 100] for i in range(0, n, 100)]
+
+
 @pytest.mark.parametrize("order", ["shuffled", "sorted"])
 def test_sorted_runs_give_the_bytes_of_an_in_memory_sort(tmp_path: Path, order: str) -> None:
-    pairs = [(f"s/{i:05d}", f'{{"n":{i}}}'.encode()) for i in range(2000)]
-    if order == "shuffled":
-        random.Random(3).shuffle(pairs)
-    batches = [pairs[i : i + 100] for i in range(0, len(pairs), 100)]
+    pairs, batches = keyed_lines(2000, order, seed=3)
     spilled = stage_sorted(tmp_path / "r.jsonl", batches, run_bytes=1000)  # about 100 runs
     assert spilled.read_bytes() == b"".join(line + b"\n" for _, line in sorted(pairs))
     spilled.unlink()
