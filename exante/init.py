@@ -138,7 +138,7 @@ def _write_files(tmp: Path, example: str | None) -> None:
     from lineage.gate import Denials
 
     shipped = shipped_root()
-    (tmp / "data").mkdir()
+    (tmp / "data" / "raw").mkdir(parents=True)  # where sources' files go (git-ignored)
     (tmp / "policies" / "trusted_keys").mkdir(parents=True)
     for name in _POLICIES:
         shutil.copy(shipped / name, tmp / name)

@@ -72,6 +72,7 @@ def test_a_new_project_names_no_demo_file_and_has_no_corpus_stage(plain):
     assert load_params(plain / "params.yaml").train.shards == 4
     assert load_registry(plain / "data/sources.yaml").sources == {}
     assert (plain / ".git").is_dir() and (plain / ".dvc-remote").is_dir()
+    assert (plain / "data/raw").is_dir()  # where a source's files go
     policy = yaml.safe_load((plain / "policies/default.yaml").read_text())
     shipped = yaml.safe_load((REPO / "policies/default.yaml").read_text())
     assert "LicenseRef-Lindenmoor" not in (plain / "policies/default.yaml").read_text()

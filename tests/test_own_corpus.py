@@ -89,13 +89,16 @@ def write_source(root: Path, fmt: str, rows: list[dict]) -> dict:
 
 
 def source(placed: dict) -> dict:
+    # a directory of files names no data subject: records a rights holder may have taken
+    # down one by one (validation refuses personal data whose records name nobody)
+    personal = placed["format"] != "dir"
     return placed | {
         "description": "Support tickets of our own helpdesk.",
         "license": "LicenseRef-Acme-Support",
         "terms": {"summary": "First-party support data, used to train our assistant.",
                   "permits_ml_training": True},
-        "consent_basis": "consent",
-        "contains_personal_data": True,
+        "consent_basis": "consent" if personal else "none",
+        "contains_personal_data": personal,
         "tdm_opt_out": False,
         "acquired": {"date": "2026-06-01", "method": "helpdesk export"},
         "jurisdiction": "EU",
