@@ -40,7 +40,8 @@ def reviews(path: Path) -> None:
     rng = random.Random(11)
     rows = [
         {"review_id": f"r{i:03d}{j}", "author": f"author-{i:03d}",
-         "body": f"author-{i:03d} says: {' '.join(rng.choice(WORDS) for _ in range(3))}."}
+         "body": f"author-{i:03d} says: {' '.join(rng.choice(WORDS) for _ in range(3))}; "
+                 f"order {1000 + 7 * i + j} arrived."}
         for i in range(1, 61) for j in range(3)
     ]  # fmt: skip
     pq.write_table(pa.Table.from_pylist(rows), path)
