@@ -41,11 +41,14 @@ class ScrubError(BadInputError):
 
 def scrub_sources(registry: Registry, root: Path, denials: Denials) -> dict[str, int]:
     """Rewrite every user-supplied source's raw files without denied rows; rows removed each."""
-    out = {}
-    for source in registry.sources.values():
-        if source.generated_by is None and source.path(root).exists():
-            out[source.id] = scrub_source(source, Path(root), denials)
+    out = {s.id: scrub_source(s, Path(root), denials) for s in _user_sources(registry, root)}
     return {k: v for k, v in out.items() if v}
+
+
+def _user_sources(registry: Registry, root: Path) -> list[Source]:
+    """The sources whose raw files the user supplies (not a pipeline generator's), present."""
+    return [s for s in registry.sources.values()
+            if s.generated_by is None and s.path(root).exists()]  # fmt: skip
 
 
 def scrub_source(source: Source, root: Path, denials: Denials) -> int:
@@ -63,10 +66,9 @@ def scrub_source(source: Source, root: Path, denials: Denials) -> int:
 def left_in_sources(registry: Registry, root: Path, denials: Denials) -> list[str]:
     """``source: n rows`` for each user-supplied source whose raw files still hold denied rows."""
     out = []
-    for source in registry.sources.values():
-        if source.generated_by is None and source.path(root).exists():
-            n = sum(_denied_rows(source, Path(root), denials))
-            out += [f"{source.id}: {n} denied row(s) in {source.location}"] if n else []
+    for source in _user_sources(registry, root):
+        n = sum(_denied_rows(source, Path(root), denials))
+        out += [f"{source.id}: {n} denied row(s) in {source.location}"] if n else []
     return out
 
 

@@ -185,10 +185,15 @@ CELL_KEYS = {  # the statistic a table cell shows: knowledge where there are pro
 }
 
 
+def _has_probes(results: dict) -> bool:
+    """Whether the corpus had probes (results before ``inputs`` existed always did)."""
+    return bool(results.get("inputs", {}).get("probes", True))
+
+
 def cell_statistic(results: dict) -> str:
     """What the table's cells show: knowledge exact match, or verbatim ROUGE-L without probes."""
-    probes = results.get("inputs", {}).get("probes", True)
-    return "forget-set knowledge (exact match)" if probes else "forget-set verbatim ROUGE-L"
+    return ("forget-set knowledge (exact match)" if _has_probes(results)
+            else "forget-set verbatim ROUGE-L")  # fmt: skip
 
 
 def applicability(results: dict) -> list[str]:
@@ -211,7 +216,7 @@ def applicability(results: dict) -> list[str]:
 def table(results: dict) -> list[str]:
     """The console table: subject × attack, the key statistic per cell and the verdict."""
     res, summary = results["results"], results["summary"]
-    keys = CELL_KEYS[bool(results.get("inputs", {}).get("probes", True))]
+    keys = CELL_KEYS[_has_probes(results)]
     attacks = list(next(iter(res.values())))
     by = {}
     for v in results["verdicts"]:
