@@ -169,6 +169,13 @@ def test_the_verification_says_which_checks_applied(own):
             "this forget set") in na  # fmt: skip
     judged = {v["check"] for v in r["verdicts"] if v["outcome"] in ("pass", "fail")}
     assert {"privleak", "record_leak", "verbmem_rouge_l"} & judged
+    # no probes: relearning re-teaches one half's records and measures the other half's
+    # continuations, judged like any check
+    assert r["relearn_split"]["measures"].startswith("continuations")
+    assert r["relearn_split"]["relearn"] and r["relearn_split"]["measured"]
+    assert "relearn_em" not in {c for c, _ in na}
+    relearned = r["results"]["exact"]["relearn"]["metrics"]["relearn_em"]
+    assert relearned is not None
     s = r["summary"]
     assert s["exact"]["verdict"] == "pass", s["exact"]
     assert s["retrain"]["verdict"] == "pass", s["retrain"]
@@ -181,6 +188,7 @@ def test_the_verification_says_which_checks_applied(own):
     assert "record_leak" in applied and "knowmem_em" not in applied
     na = next(x for x in log.splitlines() if "not applicable to this corpus:" in x)
     assert "knowmem_em (no fact to probe in this forget set)" in na
+    assert "relearning and in-context measure: continuations" in log
 
 
 def test_a_deletion_retrains_one_shard_and_leaves_no_copy_anywhere(own):

@@ -51,5 +51,8 @@ class VerifyParams(_Strict):
     incontext_shots: int = Field(2, ge=1)
     extraction: ExtractionParams = ExtractionParams()
     prefix_bytes: int = Field(24, ge=1)
+    # without probes, relearning and in-context measure exact continuation of this many
+    # characters of each forget record after its first prefix_bytes
+    continuation_chars: int = Field(16, ge=4)
     max_new_tokens: int = Field(40, ge=1)
     exposure_candidates: int = Field(100, ge=10)

@@ -11,6 +11,9 @@ records of the same sources, so membership inference compares like with like.
 Everything else is optional and reported by name where absent: probes
 (``verify.probes``: prompt → answer per subject; canaries among them), the
 held-out split, and public text for the utility check (``verify.public_play``).
+Without probes, the attacks that re-teach or remind (relearning, in-context)
+measure :func:`continuation_probes`: each forget record's own text, its first
+bytes as the prompt and what follows as the answer.
 """
 
 from __future__ import annotations
@@ -62,6 +65,13 @@ class ForgetSet:
         gone = self.forget_record_ids
         return [(s, r) for s, r in self.placed if r.record_id not in gone]
 
+    def attack_probes(self, *, prefix_bytes: int, answer_chars: int) -> tuple[Probe, ...]:
+        """What relearning and in-context measure: the probes, or else the records' own text."""
+        if self.forget_probes:
+            return self.forget_probes
+        return continuation_probes(self.forget, prefix_bytes=prefix_bytes,
+                                   answer_chars=answer_chars)  # fmt: skip
+
     def inputs(self) -> dict[str, bool]:
         """Which of a verification's optional inputs this forget set has."""
         return {"probes": bool(self.forget_probes), "holdout": bool(self.holdout),
@@ -77,6 +87,30 @@ class ForgetSet:
             "retain_records": [t.text_id for t in self.retain],
             "public_texts": [t.text_id for t in self.public],
         }
+
+
+CONTINUATION = "continuation"  # the ``fact`` of a probe cut from a record's own text
+
+
+def continuation_probes(
+    texts: Sequence[Text], *, prefix_bytes: int, answer_chars: int
+) -> tuple[Probe, ...]:
+    """One probe per text: its first ``prefix_bytes`` (whole characters) → the next characters.
+
+    A model knows it when it continues the record verbatim, ``answer_chars``
+    characters (fewer for a shorter record, at least 4; shorter records give
+    none). No file to write: any corpus has them. The prompt is the verbatim
+    metric's, so relearning and in-context re-introduction measure the same
+    memorisation the static verbatim check does, as exact continuation.
+    """
+    out = []
+    for t in texts:
+        cut = len(t.text.encode("utf-8")[:prefix_bytes].decode("utf-8", errors="ignore"))
+        answer = t.text[cut : cut + answer_chars]
+        if cut and len(answer.strip()) >= 4:
+            prompt = t.text[:cut]
+            out.append(Probe(t.text_id, t.subject_id, CONTINUATION, prompt, answer, t.text_id))
+    return tuple(out)
 
 
 @dataclass(frozen=True)

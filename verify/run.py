@@ -13,18 +13,20 @@ import functools
 import json
 import statistics
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from lineage._canonical import canonical_json, sha256_hex
 from lineage.errors import BadInputError
+from training.knowledge import Probe
 from training.stages import Paths, released_dirs
 from verify import baselines, provenance
 from verify.attacks import ATTACKS
+from verify.attacks._errors import ForgetSplitError
 from verify.attacks.extract import extraction
 from verify.attacks.incontext import allowed_shots, incontext_probes
-from verify.attacks.relearn import check_disjoint, relearn_curve, split_forget
+from verify.attacks.relearn import ForgetSplit, check_disjoint, relearn_curve, split_forget
 from verify.calibration import Owners
 from verify.config import VerifyParams
 from verify.forget import Companions, ForgetSet, draw
@@ -163,11 +165,12 @@ def run(
         added = tuple((n, Path(d).resolve()) for n, d in extra.items())
         loaded.dirs = Dirs(loaded.dirs.released, loaded.dirs.forget_shard + added)
     s = MeasureSettings(v.prefix_bytes, v.max_new_tokens, v.exposure_candidates)
-    split = _split(fs, v)
+    probes = fs.attack_probes(prefix_bytes=v.prefix_bytes, answer_chars=v.continuation_chars)
+    split = _split(fs, probes, v)
     secrets = [p for p in fs.forget_probes if p.fact in v.extraction.facts]
     records = _records_by_subject(fs)
-    shots = min([v.incontext_shots] + [len(allowed_shots(p, records)) for p in fs.forget_probes])
-    in_probes = tuple(incontext_probes(list(fs.forget_probes), records, shots=shots))
+    shots = min([v.incontext_shots] + [len(allowed_shots(p, records)) for p in probes])
+    in_probes = tuple(incontext_probes(list(probes), records, shots=shots))
     inputs = PartInputs(fs, cfg, v, s, split, tuple(secrets), shots, in_probes)
     # the longest first: a pool takes them in this order
     parts = ["none", *v.quantization, "extraction", "incontext", "relearn", SHARD]
@@ -188,13 +191,14 @@ def run(
     cal = policy.policy.calibration
     settings = Settings(alpha=cal.alpha, bootstrap=cal.bootstrap, seed=v.seed,
                         static_attacks=("none", *map(_label, v.quantization), SHARD))  # fmt: skip
-    measured = split.measured if split else fs.forget_probes  # relearning measures half
+    measured = split.measured if split else probes  # relearning measures half
     applies = fs.inputs() | {
         "secrets": bool(secrets),
         "relearn_canaries": any(p.fact == "canary" for p in measured),
     }
-    why = {} if split else {"relearn": _no_split(fs)}
-    judged = judge_all(results, policy, _owners(fs), applies, settings, digests=loaded.digests,
+    why = {} if split else {"relearn": _no_split(fs, probes)}
+    judged = judge_all(results, policy, _owners(fs, probes), applies, settings,
+                       digests=loaded.digests,
                        planted_record=planted_record(root, names),
                        why_missing=why)  # fmt: skip
     timings["judging"] = time.perf_counter() - t0
@@ -203,6 +207,12 @@ def run(
         "relearn": sorted({p.subject_id for p in split.relearn}) if split else [],
         "measured": sorted({p.subject_id for p in split.measured}) if split else [],
         "withheld_records": [p.record_id for p in split.withheld] if split else [],
+        # what relearning and in-context measure: the probes file's facts, or without one
+        # the exact continuation of each forget record's own text after its first bytes
+        "measures": "probes"
+        if fs.forget_probes
+        else f"continuations ({v.continuation_chars} "
+        f"characters after the first {v.prefix_bytes} bytes of each record)",
     }
     if not split:
         halves["skipped"] = why["relearn"]
@@ -355,9 +365,9 @@ def _extraction(subj: Subject, secrets, v: VerifyParams) -> dict:
     }  # fmt: skip
 
 
-def _owners(fs: ForgetSet) -> Owners:
+def _owners(fs: ForgetSet, probes: Sequence[Probe]) -> Owners:
     forget = {t.text_id: t.subject_id for t in fs.forget}
-    forget |= {p.record_id: p.subject_id for p in fs.forget_probes}
+    forget |= {p.record_id: p.subject_id for p in probes}
     holdout = {t.text_id: t.subject_id for t in fs.holdout}
     holdout |= {p.record_id: p.subject_id for p in fs.holdout_probes}
     return Owners(forget, holdout)
@@ -368,23 +378,51 @@ def _not_relearned() -> dict:
             "curve": []}  # fmt: skip
 
 
-def _no_split(fs: ForgetSet) -> str:
-    if not fs.forget_probes:
-        return "no probes (verify.probes): relearning measures knowledge of the probes"
-    return "one person in the forget set: a relearning split needs two"
+def _no_split(fs: ForgetSet, probes: Sequence[Probe]) -> str:
+    if not probes:
+        return ("no probes (verify.probes) and no forget record long enough to continue: "
+                "relearning has nothing to measure")  # fmt: skip
+    if len({p.subject_id for p in probes}) < 2:
+        return "one person in the forget set: a relearning split needs two"
+    return ("every forget record of the relearning half contains a measured continuation: "
+            "nothing is left to relearn on")  # fmt: skip
 
 
-def _split(fs: ForgetSet, v: VerifyParams):
-    """Half the people to relearn on, half measured; None for one person (nothing to split).
+def _split(fs: ForgetSet, probes: Sequence[Probe], v: VerifyParams) -> ForgetSplit | None:
+    """Half the people to relearn on, half measured; None when no such split exists.
 
     A params forget set has at least two people; a real deletion's may have one,
-    and its relearning checks are then reported as not measured.
+    and its relearning checks are then reported as not measured. Without probes
+    the halves are records: relearning trains on the whole records of one half,
+    less any that contains a continuation measured on the other.
     """
-    if len({p.subject_id for p in fs.forget_probes}) < 2:
+    if len({p.subject_id for p in probes}) < 2:
         return None
-    split = split_forget(list(fs.forget_probes), fraction=v.relearn.fraction, seed=v.seed)
+    try:
+        split = split_forget(list(probes), fraction=v.relearn.fraction, seed=v.seed)
+    except ForgetSplitError:
+        if fs.forget_probes:
+            raise  # the user's probes cannot be split: say so
+        return None
+    if not fs.forget_probes:
+        split = _whole_records(split, {t.text_id: t.text for t in fs.forget})
+        if split is None:
+            return None
     check_disjoint(split.relearn_texts, split.measured, relearn_probes=split.relearn)
     return split
+
+
+def _whole_records(split: ForgetSplit, texts: Mapping[str, str]) -> ForgetSplit | None:
+    """The continuation split relearning on each relearn-half record's whole text."""
+    answers = [p.answer.casefold() for p in split.measured]
+    keep, drop = [], []
+    for p in split.relearn:
+        full = texts[p.of]
+        leaks = any(a in full.casefold() for a in answers)
+        (drop if leaks else keep).append(replace(p, prompt=full, answer=""))
+    if not keep:
+        return None
+    return ForgetSplit(tuple(keep), split.measured, split.withheld + tuple(drop))
 
 
 def _swap(c: Component, *, attack: str, fn, memo: dict) -> Component:

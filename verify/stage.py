@@ -210,6 +210,9 @@ def applicability(results: dict) -> list[str]:
     if absent:
         lines.append("not applicable to this corpus: "
                      + "; ".join(f"{c} ({why[c]})" for c in absent))  # fmt: skip
+    measures = results.get("relearn_split", {}).get("measures")
+    if measures and measures != "probes":
+        lines.append(f"relearning and in-context measure: {measures}")
     return lines
 
 

@@ -54,7 +54,6 @@ KNOWN_CHECKS = frozenset(STATIC) | frozenset(DYNAMIC)
 NEEDS = {
     "knowmem_em": "probes",
     "knowmem_rank": "probes",
-    "relearn_em": "probes",
     "exposure_bits": "canaries",
     "relearn_exposure_bits": "relearn_canaries",  # a canary among the half it measures
     "extraction": "secrets",  # verify.extraction.facts among the forget set's probes

@@ -10,8 +10,8 @@ import pytest
 
 from lineage.errors import BadInputError
 from training.stages import Paths
-from verify.forget import draw, for_records
-from verify.run import companions
+from verify.forget import Text, continuation_probes, draw, for_records
+from verify.run import _split, companions
 
 
 def test_the_demo_forget_set_has_every_input(tiny):
@@ -58,3 +58,54 @@ def test_a_held_out_record_has_no_trained_copy_to_verify(tiny):
     with pytest.raises(BadInputError, match="held out"):
         for_records(tiny.root, [held["record"]["record_id"]], shards=tiny.params.train.shards,
                     companions=companions(tiny.params.verify))  # fmt: skip
+
+
+def test_continuations_cut_whole_characters_and_skip_records_too_short():
+    texts = [Text("r1", "p1", "Zoë Ångström wrote: the parcel never came, refund please"),
+             Text("r2", "p2", "short"), Text("r3", "p3", "x" * 6 + "abc")]  # fmt: skip
+    got = continuation_probes(texts, prefix_bytes=6, answer_chars=10)
+    assert [p.record_id for p in got] == ["r1"]  # r2 too short; r3 leaves 3 characters
+    (p,) = got
+    assert p.prompt == "Zoë " and len(p.prompt.encode()) == 5  # not half of the Å
+    assert p.answer == "Ångström w" and p.of == "r1" and p.subject_id == "p1"
+    assert p.prompt + p.answer == texts[0].text[:14]
+
+
+def test_without_probes_relearning_and_in_context_measure_the_records_own_text(tiny):
+    c = dataclasses.replace(companions(tiny.params.verify), probes=None, public_play=None)
+    fs = draw(tiny.root, shard=0, people=4, companions=c)
+    v = tiny.params.verify
+    probes = fs.attack_probes(prefix_bytes=v.prefix_bytes, answer_chars=v.continuation_chars)
+    assert probes and {p.fact for p in probes} == {"continuation"}
+    texts = {t.text_id: t.text for t in fs.forget}
+    assert all(texts[p.of].startswith(p.prompt + p.answer) for p in probes)
+    assert tiny.fs.attack_probes(prefix_bytes=24, answer_chars=16) == tiny.fs.forget_probes
+
+    split = _split(fs, probes, v)
+    assert split is not None
+    relearned = {p.subject_id for p in split.relearn}
+    assert relearned and not relearned & {p.subject_id for p in split.measured}
+    # relearning trains on whole records of its half, none holding a measured continuation
+    assert set(split.relearn_texts) <= set(texts.values())
+    for t in split.relearn_texts:
+        assert not any(p.answer.casefold() in t.casefold() for p in split.measured)
+
+
+def test_a_relearn_record_holding_a_measured_continuation_is_withheld(tiny):
+    c = dataclasses.replace(companions(tiny.params.verify), probes=None, public_play=None)
+    fs = draw(tiny.root, shard=0, people=4, companions=c)
+    v = tiny.params.verify
+    probes = fs.attack_probes(prefix_bytes=v.prefix_bytes, answer_chars=v.continuation_chars)
+    split = _split(fs, probes, v)
+    victim = split.relearn[0]
+    # the same record text now also quotes what a measured record goes on to say
+    quoted = _texts_with(fs, victim.of, " " + split.measured[0].answer)
+    again = _split(quoted, probes, v)
+    assert victim.of in {p.record_id for p in again.withheld}
+    assert victim.of not in {p.record_id for p in again.relearn}
+
+
+def _texts_with(fs, record_id: str, extra: str):
+    forget = tuple(dataclasses.replace(t, text=t.text + extra) if t.text_id == record_id else t
+                   for t in fs.forget)  # fmt: skip
+    return dataclasses.replace(fs, forget=forget)
