@@ -16,7 +16,7 @@ from lineage.signing import (
 from verify.export import _facts, cyclonedx, eu_summary, spdx
 
 PREDICATE_TYPE = "https://exante.dev/attestations/compliance-export/v1"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = _facts.SCHEMA_VERSION
 DIR = "exports"  # inside a bundle; data/audit/exports in the project
 FORMATS: dict[str, Callable[[dict], dict[str, bytes]]] = {
     "eu-summary": eu_summary.render,

@@ -36,6 +36,8 @@ PARTITION = "data/shards/partition.dsse.json"
 PARTITION_TYPE = "https://exante.dev/attestations/partition/v1"
 INPUTS = (MANIFEST, LEAVES, DECISION, PARTITION, ATTESTATION, REPORT, SUMMARY)
 ATTESTATION_TYPE = "https://exante.dev/attestations/training/v1"
+# 2: records allowed, held out and trained apart; EU summary record_sizes in bytes_allowed
+SCHEMA_VERSION = 2
 REPORT_TYPE = "https://exante.dev/attestations/verification/v1"
 RELEASED = "original"  # the verification report's name for the released model
 RELEASED_DIR = "models/ensemble/"  # the released model's files among the attested ones
@@ -122,7 +124,7 @@ def compute(files: Mapping[str, bytes], trusted, *, sizes: Mapping[str, dict]) -
     sources = _sources(manifest, decision["predicate"], leaves, refused, sizes, held)
     _consistent(sources, decision["predicate"], manifest["predicate"])
     return {
-        "schema_version": 1,
+        "schema_version": SCHEMA_VERSION,
         "describes": _describes(files, manifest, decision, attestation),
         "model": _model(attestation),
         "sources": sources,

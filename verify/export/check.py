@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from lineage._canonical import sha256_hex
 from lineage.signing import parse_statement, subjects_of, verify_envelope
 from verify.export import _facts
-from verify.export._build import DIR, FORMATS, PREDICATE_TYPE, envelope_name
+from verify.export._build import DIR, FORMATS, PREDICATE_TYPE, SCHEMA_VERSION, envelope_name
 from verify.export.eu_summary import JSON_NAME
 
 MAX_DIFFS = 5
@@ -55,6 +55,15 @@ def _signed(files: Mapping[str, bytes], trusted, fmt: str, c) -> dict | None:
                                 what=name)  # fmt: skip
     if statement["predicate"].get("format") != fmt:
         c.problems.append(f"{name}: signed as {statement['predicate'].get('format')!r}")
+        return None
+    version = statement["predicate"].get("schema_version")
+    if version != SCHEMA_VERSION:
+        c.problems.append(
+            f"{name}: export schema {version}, and this exante recomputes schema "
+            f"{SCHEMA_VERSION} (held-out records counted apart from trained ones); check "
+            "the bundle with the exante that wrote it, or rebuild its exports from the "
+            "same signed inputs with `exante audit bundle`"
+        )
         return None
     statement_describes = statement["predicate"].get("describes")
     subjects = subjects_of(statement)

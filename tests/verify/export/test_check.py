@@ -37,12 +37,12 @@ def _check(released, files) -> Check:
     return c
 
 
-def _resign(released, files: dict, fmt: str, *, describes=None) -> None:
-    """Sign ``fmt``'s envelope anew over its (possibly edited) files."""
+def _resign(released, files: dict, fmt: str, *, describes=None, **changes) -> None:
+    """Sign ``fmt``'s envelope anew over its (possibly edited) files and predicate."""
     name = f"exports/{fmt}.dsse.json"
     old = json.loads(base64.b64decode(json.loads(files[name])["payload"]))
     subjects = {s["name"]: sha256_hex(files[f"exports/{s['name']}"]) for s in old["subject"]}
-    predicate = old["predicate"] | ({"describes": describes} if describes else {})
+    predicate = old["predicate"] | ({"describes": describes} if describes else {}) | changes
     env = sign_envelope(make_statement(subjects, PREDICATE_TYPE, predicate), released.signer)
     files[name] = json.dumps(env).encode()
 
@@ -127,3 +127,12 @@ def test_malformed_sizes_in_a_signed_summary_are_a_problem_not_a_crash(released_
     _resign(released_module, files, "eu-summary")
     c = _check(released_module, files)
     assert any("record_sizes is missing or malformed" in p for p in c.problems), c.problems
+
+
+def test_an_export_of_another_schema_version_is_named_not_misread(released_module, bundle):
+    files = dict(bundle)
+    _resign(released_module, files, "eu-summary", schema_version=1)
+    c = _check(released_module, files)
+    assert not c.ok
+    (problem,) = [p for p in c.problems if "eu-summary" in p]
+    assert "export schema 1" in problem and "schema 2" in problem and "audit bundle" in problem
