@@ -20,7 +20,7 @@ import torch
 
 from training.ensemble import batch_logprobs, context_length, get_rule
 from training.model import load_model
-from training.tokenizer import ByteTokenizer
+from training.tokenizer import ByteTokenizer, Tokenizer
 
 TOKENIZER = ByteTokenizer()
 
@@ -65,11 +65,20 @@ class Subject:
     """A shard ensemble under test, with the same scoring interface as ``Ensemble``."""
 
     def __init__(
-        self, name: str, components: Sequence[Component], *, rule: str, cache: ScoreCache | None
+        self,
+        name: str,
+        components: Sequence[Component],
+        *,
+        rule: str,
+        cache: ScoreCache | None,
+        tokenizer: Tokenizer = TOKENIZER,
     ) -> None:
-        """``cache=None`` scores afresh: for sampling, where sequences never repeat."""
+        """``cache=None`` scores afresh: for sampling, where sequences never repeat.
+
+        ``tokenizer``: the models' own (``tokenizer_for(cfg.model)``; default bytes).
+        """
         self.name, self.components, self.rule = name, list(components), rule
-        self._rule, self.cache, self.tokenizer = get_rule(rule), cache, TOKENIZER
+        self._rule, self.cache, self.tokenizer = get_rule(rule), cache, tokenizer
 
     def next_token_logprobs_batch(self, seqs: Sequence[Sequence[int]]) -> list[torch.Tensor]:
         if self.cache is None:
@@ -119,16 +128,16 @@ class Subject:
             step = torch.tensor(
                 [int(self._rule(full[:, i], seqs[i])[-1].argmax()) for i in range(len(prompts))]
             )
-            step = torch.where(done, TOKENIZER.eos_id, step)
+            step = torch.where(done, self.tokenizer.eos_id, step)
             new = torch.cat([new, step.unsqueeze(1)], dim=1)
-            done |= step == TOKENIZER.eos_id
+            done |= step == self.tokenizer.eos_id
             if bool(done.all()):
                 break
             for k, c in enumerate(self.components):
                 out = c.model(input_ids=step.unsqueeze(1), past_key_values=past[k], use_cache=True)
                 rows[k].append(torch.log_softmax(out.logits.double(), dim=-1))
                 past[k] = out.past_key_values
-        return [TOKENIZER.decode(row.tolist()) for row in new]
+        return [self.tokenizer.decode(row.tolist()) for row in new]
 
 
 def load_component(model_dir: Path) -> Component:
