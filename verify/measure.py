@@ -95,7 +95,7 @@ def knowledge(
     """
     if not probes:
         return {"exact_match": None, "rank_mean": None, "examples": []}
-    k = exact_match(subject.next_token_logprobs_batch, probes)
+    k = exact_match(subject.next_token_logprobs_batch, probes, tokenizer=subject.tokenizer)
     others = [_others(p, candidates, rank_of - 1) for p in probes]
     pairs = [(p.prompt, a) for p, o in zip(probes, others, strict=True) for a in (p.answer, *o)]
     scores = iter(knowmem.logprob_scorer(subject.next_token_logprobs_batch)(pairs))
@@ -118,7 +118,8 @@ def _others(p: Probe, candidates: dict[str, list[str]], n: int) -> list[str]:
 def exposures(subject: Subject, probes: Sequence[Probe], s: MeasureSettings) -> list[dict]:
     return [
         {"id": p.record_id,
-         "bits": canary_exposure(subject.next_token_logprobs_batch, p, candidates=s.candidates)}
+         "bits": canary_exposure(subject.next_token_logprobs_batch, p, candidates=s.candidates,
+                                 tokenizer=subject.tokenizer)}
         for p in probes if p.fact == "canary"
     ]  # fmt: skip
 
