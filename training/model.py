@@ -87,8 +87,14 @@ def is_adapter(directory: Path) -> bool:
     return (Path(directory) / ADAPTER_CONFIG).is_file()
 
 
-def load_model(directory: Path, *, base: Path | None = None) -> torch.nn.Module:
-    """A full checkpoint, or a LoRA adapter on ``base`` (default: the base it names)."""
+def load_model(
+    directory: Path, *, base: Path | None = None, merge: bool = False
+) -> torch.nn.Module:
+    """A full checkpoint, or a LoRA adapter on ``base`` (default: the base it names).
+
+    ``merge``: fold the adapter into the base weights (W + BA), as a deployer
+    ships it: a plain model that attacks may quantize or fine-tune whole.
+    """
     directory = Path(directory)
     if is_adapter(directory):
         from peft import PeftModel
@@ -97,6 +103,8 @@ def load_model(directory: Path, *, base: Path | None = None) -> torch.nn.Module:
             json.loads((directory / ADAPTER_CONFIG).read_text())["base_model_name_or_path"]
         )
         model = PeftModel.from_pretrained(load_model(base), directory)
+        if merge:  # peft froze the base; a merged model is trainable, as any loaded one
+            model = model.merge_and_unload().requires_grad_(True)
     else:
         model = AutoModelForCausalLM.from_pretrained(directory, local_files_only=True)
     model.eval()

@@ -174,7 +174,7 @@ def build_approx(
     root = Path(root)
     target = _dir(root, f"approx:{method}")
     tmp = _fresh(target)
-    original = load_model(root / paths.ensemble / f"s{fs.shard:02d}")
+    original = load_model(root / paths.ensemble / f"s{fs.shard:02d}", merge=True)
     model, report = unlearn(
         method, original, [t.text for t in fs.forget],
         [r.text for _, r in fs.remaining()], settings,

@@ -141,7 +141,8 @@ class Subject:
 
 
 def load_component(model_dir: Path) -> Component:
-    return Component(load_model(Path(model_dir)), weights_digest(Path(model_dir)))
+    """A released model as the verification sees it: a LoRA adapter merged into its base."""
+    return Component(load_model(Path(model_dir), merge=True), weights_digest(Path(model_dir)))
 
 
 def transform(

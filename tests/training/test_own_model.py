@@ -28,7 +28,7 @@ from training.config import (
 )
 from training.dp_secret import DPSecret
 from training.ensemble import Ensemble
-from training.model import build_model
+from training.model import build_model, load_model
 from training.partition import assign
 from training.sisa import final_checkpoint, train_base, train_shard
 from training.tokenizer import ByteTokenizer, tokenizer_for
@@ -138,6 +138,12 @@ def test_lora_shards_ensemble_and_deletion_is_exact(tiny_llama, tmp_path):
     rows = ensemble.next_token_logprobs(torch.tensor(tok.encode("Person 3 city is", eos=False)))
     assert rows.shape[1] == 49_152 and torch.isfinite(rows).all()
     assert isinstance(ensemble.generate("Person 3 code is", max_new_tokens=4), str)
+    merged = load_model(dirs[0], base=base, merge=True)  # as verification sees a release
+    assert type(merged).__name__ == "LlamaForCausalLM"
+    assert all(p.requires_grad for p in merged.parameters())
+    ids = torch.tensor([tok.encode("Person 3 city is")])
+    with torch.no_grad():
+        torch.testing.assert_close(merged(ids).logits, ensemble.models[0](ids).logits)
 
     shard = max(placed, key=lambda s: sum(sl == 1 for sl, _ in placed[s]))
     victim = next(r for sl, r in placed[shard] if sl == 1)
