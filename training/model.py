@@ -87,6 +87,13 @@ def is_adapter(directory: Path) -> bool:
     return (Path(directory) / ADAPTER_CONFIG).is_file()
 
 
+def adapter_base(directory: Path) -> Path:
+    """The base directory a LoRA adapter was trained on (peft records it in its config)."""
+    return Path(
+        json.loads((Path(directory) / ADAPTER_CONFIG).read_text())["base_model_name_or_path"]
+    )
+
+
 def load_model(
     directory: Path, *, base: Path | None = None, merge: bool = False
 ) -> torch.nn.Module:
@@ -99,10 +106,7 @@ def load_model(
     if is_adapter(directory):
         from peft import PeftModel
 
-        base = base or Path(
-            json.loads((directory / ADAPTER_CONFIG).read_text())["base_model_name_or_path"]
-        )
-        model = PeftModel.from_pretrained(load_model(base), directory)
+        model = PeftModel.from_pretrained(load_model(base or adapter_base(directory)), directory)
         if merge:  # peft froze the base; a merged model is trainable, as any loaded one
             model = model.merge_and_unload().requires_grad_(True)
     else:

@@ -19,18 +19,26 @@ from pathlib import Path
 import torch
 
 from training.ensemble import batch_logprobs, context_length, get_rule
-from training.model import load_model
+from training.model import adapter_base, is_adapter, load_model
 from training.tokenizer import ByteTokenizer, Tokenizer
 
 TOKENIZER = ByteTokenizer()
 
 
 def weights_digest(model_dir: Path) -> str:
-    """sha256 of a model directory's weights file: what identifies a component."""
-    h = hashlib.sha256()
-    with open(Path(model_dir) / "model.safetensors", "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
+    """sha256 of a model directory's weights: what identifies a component.
+
+    A LoRA adapter is identified by its weights and then its base's, since it
+    means nothing without them.
+    """
+    h, model_dir = hashlib.sha256(), Path(model_dir)
+    files = [model_dir / "model.safetensors"]
+    if is_adapter(model_dir):
+        files = [model_dir / "adapter_model.safetensors", adapter_base(model_dir) / files[0].name]
+    for path in files:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
     return h.hexdigest()
 
 
