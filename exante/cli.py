@@ -431,23 +431,19 @@ def _print_summary(report: dict, evidence: dict, cfg) -> None:
 
 
 def cmd_generate(args) -> int:
-    from training.ensemble import Ensemble
-    from training.stages import released_dirs
+    from training.stages import released_ensemble
 
-    cfg = _train_cfg()
-    ensemble = Ensemble.from_dirs(released_dirs(Path("."), cfg), rule=args.rule or cfg.ensemble)
+    ensemble = released_ensemble(Path("."), _train_cfg(), rule=args.rule)
     print(args.prompt + ensemble.generate(args.prompt, max_new_tokens=args.max_new_tokens))
     return 0
 
 
 def cmd_score(args) -> int:
-    from training.ensemble import Ensemble
-    from training.stages import released_dirs
+    from training.stages import released_ensemble
 
-    cfg = _train_cfg()
-    ensemble = Ensemble.from_dirs(released_dirs(Path("."), cfg), rule=args.rule or cfg.ensemble)
+    ensemble = released_ensemble(Path("."), _train_cfg(), rule=args.rule)
     logp = ensemble.sequence_logprob(args.text, prompt=args.prompt)
-    n = len(args.text.encode("utf-8")) + 1
+    n = len(ensemble.tokenizer.encode(args.text, bos=False))
     print(f"log p = {logp:.4f} nats over {n} tokens ({-logp / n / 0.6931:.4f} bits/token)")
     return 0
 

@@ -10,7 +10,14 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 
 class _Strict(BaseModel):
@@ -18,13 +25,21 @@ class _Strict(BaseModel):
 
 
 class ModelConfig(_Strict):
-    """A GPT-2 built from config (no download), or a local Hugging Face causal-LM directory."""
+    """A GPT-2 built from config (no download), or a local pretrained causal LM.
+
+    ``local_path``: a directory saved with ``save_pretrained`` (any architecture
+    transformers knows: GPT-2, Llama-family, ...) or a ``.gguf`` file; never a hub
+    id. The model's own tokenizer is used, and ``n_positions`` is then only the
+    training window (at most the model's context); the other sizes are ignored.
+    """
 
     n_layer: int = Field(4, ge=1)
     n_head: int = Field(4, ge=1)
     n_embd: int = Field(128, ge=8)
     n_positions: int = Field(128, ge=16)
-    local_path: str | None = Field(None, description="a local HF model directory, never a hub id")
+    local_path: str | None = Field(
+        None, description="a local HF model directory or .gguf file, never a hub id"
+    )
 
 
 class Schedule(_Strict):
@@ -94,6 +109,38 @@ class Schedule(_Strict):
         return self
 
 
+class LoraSettings(_Strict):
+    """One LoRA adapter per shard (Hu et al., ICLR 2022), on the frozen base model.
+
+    ``target_modules`` null: peft's default for the architecture (Llama:
+    q_proj, v_proj; GPT-2: c_attn).
+    """
+
+    r: int = Field(8, ge=1)
+    alpha: float = Field(16.0, gt=0)
+    dropout: float = Field(0.0, ge=0, lt=1)
+    target_modules: tuple[str, ...] | None = None
+
+
+class ShardSchedule(Schedule):
+    """The shard schedule, and what a shard trains: every weight (``full``) or a LoRA adapter.
+
+    ``kind: full`` serializes as the plain schedule did, so checkpoint addresses
+    of full shards are what they were before LoRA existed.
+    """
+
+    kind: Literal["full", "lora"] = "full"
+    lora: LoraSettings = LoraSettings()
+
+    @model_serializer(mode="wrap")
+    def _full_as_before(self, handler):
+        out = handler(self)
+        if self.kind == "full":
+            out.pop("kind", None)
+            out.pop("lora", None)
+        return out
+
+
 class DPConfig(_Strict):
     enabled: bool = False
     target_epsilon: float = Field(8.0, gt=0)
@@ -131,9 +178,17 @@ class TrainConfig(_Strict):
     )
     model: ModelConfig = ModelConfig()
     base: Schedule = Schedule(lr=3e-3, max_epochs=4, target_loss=1.0)
-    shard: Schedule = Schedule()
+    shard: ShardSchedule = ShardSchedule()
     dp: DPConfig = DPConfig()
     ensemble: Literal["bma", "mean"] = "bma"
+
+    @field_validator("shard", mode="before")
+    @classmethod
+    def _plain_schedule_is_full(cls, value):
+        """A plain :class:`Schedule` given for the shards means ``kind: full``."""
+        if isinstance(value, Schedule) and not isinstance(value, ShardSchedule):
+            return value.model_dump()
+        return value
 
     @model_validator(mode="after")
     def _replay_is_not_private(self) -> TrainConfig:

@@ -26,7 +26,12 @@ Why it looks the way it does:
   ``position_ids`` are passed expanded to ``(batch, length)``, which
   :func:`training.loop.collate` does; without them its per-sample gradient has
   batch size 1 and clipping fails. ``tests/training/test_dp.py`` checks all of
-  it against gradients taken one sample at a time.
+  it against gradients taken one sample at a time. Other architectures
+  (Llama: ``nn.Linear``, RMSNorm) pass the same ``position_ids``; a model with
+  a layer Opacus has no rule for falls back to functorch, slower but exact.
+* **LoRA shards.** Only the adapter's weights require gradients, so only its
+  ``nn.Linear`` layers get per-sample gradients, clipping and noise; the frozen
+  base takes no part (and spends no budget: it is not trained here).
 * **Per-sample loss.** Opacus's ``loss_reduction="mean"`` assumes a mean over
   *samples*; Hugging Face's loss is a mean over the batch's *tokens*, which
   would make each sample's gradient depend on the others' lengths. The loss

@@ -20,8 +20,8 @@ from pathlib import Path
 import torch
 
 from lineage.errors import BadInputError, ParamsError
-from training.model import load_model
-from training.tokenizer import ByteTokenizer
+from training.model import context_length, load_model
+from training.tokenizer import ByteTokenizer, Tokenizer
 
 Rule = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 RULES: dict[str, Rule] = {}
@@ -81,12 +81,6 @@ def bma_rule(logprobs: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
     return torch.logsumexp(logprobs + log_weights.unsqueeze(2), dim=0)
 
 
-def context_length(model: torch.nn.Module) -> int:
-    """How many positions the model attends to (GPT-2: n_positions)."""
-    config = model.config
-    return getattr(config, "n_positions", None) or config.max_position_embeddings
-
-
 @torch.no_grad()
 def shard_logprobs(model: torch.nn.Module, ids: torch.Tensor) -> torch.Tensor:
     """One model's next-token log-probabilities ``[T, V]`` (float64) at every position.
@@ -134,7 +128,7 @@ class Ensemble:
     """The shard models of one SISA run, combined per token by a registered rule."""
 
     def __init__(
-        self, models: Sequence[torch.nn.Module], tokenizer: ByteTokenizer, *, rule: str = "bma"
+        self, models: Sequence[torch.nn.Module], tokenizer: Tokenizer, *, rule: str = "bma"
     ) -> None:
         self._rule = get_rule(rule)
         self.rule = rule
@@ -145,22 +139,35 @@ class Ensemble:
             model.eval()
 
     @classmethod
-    def from_dirs(cls, dirs: Sequence[Path], *, rule: str = "bma") -> Ensemble:
-        """From model directories, e.g. ``[sisa.final_checkpoint(d) for d in shard_dirs]``."""
-        return cls([load_model(Path(d)) for d in dirs], ByteTokenizer(), rule=rule)
+    def from_dirs(
+        cls,
+        dirs: Sequence[Path],
+        *,
+        rule: str = "bma",
+        tokenizer: Tokenizer | None = None,
+        base: Path | None = None,
+    ) -> Ensemble:
+        """From model directories, e.g. ``[sisa.final_checkpoint(d) for d in shard_dirs]``.
+
+        ``tokenizer``: the models' (``tokenizer_for(cfg.model)``; default bytes).
+        LoRA adapter directories load on ``base`` (default: the base each names).
+        """
+        models = [load_model(Path(d), base=base) for d in dirs]
+        return cls(models, tokenizer or ByteTokenizer(), rule=rule)
 
     def _check_models(self) -> None:
+        """Every model covers the tokenizer's ids (a pretrained one may pad its embedding)."""
         if not self.models:
             raise EnsembleInputError("an ensemble needs at least one shard model; none was given")
-        vocab = self.tokenizer.vocab_size
+        vocab, first = self.tokenizer.vocab_size, self.models[0].config.vocab_size
         problems = [
             f"model {i} has vocab_size {m.config.vocab_size}"
             for i, m in enumerate(self.models)
-            if m.config.vocab_size != vocab
+            if m.config.vocab_size < vocab or m.config.vocab_size != first
         ]
         if problems:
             raise EnsembleInputError(
-                f"every shard model must use the tokenizer's vocabulary of {vocab} ids",
+                f"every shard model must use one vocabulary covering the tokenizer's {vocab} ids",
                 problems=problems,
             )
 
@@ -202,4 +209,4 @@ class Ensemble:
             if stop_at_eos and token == self.tokenizer.eos_id:
                 break
             new.append(token)
-        return bytes(i for i in new if i < 256).decode("utf-8", errors="replace")
+        return self.tokenizer.decode(new)

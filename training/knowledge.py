@@ -26,11 +26,11 @@ from pathlib import Path
 import torch
 
 from lineage.errors import BadInputError
-from training.tokenizer import ByteTokenizer
+from training.tokenizer import ByteTokenizer, Tokenizer
 
 # ids of many sequences -> next-token log-probs [T_i, V] per sequence
 BatchScorer = Callable[[Sequence[Sequence[int]]], list[torch.Tensor]]
-_TOKENIZER = ByteTokenizer()
+_BYTES = ByteTokenizer()  # the default model's; pass a pretrained model's own as `tokenizer`
 
 
 @dataclass(frozen=True)
@@ -119,13 +119,15 @@ def ensemble_scorer(ensemble) -> BatchScorer:
     return ensemble.next_token_logprobs_batch
 
 
-def _split(prompt: str, answer: str) -> tuple[list[int], list[int]]:
-    return _TOKENIZER.encode(prompt, eos=False), _TOKENIZER.encode(answer, bos=False, eos=False)
+def _split(prompt: str, answer: str, tok: Tokenizer) -> tuple[list[int], list[int]]:
+    return tok.encode(prompt, eos=False), tok.encode(answer, bos=False, eos=False)
 
 
-def answer_logprobs(scorer: BatchScorer, pairs: Sequence[tuple[str, str]]) -> list[torch.Tensor]:
-    """Per pair, the log-probability rows ``[len(answer), V]`` that predict the answer bytes."""
-    split = [_split(p, a) for p, a in pairs]
+def answer_logprobs(
+    scorer: BatchScorer, pairs: Sequence[tuple[str, str]], *, tokenizer: Tokenizer = _BYTES
+) -> list[torch.Tensor]:
+    """Per pair, the log-probability rows ``[len(answer), V]`` that predict the answer tokens."""
+    split = [_split(p, a, tokenizer) for p, a in pairs]
     rows = scorer([c + a for c, a in split])
     return [r[len(c) - 1 : len(c) - 1 + len(a)] for r, (c, a) in zip(rows, split, strict=True)]
 
@@ -148,13 +150,15 @@ class Knowledge:
         }  # fmt: skip
 
 
-def exact_match(scorer: BatchScorer, probes: Sequence[Probe]) -> Knowledge:
+def exact_match(
+    scorer: BatchScorer, probes: Sequence[Probe], *, tokenizer: Tokenizer = _BYTES
+) -> Knowledge:
     """How many probes greedy decoding answers exactly (teacher-forced argmax)."""
-    rows = answer_logprobs(scorer, [(p.prompt, p.answer) for p in probes])
+    rows = answer_logprobs(scorer, [(p.prompt, p.answer) for p in probes], tokenizer=tokenizer)
     by_fact: dict[str, list[int]] = {}
     known_ids = set()
     for probe, r in zip(probes, rows, strict=True):
-        target = torch.tensor(_split(probe.prompt, probe.answer)[1])
+        target = torch.tensor(_split(probe.prompt, probe.answer, tokenizer)[1])
         hit = bool((r.argmax(dim=1) == target).all())
         counts = by_fact.setdefault(probe.fact, [0, 0])
         counts[0], counts[1] = counts[0] + hit, counts[1] + 1
@@ -167,7 +171,12 @@ def exact_match(scorer: BatchScorer, probes: Sequence[Probe]) -> Knowledge:
 
 
 def canary_exposure(
-    scorer: BatchScorer, probe: Probe, *, candidates: int = 200, seed: int = 0
+    scorer: BatchScorer,
+    probe: Probe,
+    *,
+    candidates: int = 200,
+    seed: int = 0,
+    tokenizer: Tokenizer = _BYTES,
 ) -> float:
     """Exposure in bits (Carlini et al., "The Secret Sharer", USENIX Security 2019).
 
@@ -185,10 +194,10 @@ def canary_exposure(
         if value != shape:
             others.add(value)
     values = [shape, *sorted(others)]
-    rows = answer_logprobs(scorer, [(probe.prompt, v) for v in values])
+    rows = answer_logprobs(scorer, [(probe.prompt, v) for v in values], tokenizer=tokenizer)
     scores = []
     for value, r in zip(values, rows, strict=True):
-        target = torch.tensor(_split(probe.prompt, value)[1]).unsqueeze(1)
+        target = torch.tensor(_split(probe.prompt, value, tokenizer)[1]).unsqueeze(1)
         scores.append(float(r.gather(1, target).sum()))
     rank = 1 + sum(s >= scores[0] for s in scores[1:])
     return math.log2(len(values)) - math.log2(rank)

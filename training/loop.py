@@ -14,10 +14,10 @@ from dataclasses import dataclass
 import torch
 
 from training.config import Schedule
-from training.tokenizer import ByteTokenizer
+from training.tokenizer import Tokenizer
 
 
-def windows(texts: Sequence[str], tokenizer: ByteTokenizer, block: int) -> list[list[int]]:
+def windows(texts: Sequence[str], tokenizer: Tokenizer, block: int) -> list[list[int]]:
     out = []
     for text in texts:
         ids = tokenizer.encode(text)
@@ -47,7 +47,9 @@ class EpochStats:
 
 
 def make_optimizer(model: torch.nn.Module, schedule: Schedule) -> torch.optim.Optimizer:
-    return torch.optim.AdamW(model.parameters(), lr=schedule.lr, weight_decay=schedule.weight_decay)
+    """AdamW over the trainable weights (all of a full model; a LoRA adapter's alone)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    return torch.optim.AdamW(params, lr=schedule.lr, weight_decay=schedule.weight_decay)
 
 
 def batches(

@@ -1,7 +1,14 @@
-"""Models: a tiny GPT-2 built from config (never downloaded), or a local HF causal-LM directory."""
+"""Models: a tiny GPT-2 built from config (never downloaded), or a local pretrained causal LM.
+
+A pretrained model is any architecture ``AutoModelForCausalLM`` knows (GPT-2,
+Llama-family, ...), from a local directory or GGUF file (see
+:mod:`training._pretrained`). A LoRA checkpoint (a ``peft`` adapter directory)
+loads on top of the base model it was trained from.
+"""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -9,8 +16,11 @@ from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel
 from transformers.utils import logging as hf_logging
 
 from lineage.errors import ParamsError
+from training._pretrained import locate
 from training.config import ModelConfig, TrainConfig
-from training.tokenizer import ByteTokenizer
+from training.tokenizer import Tokenizer
+
+ADAPTER_CONFIG = "adapter_config.json"
 
 hf_logging.disable_progress_bar()  # per-checkpoint bars drown the per-shard progress
 hf_logging.set_verbosity_error()  # config chatter (e.g. loss_type=None) is not news to a user
@@ -25,12 +35,9 @@ def set_determinism(cfg: TrainConfig, *, threads: int | None = None) -> None:
     torch.set_num_threads(threads or cfg.threads)
 
 
-def build_model(cfg: ModelConfig, tokenizer: ByteTokenizer, *, seed: int) -> torch.nn.Module:
+def build_model(cfg: ModelConfig, tokenizer: Tokenizer, *, seed: int) -> torch.nn.Module:
     if cfg.local_path:
-        path = Path(cfg.local_path)
-        if not (path / "config.json").is_file():
-            raise ParamsError(f"train.model.local_path {path} is not a local model directory")
-        return AutoModelForCausalLM.from_pretrained(path, local_files_only=True)
+        return load_pretrained(cfg, tokenizer)
     torch.manual_seed(seed)
     config = GPT2Config(
         vocab_size=tokenizer.vocab_size,
@@ -48,7 +55,61 @@ def build_model(cfg: ModelConfig, tokenizer: ByteTokenizer, *, seed: int) -> tor
     return GPT2LMHeadModel(config)
 
 
-def load_model(directory: Path) -> torch.nn.Module:
-    model = AutoModelForCausalLM.from_pretrained(Path(directory), local_files_only=True)
+def load_pretrained(cfg: ModelConfig, tokenizer: Tokenizer) -> torch.nn.Module:
+    """``train.model.local_path``'s model, in float32, checked against its tokenizer and window."""
+    where = locate(cfg.local_path)
+    model = AutoModelForCausalLM.from_pretrained(
+        where.directory, dtype=torch.float32, **where.kwargs()
+    )
+    problems = []
+    if model.config.vocab_size < tokenizer.vocab_size:
+        problems.append(
+            f"vocab_size {model.config.vocab_size} < its tokenizer's {tokenizer.vocab_size}"
+        )
+    if cfg.n_positions > context_length(model):
+        problems.append(
+            f"train.model.n_positions {cfg.n_positions} > its context {context_length(model)}"
+        )
+    if problems:
+        raise ParamsError(
+            f"train.model.local_path {cfg.local_path}: unusable model", problems=problems
+        )
+    return model
+
+
+def context_length(model: torch.nn.Module) -> int:
+    """How many positions the model attends to, whatever its architecture calls it."""
+    config = model.config
+    return getattr(config, "n_positions", None) or config.max_position_embeddings
+
+
+def is_adapter(directory: Path) -> bool:
+    return (Path(directory) / ADAPTER_CONFIG).is_file()
+
+
+def adapter_base(directory: Path) -> Path:
+    """The base directory a LoRA adapter was trained on (peft records it in its config)."""
+    return Path(
+        json.loads((Path(directory) / ADAPTER_CONFIG).read_text())["base_model_name_or_path"]
+    )
+
+
+def load_model(
+    directory: Path, *, base: Path | None = None, merge: bool = False
+) -> torch.nn.Module:
+    """A full checkpoint, or a LoRA adapter on ``base`` (default: the base it names).
+
+    ``merge``: fold the adapter into the base weights (W + BA), as a deployer
+    ships it: a plain model that attacks may quantize or fine-tune whole.
+    """
+    directory = Path(directory)
+    if is_adapter(directory):
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(load_model(base or adapter_base(directory)), directory)
+        if merge:  # peft froze the base; a merged model is trainable, as any loaded one
+            model = model.merge_and_unload().requires_grad_(True)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(directory, local_files_only=True)
     model.eval()
     return model

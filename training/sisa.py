@@ -12,6 +12,12 @@ clean slice gives exactly the weights that training from scratch would.
 The base model is trained once on the base corpus (public-domain sources that
 hold no personal data); shards fine-tune from it. Records in the base are not
 deletable by shard retraining, which is why only such sources may go there.
+
+With ``train.shard.kind: lora`` the base is frozen and each shard trains one
+LoRA adapter on it; a slice checkpoint is that adapter alone, addressed exactly
+as a full one (the start digest is the base's). A deletion retrains the adapter
+from its clean slice; the base, and whatever a pretrained model learned before
+exante saw it, is untouched.
 """
 
 from __future__ import annotations
@@ -22,14 +28,17 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
+
 from lineage._canonical import atomic_write, canonical_json, sha256_hex
+from lineage.errors import ParamsError
 from lineage.records import Record
 from training import checkpoints
 from training.config import Schedule, TrainConfig
 from training.dp_secret import DPSecret, DPSecretError, dp_secret_path, load_dp_secret
 from training.loop import EpochStats, make_optimizer, train, windows
 from training.model import build_model, load_model, set_determinism
-from training.tokenizer import ByteTokenizer
+from training.tokenizer import tokenizer_for
 
 SLICES_FILE = "slices.json"
 
@@ -76,7 +85,7 @@ def train_base(
     It trains alone, so on every core the shard workers would share (threads x workers).
     """
     set_determinism(cfg, threads=cfg.threads * cfg.workers)
-    tok = ByteTokenizer()
+    tok = tokenizer_for(cfg.model)
     model = build_model(cfg.model, tok, seed=cfg.seed)
     optimizer = make_optimizer(model, cfg.base)
     examples = windows([r.text for r in sorted(records)], tok, cfg.model.n_positions)
@@ -112,7 +121,11 @@ def train_shard(
     :func:`dp_secret_for`.
     """
     set_determinism(cfg)
-    tok = ByteTokenizer()
+    tok = tokenizer_for(cfg.model)
+    if cfg.shard.kind == "lora" and base is None:
+        raise ParamsError(
+            "train.shard.kind lora trains adapters on the base model: train the base first"
+        )
     keyed = cfg.dp.enabled and not cfg.dp.secure_mode
     if keyed and dp_secret is None:
         raise DPSecretError(
@@ -152,12 +165,7 @@ def _train_slice(
     shard, r, placed, cfg, tok, previous, base, ckpt, address, result, on_epoch, dp_secret
 ):
     start, seen = time.perf_counter(), _records(placed, range(r + 1))
-    if previous is not None:
-        model = load_model(previous.path)
-    elif base is not None:
-        model = load_model(base)
-    else:
-        model = build_model(cfg.model, tok, seed=_seed(cfg.seed, "init", shard))
+    model = _start_model(shard, cfg, tok, previous, base)
     schedule = slice_schedule(cfg, r)
     optimizer = make_optimizer(model, schedule)
     if previous is not None:
@@ -187,6 +195,38 @@ def _train_slice(
     result.trained.append(r)
     result.epochs += epochs
     result.seconds[r] = time.perf_counter() - start
+
+
+def _start_model(shard, cfg: TrainConfig, tok, previous, base) -> torch.nn.Module:
+    """What a slice trains from: the previous slice, else the base (or a seeded init).
+
+    With LoRA, the previous slice's adapter on the base, or a fresh adapter
+    whose random half is seeded by ``(seed, shard)``, as a full shard's init is.
+    """
+    if cfg.shard.kind == "lora":
+        from peft import PeftModel, get_peft_model
+
+        if previous is not None:
+            return PeftModel.from_pretrained(load_model(base), previous.path, is_trainable=True)
+        torch.manual_seed(_seed(cfg.seed, "init", shard))
+        model = get_peft_model(load_model(base), lora_config(cfg, base))
+        return model
+    if previous is not None:
+        return load_model(previous.path)
+    if base is not None:
+        return load_model(base)
+    return build_model(cfg.model, tok, seed=_seed(cfg.seed, "init", shard))
+
+
+def lora_config(cfg: TrainConfig, base: Path):
+    """peft's LoraConfig for ``train.shard.lora``; the adapter names its base directory."""
+    from peft import LoraConfig
+
+    lora = cfg.shard.lora
+    targets = list(lora.target_modules) if lora.target_modules else None
+    return LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                      target_modules=targets, base_model_name_or_path=str(base),
+                      task_type="CAUSAL_LM")  # fmt: skip
 
 
 def _records(placed, slices) -> list[Record]:

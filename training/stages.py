@@ -303,6 +303,18 @@ def released_dirs(root: Path, cfg: TrainConfig, paths: Paths = Paths()) -> list[
     return [root / paths.ensemble / f"s{s:02d}" for s in range(cfg.shards)]
 
 
+def released_ensemble(
+    root: Path, cfg: TrainConfig, paths: Paths = Paths(), *, rule: str | None = None
+):
+    """The verified release as an :class:`~training.ensemble.Ensemble`, adapters on the base."""
+    from training.ensemble import Ensemble
+    from training.tokenizer import tokenizer_for
+
+    dirs = released_dirs(root, cfg, paths)
+    return Ensemble.from_dirs(dirs, rule=rule or cfg.ensemble, tokenizer=tokenizer_for(cfg.model),
+                              base=Path(root) / paths.base / "model")  # fmt: skip
+
+
 def build_ensemble_dir(root: Path, cfg: TrainConfig, paths: Paths = Paths()) -> Path:
     """The released model: each shard's final weights and the aggregation rule, nothing else."""
     root, target = Path(root), Path(root) / paths.ensemble
@@ -310,10 +322,12 @@ def build_ensemble_dir(root: Path, cfg: TrainConfig, paths: Paths = Paths()) -> 
     shutil.rmtree(tmp, ignore_errors=True)
     for s, src in enumerate(final_dirs(root, cfg, paths)):
         (tmp / f"s{s:02d}").mkdir(parents=True)
-        for name in ("config.json", "generation_config.json", "model.safetensors"):
+        for name in ("config.json", "generation_config.json", "model.safetensors",
+                     "adapter_config.json", "adapter_model.safetensors"):  # fmt: skip
             if (src / name).exists():
                 shutil.copy2(src / name, tmp / f"s{s:02d}" / name)
-    spec = {"schema_version": 1, "rule": cfg.ensemble, "shards": cfg.shards, "tokenizer": "bytes"}
+    spec = {"schema_version": 1, "rule": cfg.ensemble, "shards": cfg.shards,
+            "tokenizer": cfg.model.local_path or "bytes"}  # fmt: skip
     atomic_write(tmp / "ensemble.json", json.dumps(spec, indent=2, sort_keys=True).encode())
     shutil.rmtree(target, ignore_errors=True)
     tmp.rename(target)
@@ -405,8 +419,10 @@ def run_report(root: Path, cfg: TrainConfig, paths: Paths = Paths(), *, samples:
         read_probes,
     )
     from training.model import load_model
+    from training.tokenizer import tokenizer_for
 
     root = Path(root)
+    tok, base = tokenizer_for(cfg.model), root / paths.base / "model"
     verify_training_attestation(
         root / paths.attestation, root=root, trusted=load_trusted_keys(root / paths.trusted)
     )
@@ -428,23 +444,25 @@ def run_report(root: Path, cfg: TrainConfig, paths: Paths = Paths(), *, samples:
     if probes is not None:
         placed = {s: read_shard(root / shard_file(paths.shards, s)) for s in range(cfg.shards)}
         dirs = final_dirs(root, cfg, paths)
-        ensemble = Ensemble.from_dirs(dirs, rule=cfg.ensemble)
+        ensemble = Ensemble.from_dirs(dirs, rule=cfg.ensemble, tokenizer=tok, base=base)
         shard_of = {r.record_id: s for s, rows in placed.items() for _, r in rows}
         subject_shard = {x: s for s, rows in placed.items() for _, r in rows for x in r.subject_ids}
         every = read_probes(root / probes)
         # retained knowledge: probes cut from trained records, and record-less probes of
         # trained people
         probes = probes_of(every, records=shard_of, subjects=subject_shard)
-        known = exact_match(ensemble_scorer(ensemble), probes)
+        known = exact_match(ensemble_scorer(ensemble), probes, tokenizer=tok)
         per_shard = {}
         for s, d in enumerate(dirs):
             own = [p for p in probes
                    if shard_of.get(p.of, subject_shard.get(p.subject_id)) == s]  # fmt: skip
-            per_shard[f"s{s:02d}"] = exact_match(model_scorer(load_model(d)), own).exact_match
+            scorer = model_scorer(load_model(d, base=base))
+            per_shard[f"s{s:02d}"] = exact_match(scorer, own, tokenizer=tok).exact_match
         report["knowledge"] = known.summary() | {"people": len({p.subject_id for p in probes}),
                                                  "shards_own_people": per_shard}  # fmt: skip
         for probe in _sample_probes(probes, samples):
-            out = ensemble.generate(probe.prompt, max_new_tokens=len(probe.answer.encode()) + 8)
+            n = len(tok.encode(probe.answer, bos=False, eos=False)) + 8
+            out = ensemble.generate(probe.prompt, max_new_tokens=n)
             report["samples"].append({"prompt": probe.prompt, "generated": out,
                                       "expected": probe.answer,
                                       "exact": out.startswith(probe.answer)})  # fmt: skip

@@ -44,7 +44,7 @@ from training.model import load_model, set_determinism
 from training.partition import shard_file
 from training.sisa import dp_secret_for, final_checkpoint, train_shard
 from training.stages import Paths
-from training.tokenizer import ByteTokenizer
+from training.tokenizer import tokenizer_for
 from verify import provenance
 from verify.forget import ForgetSet
 from verify.seeds import calibration_seeds, heldout_seed, keyed_choice
@@ -174,11 +174,11 @@ def build_approx(
     root = Path(root)
     target = _dir(root, f"approx:{method}")
     tmp = _fresh(target)
-    original = load_model(root / paths.ensemble / f"s{fs.shard:02d}")
+    original = load_model(root / paths.ensemble / f"s{fs.shard:02d}", merge=True)
     model, report = unlearn(
         method, original, [t.text for t in fs.forget],
         [r.text for _, r in fs.remaining()], settings,
-        n_positions=cfg.model.n_positions, tokenizer=ByteTokenizer(),
+        n_positions=cfg.model.n_positions, tokenizer=tokenizer_for(cfg.model),
     )  # fmt: skip
     model.save_pretrained(tmp / "model")
     info = {"kind": f"approx:{method}", "shard": fs.shard, "forget_people": list(fs.forget_people),

@@ -21,7 +21,7 @@ from verify.forget import ForgetSet, Text
 from verify.metrics import auc, knowmem, mia_loss, mia_mink, mia_minkpp, mia_zlib, utility
 from verify.metrics.exposure import rank_among
 from verify.metrics.verbatim import rouge_l
-from verify.subjects import TOKENIZER, Subject
+from verify.subjects import Subject
 
 MIA = ("loss", "zlib", "min_k", "min_k_pp")
 
@@ -43,7 +43,7 @@ def text_logprobs(subject: Subject, texts: Sequence[Text]) -> list[torch.Tensor]
     usual estimate and costs one forward per window instead of one per token.
     """
     block = subject.context_length()
-    per_text = [windows([t.text], TOKENIZER, block) for t in texts]
+    per_text = [windows([t.text], subject.tokenizer, block) for t in texts]
     flat = [w for ws in per_text for w in ws]
     rows = iter(subject.next_token_logprobs_batch(flat))
     out = []
@@ -55,7 +55,7 @@ def text_logprobs(subject: Subject, texts: Sequence[Text]) -> list[torch.Tensor]
 
 def mia_scores(subject: Subject, texts: Sequence[Text], k: float) -> dict[str, list[float]]:
     """Membership scores per text (higher = more likely trained on), one list per method."""
-    seqs = [TOKENIZER.encode(t.text) for t in texts]
+    seqs = [subject.tokenizer.encode(t.text) for t in texts]
     rows = subject.next_token_logprobs_batch(seqs)
     out: dict[str, list[float]] = {m: [] for m in MIA}
     for t, r, s in zip(texts, rows, seqs, strict=True):
@@ -73,13 +73,13 @@ def verbatim(subject: Subject, texts: Sequence[Text], s: MeasureSettings) -> lis
     usable = [t for t in texts if len(t.text.encode("utf-8")) >= s.prefix_bytes + 4]
     if not usable:
         return []
-    ids = [TOKENIZER.encode(t.text, eos=False) for t in usable]
+    ids = [subject.tokenizer.encode(t.text, eos=False) for t in usable]
     prompts = [x[: 1 + s.prefix_bytes] for x in ids]
     room = subject.context_length() - len(prompts[0])  # greedy_batch runs one window
     outs = subject.greedy_batch(prompts, min(s.max_new_tokens, room))
     rows = []
     for t, x, got in zip(usable, ids, outs, strict=True):
-        truth = TOKENIZER.decode(x[1 + s.prefix_bytes :])
+        truth = subject.tokenizer.decode(x[1 + s.prefix_bytes :])
         # ids and numbers only: results travel in evidence and audit bundles
         rows.append({"id": t.text_id, "rouge_l": rouge_l(got, truth, unit="word")})
     return rows
@@ -95,7 +95,7 @@ def knowledge(
     """
     if not probes:
         return {"exact_match": None, "rank_mean": None, "examples": []}
-    k = exact_match(subject.next_token_logprobs_batch, probes)
+    k = exact_match(subject.next_token_logprobs_batch, probes, tokenizer=subject.tokenizer)
     others = [_others(p, candidates, rank_of - 1) for p in probes]
     pairs = [(p.prompt, a) for p, o in zip(probes, others, strict=True) for a in (p.answer, *o)]
     scores = iter(knowmem.logprob_scorer(subject.next_token_logprobs_batch)(pairs))
@@ -118,7 +118,8 @@ def _others(p: Probe, candidates: dict[str, list[str]], n: int) -> list[str]:
 def exposures(subject: Subject, probes: Sequence[Probe], s: MeasureSettings) -> list[dict]:
     return [
         {"id": p.record_id,
-         "bits": canary_exposure(subject.next_token_logprobs_batch, p, candidates=s.candidates)}
+         "bits": canary_exposure(subject.next_token_logprobs_batch, p, candidates=s.candidates,
+                                 tokenizer=subject.tokenizer)}
         for p in probes if p.fact == "canary"
     ]  # fmt: skip
 

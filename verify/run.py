@@ -21,6 +21,7 @@ from lineage._canonical import canonical_json, sha256_hex
 from lineage.errors import BadInputError
 from training.knowledge import Probe
 from training.stages import Paths, released_dirs
+from training.tokenizer import tokenizer_for
 from verify import baselines, provenance
 from verify.attacks import ATTACKS
 from verify.attacks._errors import ForgetSplitError
@@ -130,10 +131,10 @@ def load_subjects(
     return Loaded(released, forget, {n: c.key for n, c in forget.items()}, dirs)
 
 
-def _assemble(name: str, loaded: Loaded, shard: int, swap: Callable, cache, rule: str) -> Subject:
+def _assemble(name: str, loaded: Loaded, shard: int, swap: Callable, cache, cfg) -> Subject:
     comps = [swap(c) for c in loaded.released]
     comps[shard] = swap(loaded.forget_shard[name])
-    return Subject(name, comps, rule=rule, cache=cache)
+    return Subject(name, comps, rule=cfg.ensemble, cache=cache, tokenizer=tokenizer_for(cfg.model))
 
 
 def run(
@@ -295,15 +296,16 @@ def measure_part(part: str, dirs: Dirs, names: tuple[str, ...], inputs: PartInpu
         fn = (lambda m: m) if part == "none" else ATTACKS[part]
         swap = functools.partial(_swap, attack=part, fn=fn, memo={})
         for name in names:
-            subj = _assemble(name, loaded, fs.shard, swap, cache, cfg.ensemble)
+            subj = _assemble(name, loaded, fs.shard, swap, cache, cfg)
             got[name] = once(name, part, measure, subj, fs, s)
             progress(f"{name:14s} {_label(part):8s} {_brief(got[name])}")
         if part == "none":  # the floor the reference is judged against, from the same cache
-            ref = _assemble(REFERENCE, loaded, fs.shard, lambda c: c, cache, cfg.ensemble)
+            ref = _assemble(REFERENCE, loaded, fs.shard, lambda c: c, cache, cfg)
             null = holdout_null(ref, fs, s)
     elif part == SHARD:  # white-box: the forget-shard model alone
         for name in names:
-            subj = Subject(name, [loaded.forget_shard[name]], rule=cfg.ensemble, cache=cache)
+            subj = Subject(name, [loaded.forget_shard[name]], rule=cfg.ensemble, cache=cache,
+                           tokenizer=tokenizer_for(cfg.model))  # fmt: skip
             got[name] = once(name, SHARD, measure, subj, fs, s)
             progress(f"{name:14s} {SHARD:8s} {_brief(got[name])}")
     elif part == "relearn":
@@ -314,7 +316,7 @@ def measure_part(part: str, dirs: Dirs, names: tuple[str, ...], inputs: PartInpu
             progress(f"{name:14s} relearn  {_curve_brief(got[name])}")
     elif part == "incontext":
         for name in names:
-            subj = _assemble(name, loaded, fs.shard, lambda c: c, cache, cfg.ensemble)
+            subj = _assemble(name, loaded, fs.shard, lambda c: c, cache, cfg)
             got[name] = once(name, "incontext", _incontext, subj, list(inputs.in_probes),
                              inputs.shots)  # fmt: skip
     elif part == "extraction":
@@ -323,7 +325,7 @@ def measure_part(part: str, dirs: Dirs, names: tuple[str, ...], inputs: PartInpu
                 got[name] = {"metrics": {"extraction": None, "secrets": 0},
                              "examples": {"extraction": []}}  # fmt: skip
                 continue
-            subj = _assemble(name, loaded, fs.shard, lambda c: c, None, cfg.ensemble)
+            subj = _assemble(name, loaded, fs.shard, lambda c: c, None, cfg)
             got[name] = once(name, "extraction", _extraction, subj, list(inputs.secrets), v)
     else:
         raise ValueError(f"unknown verification part {part!r}")
@@ -442,10 +444,12 @@ def _relearn(name, loaded, fs, split, cfg, v, s, cache) -> dict:
     base = loaded.forget_shard[name].model
     for k, model in relearn_curve(base, split.relearn_texts, ks=v.relearn.ks, lr=v.relearn.lr,
                                   batch_size=v.relearn.batch_size, seed=v.seed,
-                                  n_positions=cfg.model.n_positions):  # fmt: skip
+                                  n_positions=cfg.model.n_positions,
+                                  tokenizer=tokenizer_for(cfg.model)):  # fmt: skip
         comps = list(loaded.released)
         comps[fs.shard] = Component(model, f"{loaded.forget_shard[name].key}+relearn{k}")
-        subj = Subject(name, comps, rule=cfg.ensemble, cache=cache)
+        subj = Subject(name, comps, rule=cfg.ensemble, cache=cache,
+                       tokenizer=tokenizer_for(cfg.model))  # fmt: skip
         know = knowledge(subj, split.measured, {})
         expo = exposures(subj, split.measured, s)
         curve.append(

@@ -19,18 +19,26 @@ from pathlib import Path
 import torch
 
 from training.ensemble import batch_logprobs, context_length, get_rule
-from training.model import load_model
-from training.tokenizer import ByteTokenizer
+from training.model import adapter_base, is_adapter, load_model
+from training.tokenizer import ByteTokenizer, Tokenizer
 
 TOKENIZER = ByteTokenizer()
 
 
 def weights_digest(model_dir: Path) -> str:
-    """sha256 of a model directory's weights file: what identifies a component."""
-    h = hashlib.sha256()
-    with open(Path(model_dir) / "model.safetensors", "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
+    """sha256 of a model directory's weights: what identifies a component.
+
+    A LoRA adapter is identified by its weights and then its base's, since it
+    means nothing without them.
+    """
+    h, model_dir = hashlib.sha256(), Path(model_dir)
+    files = [model_dir / "model.safetensors"]
+    if is_adapter(model_dir):
+        files = [model_dir / "adapter_model.safetensors", adapter_base(model_dir) / files[0].name]
+    for path in files:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
     return h.hexdigest()
 
 
@@ -65,11 +73,20 @@ class Subject:
     """A shard ensemble under test, with the same scoring interface as ``Ensemble``."""
 
     def __init__(
-        self, name: str, components: Sequence[Component], *, rule: str, cache: ScoreCache | None
+        self,
+        name: str,
+        components: Sequence[Component],
+        *,
+        rule: str,
+        cache: ScoreCache | None,
+        tokenizer: Tokenizer = TOKENIZER,
     ) -> None:
-        """``cache=None`` scores afresh: for sampling, where sequences never repeat."""
+        """``cache=None`` scores afresh: for sampling, where sequences never repeat.
+
+        ``tokenizer``: the models' own (``tokenizer_for(cfg.model)``; default bytes).
+        """
         self.name, self.components, self.rule = name, list(components), rule
-        self._rule, self.cache, self.tokenizer = get_rule(rule), cache, TOKENIZER
+        self._rule, self.cache, self.tokenizer = get_rule(rule), cache, tokenizer
 
     def next_token_logprobs_batch(self, seqs: Sequence[Sequence[int]]) -> list[torch.Tensor]:
         if self.cache is None:
@@ -119,20 +136,21 @@ class Subject:
             step = torch.tensor(
                 [int(self._rule(full[:, i], seqs[i])[-1].argmax()) for i in range(len(prompts))]
             )
-            step = torch.where(done, TOKENIZER.eos_id, step)
+            step = torch.where(done, self.tokenizer.eos_id, step)
             new = torch.cat([new, step.unsqueeze(1)], dim=1)
-            done |= step == TOKENIZER.eos_id
+            done |= step == self.tokenizer.eos_id
             if bool(done.all()):
                 break
             for k, c in enumerate(self.components):
                 out = c.model(input_ids=step.unsqueeze(1), past_key_values=past[k], use_cache=True)
                 rows[k].append(torch.log_softmax(out.logits.double(), dim=-1))
                 past[k] = out.past_key_values
-        return [TOKENIZER.decode(row.tolist()) for row in new]
+        return [self.tokenizer.decode(row.tolist()) for row in new]
 
 
 def load_component(model_dir: Path) -> Component:
-    return Component(load_model(Path(model_dir)), weights_digest(Path(model_dir)))
+    """A released model as the verification sees it: a LoRA adapter merged into its base."""
+    return Component(load_model(Path(model_dir), merge=True), weights_digest(Path(model_dir)))
 
 
 def transform(

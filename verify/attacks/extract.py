@@ -30,12 +30,12 @@ from typing import Protocol
 import torch
 
 from training.knowledge import Probe
-from training.tokenizer import ByteTokenizer
+from training.tokenizer import Tokenizer
 from verify.attacks._errors import ExtractionSettingsError
 
 
 class NextTokenModel(Protocol):
-    tokenizer: ByteTokenizer
+    tokenizer: Tokenizer
 
     def next_token_logprobs(self, ids: torch.Tensor) -> torch.Tensor: ...
 

