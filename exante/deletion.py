@@ -39,6 +39,7 @@ from exante.params import load_params
 from lineage._canonical import file_sha256
 from lineage._shape import shown
 from lineage.errors import BadInputError, LineageError, VerificationError
+from lineage.layout import LAYOUT, shard_name
 from lineage.ledger import (
     Ledger,
     StatusChange,
@@ -50,9 +51,9 @@ from lineage.ledger import (
 from lineage.records import Record, read_all
 from lineage.stages import RECORDS
 
-RECEIPTS = Path("data/receipts")
-ACKS = Path("data/acks")
-LOGS = Path(".exante/logs")
+RECEIPTS = LAYOUT.receipts
+ACKS = LAYOUT.acks
+LOGS = LAYOUT.logs
 _REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@+-]{0,127}")
 
 
@@ -167,13 +168,12 @@ def plan(root: Path, cfg, record_ids: Sequence[str]) -> dict:
     0..r for up to ``max_epochs × R/(r+1)`` epochs. A shard is retrained from its earliest
     affected slice; earlier slices are reused.
     """
-    from training.partition import read_shard, shard_file
-    from training.stages import Paths
+    from training.partition import read_shard
 
-    paths, wanted = Paths(), set(record_ids)
+    paths, wanted = LAYOUT, set(record_ids)
     shards, full, retrain = {}, 0, 0
     for s in range(cfg.shards):
-        placed = read_shard(Path(root) / shard_file(paths.shards, s))
+        placed = read_shard(Path(root) / paths.shard_file(s))
         chars = [sum(len(r.text) for q, r in placed if q == k) for k in range(cfg.slices)]
         costs = [_slice_cost(cfg, chars, k) for k in range(cfg.slices)]
         full += sum(costs)
@@ -293,7 +293,7 @@ def _forget_sets(ctx: Context, specs, resolved) -> dict:
     """Each request's forget set, read while its text exists; refused before anything is written."""
     from verify.request import forget_set_of
 
-    params = load_params(ctx.root / "params.yaml")
+    params = load_params(ctx.root / LAYOUT.params)
     return {spec.request_id: forget_set_of(ctx.root, params, sorted(hashes))
             for spec, hashes in zip(specs, resolved, strict=True)}  # fmt: skip
 
@@ -302,7 +302,7 @@ def _verify_requests(ctx: Context, forget: Mapping) -> dict:
     """``exante delete --verify``: each request against a retrain reference, before retraining."""
     from verify.request import mark_requested, verify_request
 
-    params, out = load_params(ctx.root / "params.yaml"), {}
+    params, out = load_params(ctx.root / LAYOUT.params), {}
     for rid in forget:
         mark_requested(ctx.root, rid)
     for rid, fs in forget.items():
@@ -340,7 +340,7 @@ def _check_verified(ctx: Context, verified: dict) -> dict:
     if problems:
         raise UnverifiedDeletionError(
             "no receipt: the verification does not show this deletion exact; see the report "
-            "under data/receipts/verification/:",
+            f"under {LAYOUT.request_verifications}/:",
             problems=problems,
         )
     return {"verification": verified} if verified else {}
@@ -474,13 +474,12 @@ def model_digests(root: Path, cfg) -> dict[str, str]:
     """The released models: each shard's final checkpoint directory and the ensemble signature."""
     from training import checkpoints
     from training.sisa import final_checkpoint
-    from training.stages import Paths
 
-    paths, out = Paths(), {}
+    paths, out = LAYOUT, {}
     for s in range(cfg.shards):
         shard_dir = Path(root) / paths.shard_dir(s)
         try:
-            out[f"s{s:02d}"] = checkpoints.dir_digest(final_checkpoint(shard_dir))
+            out[shard_name(s)] = checkpoints.dir_digest(final_checkpoint(shard_dir))
         except FileNotFoundError:
             continue
     if (Path(root) / paths.signature).is_file():
@@ -546,7 +545,7 @@ def erase_at_source(root: Path) -> dict[str, int]:
     root = Path(root)
     deny = denials(root)
     erased = scrub_sources(load_registry(root / SOURCES), root, deny)
-    probes = load_params(root / "params.yaml").verify.probes
+    probes = load_params(root / LAYOUT.params).verify.probes
     if probes and (n := scrub_probes(root / probes, deny)):
         erased[probes] = n
     return erased
@@ -579,14 +578,14 @@ def purge(root: Path, cfg) -> dict:
     import shutil
 
     root = Path(root)
-    temps = [p for p in (root / "models").glob("*.tmp") if p.is_dir()]
+    temps = [p for p in (root / LAYOUT.models).glob("*.tmp") if p.is_dir()]
     for p in temps:
         shutil.rmtree(p)
     temps += _purge_copies(root)
     pruned = prune_checkpoints(root, cfg)
     if pruned:  # the shard directories changed after the pipeline: record them in dvc.lock
         stages = ["train", "attest"]
-        forget = f"s{load_params(root / 'params.yaml').verify.forget_shard:02d}"
+        forget = shard_name(load_params(root / LAYOUT.params).verify.forget_shard)
         if forget in pruned and "verify_baselines" in _stage_names(root):
             stages.append("verify_baselines")  # it depends on that shard's checkpoint directory
         _run(root, ["commit", "-f", "-q", *stages], "dvc commit (after pruning checkpoints)")
@@ -604,7 +603,7 @@ def purge(root: Path, cfg) -> dict:
 def _stage_names(root: Path) -> set[str]:
     import yaml
 
-    return set(yaml.safe_load((Path(root) / "dvc.yaml").read_text()).get("stages", {}))
+    return set(yaml.safe_load((Path(root) / LAYOUT.dvc_file).read_text()).get("stages", {}))
 
 
 def prune_checkpoints(root: Path, cfg) -> dict[str, list[str]]:
@@ -617,14 +616,14 @@ def prune_checkpoints(root: Path, cfg) -> dict[str, list[str]]:
     from lineage.ledger import LEDGER
     from lineage.stages import ledger_denials
     from training import checkpoints
-    from training.stages import Paths, slice_dirs
+    from training.stages import slice_dirs
 
-    paths, denied, out = Paths(), ledger_denials(Path(root) / LEDGER).records, {}
+    paths, denied, out = LAYOUT, ledger_denials(Path(root) / LEDGER).records, {}
     for s in range(cfg.shards):
         keep = [d.name for d in slice_dirs(root, s, paths)]
         gone = checkpoints.prune(Path(root) / paths.shard_dir(s) / "ckpt", denied, keep=keep)
         if gone:
-            out[f"s{s:02d}"] = gone
+            out[shard_name(s)] = gone
     return out
 
 
@@ -637,9 +636,8 @@ def _default_remote(root: Path) -> str | None:
 def verify_deleted(root: Path, cfg, trusted: Mapping, removed: Mapping[str, str]) -> None:
     """No record file or checkpoint holds a removed record; the released models verify."""
     from training.attest import verify_training_attestation
-    from training.stages import Paths
 
-    root, paths, problems = Path(root), Paths(), []
+    root, paths, problems = Path(root), LAYOUT, []
     left = [r.record_id for r in read_all(root / RECORDS) if r.record_id in removed]
     problems += [f"{i} is still in {RECORDS}" for i in left]
     problems += _left_in_raw_files(root)
@@ -685,11 +683,10 @@ def _models(ctx: Context, request_ids: Sequence[str]) -> _Models:
 
 def _log_evidence(ctx: Context, request_ids, removed, started: float, models: _Models) -> dict:
     """The deletion's MLflow run: shards retrained, slices reused and trained, time, cost."""
-    from training.stages import Paths
     from verify.evidence import log_deletion
 
     shards = models.retrained
-    units = [json.loads((ctx.root / Paths().unit_metrics(f"s{s:02d}")).read_text())
+    units = [json.loads((ctx.root / LAYOUT.unit_metrics(shard_name(s))).read_text())
              for s in shards]  # fmt: skip
     metrics = {
         "records_removed": len(removed), "shards_retrained": len(shards),

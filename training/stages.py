@@ -11,12 +11,12 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from lineage._canonical import atomic_write, file_sha256, sha256_hex
 from lineage.admission import verify_training_input
 from lineage.errors import ArtifactDigestError, BadInputError, ParamsError
+from lineage.layout import LAYOUT, Layout
 from lineage.records import read_all
 from lineage.signing import (
     Signer,
@@ -45,34 +45,8 @@ from training.sisa import SLICES_FILE, dp_secret_for, train_base, train_shard
 PARTITION_TYPE = "https://exante.dev/attestations/partition/v1"
 
 
-@dataclass(frozen=True)
-class Paths:
-    records: Path = Path("data/records")
-    shards: Path = Path("data/shards")
-    partition: Path = Path("data/shards/partition.dsse.json")
-    base: Path = Path("models/base")
-    shard_models: Path = Path("models/shards")
-    ensemble: Path = Path("models/ensemble")
-    signature: Path = Path("models/ensemble.sig")
-    attestation: Path = Path("models/attestation.dsse.json")
-    trusted: Path = Path("policies/trusted_keys")
-    report: Path = Path("models/report.json")
-    evidence: Path = Path("models/evidence.json")
-    metrics: Path = Path("models/metrics")  # timings: DVC metrics files, never another stage's dep
-
-    def shard_dir(self, shard: int) -> Path:
-        return self.shard_models / f"s{shard:02d}"
-
-    def unit_metrics(self, unit: str) -> Path:
-        """A training unit's full metrics (``base``, ``s00``…), timings included."""
-        return self.metrics / f"{unit}.json"
-
-    def base_file(self) -> Path:
-        return self.shards / "base.jsonl"
-
-    def holdout_file(self) -> Path:
-        """The held-out records (registry ``holdout``): never trained, the non-members."""
-        return self.shards / "holdout.jsonl"
+# The project layout; ``Paths`` is its former name here, kept for callers and tests.
+Paths = Layout
 
 
 class ShardIndexError(BadInputError):
@@ -82,7 +56,7 @@ class ShardIndexError(BadInputError):
 # -- partition -----------------------------------------------------------------
 
 
-def check_stage_list(root: Path, cfg: TrainConfig, dvc_file: str = "dvc.yaml") -> None:
+def check_stage_list(root: Path, cfg: TrainConfig, dvc_file: Path = LAYOUT.dvc_file) -> None:
     """dvc.yaml must have one ``train`` stage per shard; a mismatch would leave shards untrained."""
     import yaml
 
@@ -101,7 +75,7 @@ def check_stage_list(root: Path, cfg: TrainConfig, dvc_file: str = "dvc.yaml") -
         )
 
 
-def run_partition(root: Path, cfg: TrainConfig, signer: Signer, paths: Paths = Paths()) -> dict:
+def run_partition(root: Path, cfg: TrainConfig, signer: Signer, paths: Layout = LAYOUT) -> dict:
     """Split the admitted records into the base corpus and S shards × R slices; sign it."""
     root = Path(root)
     check_stage_list(root, cfg)
@@ -151,7 +125,7 @@ def _held_out_sizes(records) -> dict[str, dict[str, int]]:
     return dict(sorted(out.items()))
 
 
-def load_partition(root: Path, paths: Paths = Paths()) -> tuple[dict, dict[str, str], str]:
+def load_partition(root: Path, paths: Layout = LAYOUT) -> tuple[dict, dict[str, str], str]:
     """Verified partition: predicate, signed file digests, payload digest."""
     trusted = load_trusted_keys(Path(root) / paths.trusted)
     payload = verify_envelope(
@@ -161,7 +135,7 @@ def load_partition(root: Path, paths: Paths = Paths()) -> tuple[dict, dict[str, 
     return statement["predicate"], subjects_of(statement), sha256_hex(payload)
 
 
-def _admitted_file(root: Path, name: Path, paths: Paths):
+def _admitted_file(root: Path, name: Path, paths: Layout):
     """A shard (or base) file whose digest the partition signed, with every record admitted.
 
     Returns the placed records and the admission (which carries the policy's DP budget).
@@ -214,7 +188,7 @@ def _write_metrics(path: Path, metrics: dict) -> None:
     atomic_write(path, json.dumps(metrics, indent=2, sort_keys=True).encode())
 
 
-def _write_unit(root: Path, paths: Paths, out_dir: Path, unit: str, facts: dict, timings: dict):
+def _write_unit(root: Path, paths: Layout, out_dir: Path, unit: str, facts: dict, timings: dict):
     """The model's facts beside its weights; with the run's, in ``models/metrics/<unit>.json``.
 
     Wall-clock times change on every run, and which slices a run trained depends
@@ -226,7 +200,7 @@ def _write_unit(root: Path, paths: Paths, out_dir: Path, unit: str, facts: dict,
     return facts | timings
 
 
-def run_train_base(root: Path, cfg: TrainConfig, paths: Paths = Paths(), *, on_epoch=None) -> dict:
+def run_train_base(root: Path, cfg: TrainConfig, paths: Layout = LAYOUT, *, on_epoch=None) -> dict:
     root = Path(root)
     placed, _ = _admitted_file(root, paths.base_file(), paths)
     start = time.perf_counter()
@@ -243,7 +217,7 @@ def _timings(epochs: list[dict], wall: float) -> dict:
 
 
 def run_train_shard(
-    root: Path, cfg: TrainConfig, shard: int, paths: Paths = Paths(), *, on_epoch=None
+    root: Path, cfg: TrainConfig, shard: int, paths: Layout = LAYOUT, *, on_epoch=None
 ) -> dict:
     root = Path(root)
     if not 0 <= shard < cfg.shards:
@@ -275,18 +249,18 @@ def run_train_shard(
 # -- ensemble and attestation -------------------------------------------------------
 
 
-def slice_dirs(root: Path, shard: int, paths: Paths = Paths()) -> list[Path]:
+def slice_dirs(root: Path, shard: int, paths: Layout = LAYOUT) -> list[Path]:
     """The checkpoint of every slice of a shard's current model, first to last."""
     shard_dir = Path(root) / paths.shard_dir(shard)
     slices = json.loads((shard_dir / SLICES_FILE).read_text())["slices"]
     return [shard_dir / "ckpt" / address for address in slices]
 
 
-def final_dirs(root: Path, cfg: TrainConfig, paths: Paths = Paths()) -> list[Path]:
+def final_dirs(root: Path, cfg: TrainConfig, paths: Layout = LAYOUT) -> list[Path]:
     return [slice_dirs(root, s, paths)[-1] for s in range(cfg.shards)]
 
 
-def released_dirs(root: Path, cfg: TrainConfig, paths: Paths = Paths()) -> list[Path]:
+def released_dirs(root: Path, cfg: TrainConfig, paths: Layout = LAYOUT) -> list[Path]:
     """The released shard models (``models/ensemble``), once the attestation verifies.
 
     Serving reads the release, not the shard directories: while a deletion
@@ -303,7 +277,7 @@ def released_dirs(root: Path, cfg: TrainConfig, paths: Paths = Paths()) -> list[
     return [root / paths.ensemble / f"s{s:02d}" for s in range(cfg.shards)]
 
 
-def build_ensemble_dir(root: Path, cfg: TrainConfig, paths: Paths = Paths()) -> Path:
+def build_ensemble_dir(root: Path, cfg: TrainConfig, paths: Layout = LAYOUT) -> Path:
     """The released model: each shard's final weights and the aggregation rule, nothing else."""
     root, target = Path(root), Path(root) / paths.ensemble
     tmp = target.with_name(target.name + ".tmp")
@@ -327,7 +301,7 @@ def run_attest(
     *,
     key_path: Path,
     params: dict,
-    paths: Paths = Paths(),
+    paths: Layout = LAYOUT,
 ) -> dict:
     """Release the ensemble: sign it (OpenSSF model signing) and attest what it was trained on."""
     root = Path(root)
@@ -358,7 +332,7 @@ def run_attest(
 # -- report: what the released ensemble knows ------------------------------------
 
 
-def locate(root: Path, record_id: str, cfg: TrainConfig, paths: Paths = Paths()) -> dict | None:
+def locate(root: Path, record_id: str, cfg: TrainConfig, paths: Layout = LAYOUT) -> dict | None:
     """Where a record sits in the signed partition: base, or shard and slice, and its models.
 
     Returns None when the record is in no partition file (refused, or not partitioned yet).
@@ -380,14 +354,14 @@ def locate(root: Path, record_id: str, cfg: TrainConfig, paths: Paths = Paths())
     return None
 
 
-def _slice_dirs_or_none(root: Path, shard: int, paths: Paths) -> list[Path]:
+def _slice_dirs_or_none(root: Path, shard: int, paths: Layout) -> list[Path]:
     try:
         return slice_dirs(root, shard, paths)
     except FileNotFoundError:
         return []
 
 
-def run_report(root: Path, cfg: TrainConfig, paths: Paths = Paths(), *, samples: int = 3,
+def run_report(root: Path, cfg: TrainConfig, paths: Layout = LAYOUT, *, samples: int = 3,
                probes: Path | None = None) -> dict:  # fmt: skip
     """Knowledge of the retained people (ensemble and each shard), sample generations,
     training cost, and the attestation's verdict; written to ``models/report.json``.

@@ -36,6 +36,7 @@ from pathlib import Path
 
 from lineage._canonical import atomic_write, canonical_json, file_sha256, sha256_hex
 from lineage.errors import BadInputError
+from lineage.layout import LAYOUT
 from lineage.ledger import LEDGER
 from lineage.stages import ledger_denials
 from training import checkpoints
@@ -49,7 +50,7 @@ from verify import provenance
 from verify.forget import ForgetSet
 from verify.seeds import calibration_seeds, heldout_seed, keyed_choice
 
-VERIFY_MODELS = Path("models/verify")
+VERIFY_MODELS = LAYOUT.verify_models
 
 
 class BaselineNameError(BadInputError):
@@ -190,7 +191,7 @@ class MethodListError(BadInputError):
     """dvc.yaml's approx baselines and ``verify.methods`` disagree."""
 
 
-def check_method_list(root: Path, methods, dvc_file: str = "dvc.yaml") -> None:
+def check_method_list(root: Path, methods, dvc_file: Path = LAYOUT.dvc_file) -> None:
     """One approx baseline per method, or a method would be judged without its model."""
     import yaml
 

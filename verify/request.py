@@ -31,12 +31,14 @@ import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from training.stages import Paths
+from lineage.layout import LAYOUT, shard_name
 from verify.forget import ForgetSet, for_records
 
-REQUESTS = Path("data/receipts/verification")  # tracked with the receipts
-# what verification writes in the workspace: never links into the project
-_WRITTEN = {"models": {"verify"}, "data": {"verification", REQUESTS.parent.name}}
+REQUESTS = LAYOUT.request_verifications  # tracked with the receipts
+# what verification writes in the workspace (top directory → its entries): never links
+_WRITTEN: dict[str, set[str]] = {}
+for _path in (LAYOUT.verify_models, LAYOUT.verification, LAYOUT.receipts):
+    _WRITTEN.setdefault(_path.parts[0], set()).add(_path.parts[1])
 
 
 def request_dir(request_id: str) -> Path:
@@ -67,7 +69,7 @@ def verify_request(
 
     root = Path(root).resolve()
     out = request_dir(request_id)
-    scratch = root / "models" / f"verify-{out.name}.tmp"
+    scratch = root / LAYOUT.verify_scratch(out.name)
     shutil.rmtree(scratch, ignore_errors=True)
     try:
         _link_workspace(root, scratch)
@@ -118,7 +120,7 @@ def exact_matches_release(root: Path, shard: int, digest: str) -> bool:
     """The released shard model (after the deletion's retrain) is the verified ``exact``."""
     from verify.subjects import weights_digest
 
-    return weights_digest(Path(root) / Paths().ensemble / f"s{shard:02d}") == digest
+    return weights_digest(Path(root) / LAYOUT.ensemble / shard_name(shard)) == digest
 
 
 REQUESTED = "verification-requested"  # marker: --verify was asked; results replace it

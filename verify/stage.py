@@ -14,6 +14,7 @@ from pathlib import Path
 
 from lineage._canonical import atomic_write, canonical_json, file_sha256, sha256_hex
 from lineage.errors import BadInputError
+from lineage.layout import LAYOUT
 from lineage.signing import Signer
 from training import checkpoints
 from training.stages import Paths, load_partition
@@ -24,8 +25,8 @@ from verify.report import sign_report
 from verify.run import incontext_uplift, run
 from verify.verdicts import cell_outcome
 
-OUT = Path("data/verification")
-SUBJECTS = Path("data/verification-subjects")  # `exante verify subject`: one directory per name
+OUT = LAYOUT.verification
+SUBJECTS = LAYOUT.verification_subjects  # `exante verify subject`: one directory per name
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
