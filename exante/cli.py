@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from lineage.errors import LineageError
-from lineage.layout import LAYOUT
+from lineage.layout import LAYOUT, shard_name
 
 EXIT_INTERNAL = 70
 
@@ -383,7 +383,7 @@ def cmd_report(args) -> int:
     report = run_report(root, cfg, paths, probes=probes)
     partition, _, partition_sha = load_partition(root, paths)
     units = {"base": paths.unit_metrics("base")} | {
-        f"shard-{s:02d}": paths.unit_metrics(f"s{s:02d}") for s in range(cfg.shards)
+        f"shard-{s:02d}": paths.unit_metrics(shard_name(s)) for s in range(cfg.shards)
     }
     digests = {
         "manifest_payload_sha256": partition["manifest_payload_sha256"],

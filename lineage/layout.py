@@ -12,7 +12,7 @@ and audit bundles record.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 
@@ -22,9 +22,15 @@ class _Under:
     def __init__(self, parent: str, *parts: str) -> None:
         self.parent, self.parts = parent, parts
 
+    def __set_name__(self, owner, name: str) -> None:
+        self.name = name
+
     def __get__(self, layout, owner=None) -> Path:
         if layout is None:
             return self  # type: ignore[return-value]  # the class attribute itself
+        for name, path in reversed(layout.moved):
+            if name == self.name:
+                return Path(path)
         return getattr(layout, self.parent).joinpath(*self.parts)
 
 
@@ -44,6 +50,15 @@ class Layout:
     mlflow_artifacts: Path = Path("mlartifacts")
     local: Path = Path(".exante")  # keys, locks, logs, caches: never tracked, never bundled
     dvc_remote: Path = Path(".dvc-remote")  # the remote `exante init` sets up
+    moved: tuple[tuple[str, Path], ...] = ()  # derived paths set apart (see :meth:`moving`)
+
+    def moving(self, **paths: Path) -> Layout:
+        """This layout with some derived paths elsewhere (a bench's scratch shard directory);
+        what is derived from them follows."""
+        unknown = sorted(n for n in paths if not isinstance(vars(Layout).get(n), _Under))
+        if unknown:
+            raise TypeError(f"not a derived path of the layout: {', '.join(unknown)}")
+        return replace(self, moved=(*self.moved, *((n, Path(p)) for n, p in paths.items())))
 
     @staticmethod
     def name(path: Path) -> str:

@@ -6,6 +6,7 @@ import ast
 import re
 from pathlib import Path
 
+import pytest
 import yaml
 
 from lineage.layout import LAYOUT, Layout
@@ -69,6 +70,15 @@ def test_derived_paths_follow_their_roots():
     assert moved.ledger_head.parent == moved.data
     assert moved.shard_dir(12) == Path("out/models/shards/s12")
     assert moved.request_verifications.is_relative_to(moved.receipts)
+
+
+def test_a_derived_path_can_be_moved_alone():
+    scratch = LAYOUT.moving(shard_models=Path("/tmp/x/shards"))
+    assert scratch.shard_dir(3) == Path("/tmp/x/shards/s03")
+    assert scratch.base == LAYOUT.base and scratch.partition == LAYOUT.partition
+    assert LAYOUT.shard_models == Path("models/shards")  # the default is untouched
+    with pytest.raises(TypeError, match="data"):  # a root is a field, not a derived path
+        LAYOUT.moving(data=Path("elsewhere"))
 
 
 def _all_paths(pipeline: dict) -> set[str]:

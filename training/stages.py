@@ -16,7 +16,7 @@ from pathlib import Path
 from lineage._canonical import atomic_write, file_sha256, sha256_hex
 from lineage.admission import verify_training_input
 from lineage.errors import ArtifactDigestError, BadInputError, ParamsError
-from lineage.layout import LAYOUT, Layout
+from lineage.layout import LAYOUT, Layout, shard_name
 from lineage.records import read_all
 from lineage.signing import (
     Signer,
@@ -108,7 +108,7 @@ def run_partition(root: Path, cfg: TrainConfig, signer: Signer, paths: Layout = 
         "counts": {
             "base": len(base),
             "holdout": len(held),
-            **{f"s{s:02d}": n for s, n in counts.items()},
+            **{shard_name(s): n for s, n in counts.items()},
         },
     }
     envelope = sign_envelope(make_statement(subjects, PARTITION_TYPE, predicate), signer)
@@ -242,7 +242,7 @@ def run_train_shard(
         "epochs": result.epochs,
         "slice_seconds": {str(r): sec for r, sec in sorted(result.seconds.items())},
     }
-    return _write_unit(root, paths, paths.shard_dir(shard), f"s{shard:02d}", facts,
+    return _write_unit(root, paths, paths.shard_dir(shard), shard_name(shard), facts,
                        _timings(result.epochs, wall) | run)  # fmt: skip
 
 
@@ -274,7 +274,7 @@ def released_dirs(root: Path, cfg: TrainConfig, paths: Layout = LAYOUT) -> list[
     verify_training_attestation(
         root / paths.attestation, root=root, trusted=load_trusted_keys(root / paths.trusted)
     )
-    return [root / paths.ensemble / f"s{s:02d}" for s in range(cfg.shards)]
+    return [root / paths.ensemble / shard_name(s) for s in range(cfg.shards)]
 
 
 def build_ensemble_dir(root: Path, cfg: TrainConfig, paths: Layout = LAYOUT) -> Path:
@@ -283,10 +283,10 @@ def build_ensemble_dir(root: Path, cfg: TrainConfig, paths: Layout = LAYOUT) -> 
     tmp = target.with_name(target.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     for s, src in enumerate(final_dirs(root, cfg, paths)):
-        (tmp / f"s{s:02d}").mkdir(parents=True)
+        (tmp / shard_name(s)).mkdir(parents=True)
         for name in ("config.json", "generation_config.json", "model.safetensors"):
             if (src / name).exists():
-                shutil.copy2(src / name, tmp / f"s{s:02d}" / name)
+                shutil.copy2(src / name, tmp / shard_name(s) / name)
     spec = {"schema_version": 1, "rule": cfg.ensemble, "shards": cfg.shards, "tokenizer": "bytes"}
     atomic_write(tmp / "ensemble.json", json.dumps(spec, indent=2, sort_keys=True).encode())
     shutil.rmtree(target, ignore_errors=True)
@@ -318,8 +318,8 @@ def run_attest(
     dp, noise = {}, {}
     for s in range(cfg.shards):
         metrics = json.loads((root / paths.shard_dir(s) / "metrics.json").read_text())
-        dp[f"s{s:02d}"] = metrics.get("dp")
-        noise[f"s{s:02d}"] = metrics.get("dp_noise")
+        dp[shard_name(s)] = metrics.get("dp")
+        noise[shard_name(s)] = metrics.get("dp_noise")
     return attest_training(
         files, root=root, signer=signer, out=root / paths.attestation,
         manifest_sha256=partition["manifest_payload_sha256"],
@@ -350,7 +350,7 @@ def locate(root: Path, record_id: str, cfg: TrainConfig, paths: Layout = LAYOUT)
             shard = int(Path(name).stem[1:])
             dirs = _slice_dirs_or_none(root, shard, paths)
             models = [d.relative_to(root).as_posix() for d in dirs]
-            return {"unit": f"s{shard:02d}", "shard": shard, "slice": r, "models": models[r:]}
+            return {"unit": shard_name(shard), "shard": shard, "slice": r, "models": models[r:]}
     return None
 
 
@@ -384,7 +384,7 @@ def run_report(root: Path, cfg: TrainConfig, paths: Layout = LAYOUT, *, samples:
     verify_training_attestation(
         root / paths.attestation, root=root, trusted=load_trusted_keys(root / paths.trusted)
     )
-    names = ["base"] + [f"s{s:02d}" for s in range(cfg.shards)]
+    names = ["base"] + [shard_name(s) for s in range(cfg.shards)]
     metrics = [json.loads((root / paths.unit_metrics(n)).read_text()) for n in names]
     report: dict = {
         "schema_version": 1,
@@ -414,7 +414,7 @@ def run_report(root: Path, cfg: TrainConfig, paths: Layout = LAYOUT, *, samples:
         for s, d in enumerate(dirs):
             own = [p for p in probes
                    if shard_of.get(p.of, subject_shard.get(p.subject_id)) == s]  # fmt: skip
-            per_shard[f"s{s:02d}"] = exact_match(model_scorer(load_model(d)), own).exact_match
+            per_shard[shard_name(s)] = exact_match(model_scorer(load_model(d)), own).exact_match
         report["knowledge"] = known.summary() | {"people": len({p.subject_id for p in probes}),
                                                  "shards_own_people": per_shard}  # fmt: skip
         for probe in _sample_probes(probes, samples):

@@ -19,7 +19,8 @@ from pathlib import Path
 
 from lineage._canonical import canonical_json, sha256_hex
 from lineage.errors import BadInputError
-from training.stages import Paths, released_dirs
+from lineage.layout import LAYOUT, Layout
+from training.stages import released_dirs
 from verify import baselines, provenance
 from verify.attacks import ATTACKS
 from verify.attacks.extract import extraction
@@ -82,7 +83,7 @@ def companions(v: VerifyParams) -> Companions:
                       v.public_play, v.public_chunks, v.seed)  # fmt: skip
 
 
-def forget_set(root: Path, v: VerifyParams, paths: Paths = Paths()) -> ForgetSet:
+def forget_set(root: Path, v: VerifyParams, paths: Layout = LAYOUT) -> ForgetSet:
     return draw(root, shard=v.forget_shard, people=v.forget_people, companions=companions(v),
                 paths=paths)  # fmt: skip
 
@@ -92,7 +93,7 @@ class BaselineError(BadInputError):
 
 
 def load_subjects(
-    root: Path, params, policy: LoadedPolicy, names: list[str], fs: ForgetSet, paths: Paths
+    root: Path, params, policy: LoadedPolicy, names: list[str], fs: ForgetSet, paths: Layout
 ) -> Loaded:
     """The release's components and each baseline's forget-shard model, each checked fresh."""
     released_at = released_dirs(root, params.train, paths)
@@ -139,7 +140,7 @@ def run(
     params,
     policy: LoadedPolicy,
     *,
-    paths: Paths = Paths(),
+    paths: Layout = LAYOUT,
     progress: Callable[[str], None] = lambda s: None,
     fs: ForgetSet | None = None,
     extra: dict[str, Path] | None = None,

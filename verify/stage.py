@@ -14,10 +14,10 @@ from pathlib import Path
 
 from lineage._canonical import atomic_write, canonical_json, file_sha256, sha256_hex
 from lineage.errors import BadInputError
-from lineage.layout import LAYOUT
+from lineage.layout import LAYOUT, Layout
 from lineage.signing import Signer
 from training import checkpoints
-from training.stages import Paths, load_partition
+from training.stages import load_partition
 from verify import plots
 from verify.policy import load_policy
 from verify.provenance import registration_digest
@@ -65,7 +65,7 @@ def run_verify(
     signer: Signer,
     *,
     progress=print,
-    paths: Paths = Paths(),
+    paths: Layout = LAYOUT,
     fs=None,
     out: Path = OUT,
     evidence_root: Path | None = None,
