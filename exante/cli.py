@@ -1084,7 +1084,7 @@ def build_parser() -> argparse.ArgumentParser:
     vr.add_argument("--quiet", action="store_true")
     vr.set_defaults(func=cmd_verify_run)
     vc = vs.add_parser("check", help="check a signed verification report against the files")
-    vc.add_argument("path", type=Path, nargs="?", default=LAYOUT.verification_report)
+    vc.add_argument("path", type=Path, nargs="?", default=LAYOUT.verification_files.report)
     vc.add_argument("--trusted", type=Path, default=LAYOUT.trusted)
     vc.set_defaults(func=cmd_verify_check)
     vj = vs.add_parser("subject", help="judge a model directory of your own for the forget shard")

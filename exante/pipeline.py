@@ -273,12 +273,12 @@ def _verification(forget: int, methods: list[str], probes: list[str], L: Layout)
             *probes,
         ],
         "params": ["train", "verify"],
-        "metrics": [_uncached(_n(L.verification_summary))],
+        "metrics": [_uncached(_n(L.verification_files.summary))],
         "outs": [
-            _n(L.verification_results),
-            _n(L.verification_plots),
-            _uncached(_n(L.verification_report)),
-            _uncached(_n(L.verification_evidence)),
+            _n(L.verification_files.results),
+            _n(L.verification_files.plots),
+            _uncached(_n(L.verification_files.report)),
+            _uncached(_n(L.verification_files.evidence)),
         ],
     }
     return stages
@@ -303,8 +303,8 @@ def _audit(L: Layout) -> dict:
             _n(L.partition),
             _n(L.attestation),
             _n(L.evidence),
-            _n(L.verification_report),
-            _n(L.verification_evidence),
+            _n(L.verification_files.report),
+            _n(L.verification_files.evidence),
         ],
         "outs": [_uncached(bundle), _uncached(html), _uncached(_n(L.audit_exports))],
     }

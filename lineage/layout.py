@@ -40,6 +40,35 @@ def shard_name(shard: int) -> str:
 
 
 @dataclass(frozen=True)
+class VerificationFiles:
+    """The files one verification writes into its directory, wherever that lies."""
+
+    directory: Path
+
+    @property
+    def report(self) -> Path:
+        """The signed report; its subjects are the files below and the tested models."""
+        return self.directory / "report.dsse.json"
+
+    @property
+    def results(self) -> Path:
+        return self.directory / "results.json"
+
+    @property
+    def summary(self) -> Path:
+        return self.directory / "summary.json"
+
+    @property
+    def evidence(self) -> Path:
+        """Where the MLflow evidence of this verification is (tracking URI, run ids)."""
+        return self.directory / "evidence.json"
+
+    @property
+    def plots(self) -> Path:
+        return self.directory / "plots"
+
+
+@dataclass(frozen=True)
 class Layout:
     data: Path = Path("data")
     models: Path = Path("models")
@@ -132,12 +161,12 @@ class Layout:
     verify_registration = _Under("models", "verify-registration.dsse.json")
     verify_models = _Under("models", "verify")  # the baselines: retrain, exact, approx/<m>, …
     verification = _Under("data", "verification")
-    verification_report = _Under("verification", "report.dsse.json")
-    verification_results = _Under("verification", "results.json")
-    verification_summary = _Under("verification", "summary.json")
-    verification_evidence = _Under("verification", "evidence.json")
-    verification_plots = _Under("verification", "plots")
     verification_subjects = _Under("data", "verification-subjects")  # one directory per name
+
+    @property
+    def verification_files(self) -> VerificationFiles:
+        """What ``exante verify run`` writes (a deletion's ``--verify``: under its receipts)."""
+        return VerificationFiles(self.verification)
 
     def verify_scratch(self, name: str) -> Path:
         """A deletion request's verification workspace (purged if a crash left it)."""

@@ -113,7 +113,7 @@ def test_a_second_layout_flows_into_the_rendered_pipeline():
     named = _all_paths(pipeline)
     assert Layout.name(moved.partition) in named
     assert Layout.name(moved.shard_dir(params.train.shards - 1)) in named
-    assert Layout.name(moved.verification_report) in named
+    assert Layout.name(moved.verification_files.report) in named
     assert pipeline["vars"] == ["store/sources.yaml"]
     assert "exante audit bundle --out store/audit/bundle.tar.gz" in dump(pipeline)
     # not one of the default layout's paths is left behind (the sources' own files and the

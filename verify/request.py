@@ -31,7 +31,7 @@ import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from lineage.layout import LAYOUT, shard_name
+from lineage.layout import LAYOUT, VerificationFiles, shard_name
 from verify.forget import ForgetSet, for_records
 
 REQUESTS = LAYOUT.request_verifications  # tracked with the receipts
@@ -89,7 +89,7 @@ def verify_request(
     exact = results["subjects"]["exact"]["forget_shard_sha256"]
     return {
         "request_id": request_id,
-        "report": (out / "report.dsse.json").as_posix(),
+        "report": VerificationFiles(out).report.as_posix(),
         "shard": fs.shard,
         "forget_people": list(fs.forget_people),
         "records": len(fs.forget),
@@ -151,7 +151,7 @@ def stored(root: Path, request_id: str, trusted) -> dict | None:
     from verify.report import verify_report
 
     where = Path(root) / request_dir(request_id)
-    report = where / "report.dsse.json"
+    report = VerificationFiles(where).report
     if not report.is_file():
         if not (where / REQUESTED).is_file():
             return None
@@ -159,10 +159,10 @@ def stored(root: Path, request_id: str, trusted) -> dict | None:
                 "records": 0, "verdicts": {}, "exact_forget_shard_sha256": None,
                 "power": {}}  # fmt: skip
     predicate = verify_report(report, root=Path(root), trusted=trusted)
-    results = json.loads((where / "results.json").read_text())
+    results = json.loads(VerificationFiles(where).results.read_text())
     return {
         "request_id": request_id,
-        "report": (request_dir(request_id) / "report.dsse.json").as_posix(),
+        "report": VerificationFiles(request_dir(request_id)).report.as_posix(),
         "shard": results["forget_set"]["shard"],
         "forget_people": results["forget_set"]["forget_people"],
         "records": len(results["forget_set"]["forget_records"]),

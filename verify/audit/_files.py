@@ -11,7 +11,7 @@ from pathlib import Path, PurePosixPath
 
 from lineage._shape import named
 from lineage.errors import BadInputError, VerificationError
-from lineage.layout import LAYOUT
+from lineage.layout import LAYOUT, VerificationFiles
 
 PREFIX = "exante-audit"
 INDEX = "index.dsse.json"
@@ -22,8 +22,14 @@ MAX_MEMBERS = 10_000  # a bundle has tens of files, a few per deletion
 _MAX_PART, _MAX_NAME = 255, 1024  # bytes per path component (NAME_MAX), characters in all
 _CHUNK = 1 << 20  # inflate this much at a time
 
-# Project-relative paths (globs) a bundle must carry; the pipeline writes all of them.
 _L = LAYOUT
+
+
+def _verified(v: VerificationFiles) -> tuple[Path, ...]:
+    return v.report, v.results, v.summary, v.evidence, v.plots / "*.png"
+
+
+# Project-relative paths (globs) a bundle must carry; the pipeline writes all of them.
 REQUIRED = tuple(
     _L.name(p)
     for p in (
@@ -38,11 +44,7 @@ REQUIRED = tuple(
         _L.signature,
         _L.ensemble / "ensemble.json",
         _L.evidence,
-        _L.verification_report,
-        _L.verification_results,
-        _L.verification_summary,
-        _L.verification_evidence,
-        _L.verification_plots / "*.png",
+        *_verified(_L.verification_files),
         _L.dvc_file,
         _L.dvc_lock,
         _L.params,
@@ -53,7 +55,6 @@ REQUIRED = tuple(
 # A deletion's receipt, as a bundle member's name (a regular expression, fullmatch).
 RECEIPT = re.escape(_L.name(_L.receipts)) + r"/[^/]+\.dsse\.json"
 # Present once something has happened (a deletion, a validation run, a shard trained).
-_REQUESTS = _L.request_verifications / "*"  # exante delete --verify
 OPTIONAL = tuple(
     _L.name(p)
     for p in (
@@ -64,11 +65,7 @@ OPTIONAL = tuple(
         _L.ledger_head,
         _L.ledger_denied,
         _L.receipts / "*.dsse.json",
-        _REQUESTS / "report.dsse.json",
-        _REQUESTS / "results.json",
-        _REQUESTS / "summary.json",
-        _REQUESTS / "evidence.json",
-        _REQUESTS / "plots" / "*.png",
+        *_verified(VerificationFiles(_L.request_verifications / "*")),  # exante delete --verify
         _L.base / "metrics.json",
         _L.shard_models / "s*" / "metrics.json",
         _L.shard_models / "s*" / "slices.json",

@@ -174,7 +174,7 @@ def mlflow_runs(root: Path, files: dict[str, bytes]) -> dict:
 
     parents = {
         "training": json.loads(files[LAYOUT.name(LAYOUT.evidence)])["parent_run_id"],
-        "verification": json.loads(files[LAYOUT.name(LAYOUT.verification_evidence)])[
+        "verification": json.loads(files[LAYOUT.name(LAYOUT.verification_files.evidence)])[
             "parent_run_id"
         ],
     }

@@ -74,7 +74,7 @@ def render(files: dict[str, bytes]) -> str:
     manifest = _payload(files, LAYOUT.name(LAYOUT.manifest))
     decision = _payload(files, LAYOUT.name(LAYOUT.gate_decision))
     attestation = _payload(files, LAYOUT.name(LAYOUT.attestation))
-    report = _payload(files, LAYOUT.name(LAYOUT.verification_report))
+    report = _payload(files, LAYOUT.name(LAYOUT.verification_files.report))
     sections = [
         _summary(files, manifest, decision, report),
         _sources(manifest, decision),
@@ -296,7 +296,7 @@ def _deletions(files) -> str:
 
 def _verification(files, report) -> str:
     p = report["predicate"]
-    results = _json(files, LAYOUT.name(LAYOUT.verification_results), {})
+    results = _json(files, LAYOUT.name(LAYOUT.verification_files.results), {})
     verdicts = results.get("verdicts", [])
     attacks = list(dict.fromkeys(v["attack"] for v in verdicts))
     by: dict[tuple[str, str], list[dict]] = {}
@@ -320,7 +320,7 @@ def _verification(files, report) -> str:
         f"<figure><img alt='{escape(n)}' src='data:image/png;base64,"
         f"{base64.b64encode(files[n]).decode()}'><figcaption>{escape(n)}</figcaption></figure>"
         for n in sorted(files)
-        if n.startswith(LAYOUT.name(LAYOUT.verification_plots) + "/")
+        if n.startswith(LAYOUT.name(LAYOUT.verification_files.plots) + "/")
     )
     uplift = ", ".join(f"{escape(k)} {v:+.2f}" for k, v in p.get("incontext_uplift", {}).items()
                        if v is not None)  # fmt: skip
