@@ -17,7 +17,7 @@ from pathlib import Path
 
 
 class _Under:
-    """A path below another of the layout's paths: ``_Under("data", "records")``."""
+    """A path below another of the object's paths: ``_Under("data", "records")``."""
 
     def __init__(self, parent: str, *parts: str) -> None:
         self.parent, self.parts = parent, parts
@@ -28,10 +28,10 @@ class _Under:
     def __get__(self, layout, owner=None) -> Path:
         if layout is None:
             return self  # type: ignore[return-value]  # the class attribute itself
-        for name, path in reversed(layout.moved):
+        for name, path in reversed(getattr(layout, "moved", ())):
             if name == self.name:
                 return Path(path)
-        return getattr(layout, self.parent).joinpath(*self.parts)
+        return Path(getattr(layout, self.parent)).joinpath(*self.parts)
 
 
 def shard_name(shard: int) -> str:
@@ -45,27 +45,11 @@ class VerificationFiles:
 
     directory: Path
 
-    @property
-    def report(self) -> Path:
-        """The signed report; its subjects are the files below and the tested models."""
-        return self.directory / "report.dsse.json"
-
-    @property
-    def results(self) -> Path:
-        return self.directory / "results.json"
-
-    @property
-    def summary(self) -> Path:
-        return self.directory / "summary.json"
-
-    @property
-    def evidence(self) -> Path:
-        """Where the MLflow evidence of this verification is (tracking URI, run ids)."""
-        return self.directory / "evidence.json"
-
-    @property
-    def plots(self) -> Path:
-        return self.directory / "plots"
+    report = _Under("directory", "report.dsse.json")  # signs the files below and the models
+    results = _Under("directory", "results.json")
+    summary = _Under("directory", "summary.json")
+    evidence = _Under("directory", "evidence.json")  # the MLflow tracking URI and run ids
+    plots = _Under("directory", "plots")
 
 
 @dataclass(frozen=True)
