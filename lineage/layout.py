@@ -54,6 +54,8 @@ class VerificationFiles:
 
 @dataclass(frozen=True)
 class Layout:
+    """Every path of one project, relative to its root; :data:`LAYOUT` is exante's own."""
+
     data: Path = Path("data")
     models: Path = Path("models")
     policies: Path = Path("policies")
