@@ -110,7 +110,7 @@ def bench_throughput(root: Path, cfg: TrainConfig, tmp: Path, epochs: int) -> fl
         }
     )
     sisa_cfg = cfg.model_copy(update={"shard": shard_cfg})
-    paths = Paths(shard_models=tmp / "throughput")
+    paths = Paths().moving(shard_models=tmp / "throughput")
     m = run_train_shard(root, sisa_cfg, 0, paths)
     sisa = sum(e["tokens"] for e in m["epochs"]) / m["wall_seconds"]
     examples = windows([r.text for r in shard_records(root, 0)], TOK, cfg.model.n_positions)
@@ -184,7 +184,7 @@ def _dp_step(root, cfg, examples, batch_size: int, epochs: int) -> tuple[float, 
 
 
 def bench_knowledge(root: Path, cfg: TrainConfig, tmp: Path) -> dict:
-    paths = Paths(shard_models=tmp / "shards")
+    paths = Paths().moving(shard_models=tmp / "shards")
     sisa_wall = 0.0
     for s in range(cfg.shards):
         sisa_wall += run_train_shard(root, cfg, s, paths)["wall_seconds"]

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from lineage.errors import LineageError
+from lineage.layout import LAYOUT, shard_name
 
 EXIT_INTERNAL = 70
 
@@ -156,13 +157,13 @@ def cmd_init(args) -> int:
 
     root = create_project(args.dir, example=args.example)
     print(f"created {'the ' + args.example + ' example' if args.example else 'a project'} "
-          f"in {root}: git + dvc initialized, DVC remote .dvc-remote/")  # fmt: skip
+          f"in {root}: git + dvc initialized, DVC remote {LAYOUT.dvc_remote}/")  # fmt: skip
     if args.dev_key:
         os.chdir(root)
         keys = argparse.Namespace(key=args.key, name=None, dev=True, unencrypted=False,
                                   if_missing=True)  # fmt: skip
         cmd_keys_init(keys)
-    first = "dvc repro" if args.example else f"register a source in {root}/data/sources.yaml"
+    first = "dvc repro" if args.example else f"register a source in {root / LAYOUT.registry}"
     print(f"next: {first}" + ("" if args.dev_key else " (sign with `exante keys init` first)"))
     return 0
 
@@ -172,9 +173,9 @@ def cmd_pipeline(args) -> int:
 
     if args.only_check:
         check_pipeline(Path("."))
-        print("dvc.yaml matches params.yaml and data/sources.yaml")
+        print(f"{LAYOUT.dvc_file} matches {LAYOUT.params} and {LAYOUT.registry}")
     else:
-        print(f"rendered {write_pipeline(Path('.'))} from data/sources.yaml and params.yaml")
+        print(f"rendered {write_pipeline(Path('.'))} from {LAYOUT.registry} and {LAYOUT.params}")
     return 0
 
 
@@ -298,11 +299,10 @@ def _progress(name: str, plan, *, lines: bool):
 
 def _shard_plan(cfg, shard: int):
     from exante._progress import slice_plan
-    from training.partition import read_shard, shard_file
-    from training.stages import Paths
+    from training.partition import read_shard
 
     try:
-        placed = read_shard(shard_file(Paths().shards, shard))
+        placed = read_shard(LAYOUT.shard_file(shard))
     except (FileNotFoundError, LineageError):
         placed = []  # the stage itself reports it
     chars = [sum(len(r.text) for q, r in placed if q == k) for k in range(cfg.slices)]
@@ -359,14 +359,14 @@ def _say_trained(name: str, m: dict) -> None:
 def cmd_attest(args) -> int:
     from exante.params import load_params
     from lineage.signing import signing_key_path
-    from training.stages import Paths, run_attest
+    from training.stages import run_attest
 
     params = load_params()
     key = signing_key_path(args.key)
     p = run_attest(Path("."), params.train, _signer(args), key_path=key,
                    params=params.train.model_dump(mode="json"))  # fmt: skip
-    print(f"attested {len(p['checkpoints'])} checkpoint files → {Paths().attestation}")
-    print(f"signed the released ensemble (OpenSSF model signing) → {Paths().signature}")
+    print(f"attested {len(p['checkpoints'])} checkpoint files → {LAYOUT.attestation}")
+    print(f"signed the released ensemble (OpenSSF model signing) → {LAYOUT.signature}")
     return 0
 
 
@@ -374,16 +374,16 @@ def cmd_report(args) -> int:
     """Measure the released ensemble, log the training to MLflow, print one screen."""
     from exante.params import load_params
     from lineage._canonical import file_sha256
-    from training.stages import Paths, load_partition, run_report
+    from training.stages import load_partition, run_report
     from verify.evidence import log_training, tracking_uri
 
-    root, paths, params = Path("."), Paths(), load_params()
+    root, paths, params = Path("."), LAYOUT, load_params()
     cfg = params.train
     probes = Path(params.verify.probes) if params.verify.probes else None
     report = run_report(root, cfg, paths, probes=probes)
     partition, _, partition_sha = load_partition(root, paths)
     units = {"base": paths.unit_metrics("base")} | {
-        f"shard-{s:02d}": paths.unit_metrics(f"s{s:02d}") for s in range(cfg.shards)
+        f"shard-{s:02d}": paths.unit_metrics(shard_name(s)) for s in range(cfg.shards)
     }
     digests = {
         "manifest_payload_sha256": partition["manifest_payload_sha256"],
@@ -494,16 +494,16 @@ def cmd_trace(args) -> int:
 def _placement(record_id: str) -> dict | None:
     """The record's shard and slice, and the attested models holding it (None if untrained)."""
     from exante.params import load_params
-    from training.stages import Paths, locate
+    from training.stages import locate
 
     placed = locate(Path("."), record_id, load_params().train)
-    if placed and Paths().attestation.exists():
+    if placed and LAYOUT.attestation.exists():
         from lineage.signing import load_trusted_keys
         from training.attest import verify_training_attestation
 
-        verify_training_attestation(Paths().attestation, root=Path("."),
-                                    trusted=load_trusted_keys(Paths().trusted))  # fmt: skip
-        placed["attested"] = Paths().attestation.as_posix()
+        verify_training_attestation(LAYOUT.attestation, root=Path("."),
+                                    trusted=load_trusted_keys(LAYOUT.trusted))  # fmt: skip
+        placed["attested"] = LAYOUT.attestation.as_posix()
     return placed
 
 
@@ -967,7 +967,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="only check that dvc.yaml matches them (exit 3 if not)")  # fmt: skip
     pl.set_defaults(func=cmd_pipeline)
     c = sub.add_parser("corpus", help="generate the embedded default corpus's raw files")
-    c.add_argument("--out", default="data/raw")
+    c.add_argument("--out", default=LAYOUT.name(LAYOUT.raw))
     c.set_defaults(func=cmd_corpus)
     i = sub.add_parser("ingest", help="turn registered sources into records")
     i.add_argument("--source", help="only this source id")
@@ -1046,7 +1046,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rv = rc.add_parser("verify", help="check a receipt offline with the trusted public keys")
     rv.add_argument("path", type=Path)
-    rv.add_argument("--trusted", type=Path, default=Path("policies/trusted_keys"))
+    rv.add_argument("--trusted", type=Path, default=LAYOUT.trusted)
     rv.set_defaults(func=cmd_receipt_verify)
     lg = sub.add_parser("ledger", help="the deletion ledger").add_subparsers(
         dest="ledger", required=True
@@ -1080,10 +1080,8 @@ def build_parser() -> argparse.ArgumentParser:
     vr.add_argument("--quiet", action="store_true")
     vr.set_defaults(func=cmd_verify_run)
     vc = vs.add_parser("check", help="check a signed verification report against the files")
-    vc.add_argument(
-        "path", type=Path, nargs="?", default=Path("data/verification/report.dsse.json")
-    )
-    vc.add_argument("--trusted", type=Path, default=Path("policies/trusted_keys"))
+    vc.add_argument("path", type=Path, nargs="?", default=LAYOUT.verification_files.report)
+    vc.add_argument("--trusted", type=Path, default=LAYOUT.trusted)
     vc.set_defaults(func=cmd_verify_check)
     vj = vs.add_parser("subject", help="judge a model directory of your own for the forget shard")
     vj.add_argument("path", type=Path, help="a model directory (config + model.safetensors)")
@@ -1094,8 +1092,8 @@ def build_parser() -> argparse.ArgumentParser:
         dest="audit", required=True
     )
     ab = au.add_parser("bundle", help="write the signed, deterministic audit bundle + report")
-    ab.add_argument("--out", type=Path, default=Path("data/audit/bundle.tar.gz"))
-    ab.add_argument("--html", type=Path, default=Path("data/audit/report.html"),
+    ab.add_argument("--out", type=Path, default=LAYOUT.audit_bundle)
+    ab.add_argument("--html", type=Path, default=LAYOUT.audit_html,
                     help="the standalone copy of the HTML report")  # fmt: skip
     ab.set_defaults(func=cmd_audit_bundle)
     av = au.add_parser("verify", help="check a bundle offline: signatures, digests, chains")
@@ -1106,7 +1104,7 @@ def build_parser() -> argparse.ArgumentParser:
     av.set_defaults(func=cmd_audit_verify)
     ex = sub.add_parser("export", help="EU training-content summary, CycloneDX or SPDX; signed")
     ex.add_argument("format", choices=["eu-summary", "cyclonedx", "spdx"])
-    ex.add_argument("--out", type=Path, default=Path("data/audit/exports"),
+    ex.add_argument("--out", type=Path, default=LAYOUT.audit_exports,
                     help="directory for the files and their signed envelope")  # fmt: skip
     ex.set_defaults(func=cmd_export)
     return p

@@ -17,10 +17,11 @@ from pathlib import Path
 
 from exante.pipeline import DVC_FILE, REGISTRY, write_pipeline
 from lineage.errors import BadInputError
+from lineage.layout import LAYOUT, Layout
 
 EXAMPLES = ("demo",)
-_POLICIES = ("policies/default.yaml", "policies/verification.yaml")
-REMOTE = ".dvc-remote"
+_POLICIES = (LAYOUT.default_policy, LAYOUT.verification_policy)
+REMOTE = Layout.name(LAYOUT.dvc_remote)
 _REGISTRY_TEMPLATE = """\
 # The source registry: every source exante may ingest, and the terms it came with.
 # Each key is the source id; records get ids "<source id>/<raw id>". The dvc stage
@@ -44,28 +45,24 @@ sources: {}  # none yet: replace {} with your sources, such as this example
 #    jurisdiction: EU
 #    retention: indefinite
 """
-_GITIGNORE = """\
-# private signing keys and local state: never committed
-.exante/
-*.key.pem
-# development public keys are made per clone by `exante keys init --dev`
-/policies/trusted_keys/dev-*.pub.pem
-# pipeline outputs (tracked by DVC, not git) and local stores
-/data/records/
-/data/reports/
-/data/manifests/
-/data/manifest.dsse.json
-/data/manifest.leaves
-/data/gate/
-/data/audit/
-/data/shards/
-/data/verification/
-/models/
-/mlruns.db
-/mlartifacts/
-/.dvc-remote/
-"""
-_DVCIGNORE = "# exante: keys, local stores\n.exante/\n/.dvc-remote/\n/mlartifacts/\n"
+_L = LAYOUT
+# pipeline outputs (tracked by DVC, not git) and local stores; True: a directory
+_OUTPUTS = ((_L.records, True), (_L.validation_report.parent, True), (_L.manifest_history, True),
+            (_L.manifest, False), (_L.manifest_leaves, False), (_L.gate, True), (_L.audit, True),
+            (_L.shards, True), (_L.verification, True), (_L.models, True),
+            (_L.mlflow_db, False), (_L.mlflow_artifacts, True), (_L.dvc_remote, True))  # fmt: skip
+_GITIGNORE = (
+    "# private signing keys and local state: never committed\n"
+    f"{_L.name(_L.local)}/\n*.key.pem\n"
+    "# development public keys are made per clone by `exante keys init --dev`\n"
+    f"/{_L.name(_L.trusted)}/dev-*.pub.pem\n"
+    "# pipeline outputs (tracked by DVC, not git) and local stores\n"
+    + "".join(f"/{_L.name(p)}{'/' if d else ''}\n" for p, d in _OUTPUTS)
+)
+_DVCIGNORE = (
+    f"# exante: keys, local stores\n{_L.name(_L.local)}/\n/{_L.name(_L.dvc_remote)}/\n"
+    f"/{_L.name(_L.mlflow_artifacts)}/\n"
+)
 
 
 class InitError(BadInputError):
@@ -75,7 +72,8 @@ class InitError(BadInputError):
 def shipped_root() -> Path:
     """The exante source tree whose project files a new project copies."""
     root = Path(__file__).resolve().parents[1]
-    missing = [n for n in (REGISTRY, "params.yaml", *_POLICIES) if not (root / n).is_file()]
+    names = (REGISTRY, LAYOUT.params, *_POLICIES)
+    missing = [Layout.name(n) for n in names if not (root / n).is_file()]
     if missing:
         raise InitError(
             f"exante init copies its project files from the exante source tree ({root}), "
@@ -138,24 +136,24 @@ def _write_files(tmp: Path, example: str | None) -> None:
     from lineage.gate import Denials
 
     shipped = shipped_root()
-    (tmp / "data" / "raw").mkdir(parents=True)  # where sources' files go (git-ignored)
-    (tmp / "policies" / "trusted_keys").mkdir(parents=True)
+    (tmp / LAYOUT.raw).mkdir(parents=True)  # where sources' files go (git-ignored)
+    (tmp / LAYOUT.trusted).mkdir(parents=True)
     for name in _POLICIES:
         shutil.copy(shipped / name, tmp / name)
     if example != "demo":
         policy = tmp / _POLICIES[0]
         policy.write_text(_plain_policy(policy.read_text()))
-    params = (shipped / "params.yaml").read_text()
+    params = (shipped / LAYOUT.params).read_text()
     if example == "demo":
         shutil.copy(shipped / REGISTRY, tmp / REGISTRY)
-        (tmp / "params.yaml").write_text(params)
+        (tmp / LAYOUT.params).write_text(params)
     else:
         (tmp / REGISTRY).write_text(_REGISTRY_TEMPLATE)
-        (tmp / "params.yaml").write_text(_params_without_corpus(params))
+        (tmp / LAYOUT.params).write_text(_params_without_corpus(params))
     (tmp / DENIED).write_bytes(denied_bytes(Denials()))
     # raw data holds personal data: git history could never forget it, so it stays out
     # (a deletion rewrites it in place; the manifest signs the records made from it)
-    (tmp / ".gitignore").write_text(_GITIGNORE + "/data/raw/\n")
+    (tmp / ".gitignore").write_text(_GITIGNORE + f"/{LAYOUT.name(LAYOUT.raw)}/\n")
     write_pipeline(tmp)
 
 

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from lineage._yaml import read_yaml
 from lineage.corpus import CorpusSpec
 from lineage.errors import ParamsError
+from lineage.layout import LAYOUT
 from lineage.policy import Purpose
 from training.config import TrainConfig
 from verify.config import VerifyParams
@@ -64,7 +65,7 @@ class Params(_Strict):
     verify: VerifyParams = VerifyParams()
 
 
-def load_params(path: Path = Path("params.yaml")) -> Params:
+def load_params(path: Path = LAYOUT.params) -> Params:
     try:
         raw = read_yaml(Path(path), error=ParamsError) or {}
     except FileNotFoundError:

@@ -15,10 +15,11 @@ import yaml
 
 from lineage import corpus
 from lineage.errors import BadInputError
+from lineage.layout import LAYOUT, Layout, shard_name
 from lineage.sources import Registry
 
-DVC_FILE = "dvc.yaml"
-REGISTRY = "data/sources.yaml"
+DVC_FILE = Layout.name(LAYOUT.dvc_file)
+REGISTRY = Layout.name(LAYOUT.registry)
 CODE_DIRS = ("lineage", "training", "verify")
 _VERIFY_CODE = [
     "verify/forget.py",
@@ -91,11 +92,6 @@ class PipelineError(BadInputError):
     """The registry cannot be rendered as a pipeline, or dvc.yaml no longer matches params."""
 
 
-def shard_name(shard: int) -> str:
-    """A shard's file and directory name (``training.partition.shard_file``'s ``sNN``)."""
-    return f"s{shard:02d}"
-
-
 def _uncached(path: str) -> dict:
     return {path: {"cache": False}}
 
@@ -118,13 +114,18 @@ def _corpus_dir(registry: Registry) -> str | None:
     return dirs.pop() if dirs else None
 
 
-def _front(raw: str | None) -> list[dict]:
+def _n(path: Path) -> str:
+    return Layout.name(path)
+
+
+def _front(raw: str | None, L: Layout) -> dict:
     """Ingest to release: the stages every project has (plus the demo's generator)."""
+    registry, records, denied = _n(L.registry), _n(L.records), _n(L.ledger_denied)
     stages = {}
     if raw:
         stages["corpus"] = {
             "cmd": f"exante corpus --out {raw}",
-            "deps": ["lineage/corpus.py", "data/ledger.denied.json"],
+            "deps": ["lineage/corpus.py", denied],
             "params": ["corpus"],
             "outs": [f"{raw}/{name}" for name in corpus.FILES],
         }
@@ -132,41 +133,35 @@ def _front(raw: str | None) -> list[dict]:
         "foreach": "${sources}",
         "do": {
             "cmd": "exante ingest --source ${key}",
-            "deps": ["lineage", "${item.location}", "data/ledger.denied.json"],
-            "params": [{REGISTRY: ["sources.${key}"]}],
-            "outs": ["data/records/${key}.jsonl"],
+            "deps": ["lineage", "${item.location}", denied],
+            "params": [{registry: ["sources.${key}"]}],
+            "outs": [_n(L.records_file("${key}"))],
         },
     }
     stages["validate"] = {
         "cmd": "exante validate",
-        "deps": ["lineage", "data/records", REGISTRY],
-        "outs": [_uncached("data/reports/validation.json")],
+        "deps": ["lineage", records, registry],
+        "outs": [_uncached(_n(L.validation_report))],
     }
     stages["manifest"] = {
         "cmd": "exante manifest",
-        "deps": ["lineage", "data/records", REGISTRY, "data/reports/validation.json"],
+        "deps": ["lineage", records, registry, _n(L.validation_report)],
         "outs": [
-            "data/manifest.dsse.json",
-            "data/manifest.leaves",
-            {"data/manifests": {"persist": True}},
+            _n(L.manifest),
+            _n(L.manifest_leaves),
+            {_n(L.manifest_history): {"persist": True}},
         ],
     }
     stages["gate"] = {
         "cmd": "exante gate",
-        "deps": [
-            "lineage",
-            "policies",
-            "data/records",
-            "data/manifest.dsse.json",
-            "data/manifest.leaves",
-        ],
+        "deps": ["lineage", _n(L.policies), records, _n(L.manifest), _n(L.manifest_leaves)],
         "params": ["gate"],
-        "outs": ["data/gate"],
+        "outs": [_n(L.gate)],
     }
     return stages
 
 
-def _training(shards: int) -> dict:
+def _training(shards: int, L: Layout) -> dict:
     train_params = ["train.seed", "train.slices", "train.threads", "train.model"]
     return {
         "partition": {
@@ -175,63 +170,57 @@ def _training(shards: int) -> dict:
                 "lineage",
                 "training/partition.py",
                 "training/stages.py",
-                "data/records",
-                "data/gate",
+                _n(L.records),
+                _n(L.gate),
             ],
             "params": ["train.seed", "train.shards", "train.slices"],
-            "outs": ["data/shards"],
+            "outs": [_n(L.shards)],
         },
         "train_base": {
             "cmd": "exante train base",
-            "deps": ["lineage", "training", "data/shards/base.jsonl"],
+            "deps": ["lineage", "training", _n(L.base_file())],
             "params": ["train.seed", "train.threads", "train.workers", "train.model", "train.base"],
-            "metrics": [_uncached("models/metrics/base.json")],
-            "outs": ["models/base"],
+            "metrics": [_uncached(_n(L.unit_metrics("base")))],
+            "outs": [_n(L.base)],
         },
         "train": {
             "cmd": "exante train shards",
             "deps": [
                 "lineage",
                 "training",
-                "models/base",
-                *(f"data/shards/{shard_name(s)}.jsonl" for s in range(shards)),
+                _n(L.base),
+                *(_n(L.shard_file(s)) for s in range(shards)),
             ],
             "params": [*train_params, "train.shard", "train.dp"],
-            "metrics": [_uncached(f"models/metrics/{shard_name(s)}.json") for s in range(shards)],
-            "outs": [{f"models/shards/{shard_name(s)}": {"persist": True}} for s in range(shards)],
+            "metrics": [_uncached(_n(L.unit_metrics(shard_name(s)))) for s in range(shards)],
+            "outs": [{_n(L.shard_dir(s)): {"persist": True}} for s in range(shards)],
         },
         "attest": {
             "cmd": "exante attest",
-            "deps": [
-                "lineage",
-                "training",
-                "models/base",
-                "models/shards",
-                "data/shards/partition.dsse.json",
-            ],
+            "deps": ["lineage", "training", _n(L.base), _n(L.shard_models), _n(L.partition)],
             "params": ["train"],
-            "outs": ["models/ensemble", "models/ensemble.sig", "models/attestation.dsse.json"],
+            "outs": [_n(L.ensemble), _n(L.signature), _n(L.attestation)],
         },
     }
 
 
-def _report(probes: list[str]) -> dict:
+def _report(probes: list[str], L: Layout) -> dict:
     return {
         "cmd": "exante report",
         "deps": [
             "training",
             "verify/evidence.py",
-            "models/ensemble",
-            "models/attestation.dsse.json",
+            _n(L.ensemble),
+            _n(L.attestation),
             *probes,
         ],
         "params": ["train", *(["verify.probes"] if probes else [])],
-        "metrics": [_uncached("models/report.json")],
-        "outs": [_uncached("models/evidence.json")],
+        "metrics": [_uncached(_n(L.report))],
+        "outs": [_uncached(_n(L.evidence))],
     }
 
 
-def _baselines(forget: str, methods: list[str], probes: list[str]) -> dict:
+def _baselines(forget: int, methods: list[str], probes: list[str], L: Layout) -> dict:
     """Every verification baseline in one stage: the stamped code, the registration, the
     forget shard's files; `exante verify baseline all` rebuilds exactly the stale ones."""
     outs = ["retrain", "exact", *(f"approx/{m}" for m in methods), "calib", "heldout", "planted"]
@@ -241,20 +230,20 @@ def _baselines(forget: str, methods: list[str], probes: list[str]) -> dict:
             "lineage",
             "training",
             *_VERIFY_CODE,
-            "models/verify-registration.dsse.json",
-            "models/base",
-            f"data/shards/{forget}.jsonl",
-            "data/shards/holdout.jsonl",  # the non-members the forget set names
+            _n(L.verify_registration),
+            _n(L.base),
+            _n(L.shard_file(forget)),
+            _n(L.holdout_file()),  # the non-members the forget set names
             *probes,
-            f"models/shards/{forget}",  # exact: the deletion path from its checkpoints
-            f"models/ensemble/{forget}",  # approx: unlearning of the released model
+            _n(L.shard_dir(forget)),  # exact: the deletion path from its checkpoints
+            _n(L.ensemble / shard_name(forget)),  # approx: unlearning of the released model
         ],
         "params": ["train", "verify"],
-        "outs": [{f"models/verify/{o}": {"persist": True}} for o in outs],
+        "outs": [{_n(L.verify_models / o): {"persist": True}} for o in outs],
     }
 
 
-def _verification(forget: str, methods: list[str], probes: list[str]) -> dict:
+def _verification(forget: int, methods: list[str], probes: list[str], L: Layout) -> dict:
     stages = {
         "verify_register": {
             "cmd": "exante verify register",
@@ -262,12 +251,12 @@ def _verification(forget: str, methods: list[str], probes: list[str]) -> dict:
                 "verify/provenance.py",
                 "verify/seeds.py",
                 "verify/policy.py",
-                "policies/verification.yaml",
+                _n(L.verification_policy),
             ],
             "params": ["train.seed", "verify"],
-            "outs": [{"models/verify-registration.dsse.json": {"persist": True}}],
+            "outs": [{_n(L.verify_registration): {"persist": True}}],
         },
-        "verify_baselines": _baselines(forget, methods, probes),
+        "verify_baselines": _baselines(forget, methods, probes, L),
     }
     stages["verify"] = {
         "cmd": "exante verify run",
@@ -275,75 +264,73 @@ def _verification(forget: str, methods: list[str], probes: list[str]) -> dict:
             "lineage",
             "training",
             "verify",
-            "policies/verification.yaml",
-            "models/ensemble",
-            "models/attestation.dsse.json",
-            "models/verify-registration.dsse.json",
-            "models/verify",
-            "data/shards",
+            _n(L.verification_policy),
+            _n(L.ensemble),
+            _n(L.attestation),
+            _n(L.verify_registration),
+            _n(L.verify_models),
+            _n(L.shards),
             *probes,
         ],
         "params": ["train", "verify"],
-        "metrics": [_uncached("data/verification/summary.json")],
+        "metrics": [_uncached(_n(L.verification_files.summary))],
         "outs": [
-            "data/verification/results.json",
-            "data/verification/plots",
-            _uncached("data/verification/report.dsse.json"),
-            _uncached("data/verification/evidence.json"),
+            _n(L.verification_files.results),
+            _n(L.verification_files.plots),
+            _uncached(_n(L.verification_files.report)),
+            _uncached(_n(L.verification_files.evidence)),
         ],
     }
     return stages
 
 
-def _audit() -> dict:
+def _audit(L: Layout) -> dict:
+    bundle, html = _n(L.audit_bundle), _n(L.audit_html)
     return {
-        "cmd": "exante audit bundle --out data/audit/bundle.tar.gz --html data/audit/report.html",
+        "cmd": f"exante audit bundle --out {bundle} --html {html}",
         "deps": [
             "lineage",
             "verify/audit",
             "verify/export",
             "verify/evidence.py",
-            "policies",
-            REGISTRY,
-            "data/ledger.denied.json",
-            "data/manifest.dsse.json",
-            "data/manifest.leaves",
-            "data/records",
-            "data/gate",
-            "data/shards/partition.dsse.json",
-            "models/attestation.dsse.json",
-            "models/evidence.json",
-            "data/verification/report.dsse.json",
-            "data/verification/evidence.json",
+            _n(L.policies),
+            _n(L.registry),
+            _n(L.ledger_denied),
+            _n(L.manifest),
+            _n(L.manifest_leaves),
+            _n(L.records),
+            _n(L.gate),
+            _n(L.partition),
+            _n(L.attestation),
+            _n(L.evidence),
+            _n(L.verification_files.report),
+            _n(L.verification_files.evidence),
         ],
-        "outs": [
-            _uncached("data/audit/bundle.tar.gz"),
-            _uncached("data/audit/report.html"),
-            _uncached("data/audit/exports"),
-        ],
+        "outs": [_uncached(bundle), _uncached(html), _uncached(_n(L.audit_exports))],
     }
 
 
-def render(registry: Registry, params, *, code_deps: bool = True) -> dict:
+def render(registry: Registry, params, *, code_deps: bool = True, layout: Layout = LAYOUT) -> dict:
     """The pipeline for this registry and these params, as dvc.yaml's parsed form.
 
     ``code_deps``: list exante's own code as deps (a project inside the exante source
     tree, such as the demo in the repository), so a code change re-runs its stages.
     A project elsewhere has no such paths; DVC would refuse them as missing.
+    ``layout``: where the project keeps its files; every path a stage names comes from it.
     """
     raw = _corpus_dir(registry)
     probes = [params.verify.probes] if params.verify.probes else []
-    forget = shard_name(params.verify.forget_shard)
+    forget, methods = params.verify.forget_shard, list(params.verify.methods)
     stages = {
-        **_front(raw),
-        **_training(params.train.shards),
-        "report": _report(probes),
-        **_verification(forget, list(params.verify.methods), probes),
-        "audit": _audit(),
+        **_front(raw, layout),
+        **_training(params.train.shards, layout),
+        "report": _report(probes, layout),
+        **_verification(forget, methods, probes, layout),
+        "audit": _audit(layout),
     }
     if not code_deps:
         stages = {name: _without_code(stage) for name, stage in stages.items()}
-    return {"vars": [REGISTRY], "stages": stages}
+    return {"vars": [_n(layout.registry)], "stages": stages}
 
 
 def _without_code(stage: dict) -> dict:
@@ -372,7 +359,7 @@ def _load(root: Path):
     from exante.params import load_params
     from lineage.sources import load_registry
 
-    return load_registry(root / REGISTRY), load_params(root / "params.yaml")
+    return load_registry(root / REGISTRY), load_params(root / LAYOUT.params)
 
 
 def render_project(root: Path) -> dict:
@@ -401,7 +388,7 @@ def check_pipeline(root: Path) -> None:
     stale = [n for n in _CHECKED if n in on_disk and on_disk[n] != wanted.get(n)]
     if stale:
         raise PipelineError(
-            f"{DVC_FILE} does not match params.yaml and {REGISTRY} (train.shards, "
+            f"{DVC_FILE} does not match {LAYOUT.params} and {REGISTRY} (train.shards, "
             "verify.forget_shard, verify.methods or generated sources changed since it was "
             "rendered): run `exante pipeline` to render it again",
             problems=[f"stage {n}" for n in stale],

@@ -2,6 +2,7 @@
 
 Layers, bottom up (none imports an ML framework or mlflow):
 
+* ``layout`` — where a project keeps every file exante reads or writes (one object);
 * ``_canonical``, ``merkle``, ``signing`` — canonical bytes, RFC 6962 Merkle
   trees with (non-)inclusion proofs, ECDSA P-256 DSSE/in-toto envelopes;
 * ``sources``, ``records``, ``ingest``, ``corpus``, ``validation`` — the source

@@ -26,10 +26,11 @@ from pathlib import Path
 from typing import Any
 
 from lineage.errors import MalformedRecordError, MissingColumnError
+from lineage.layout import LAYOUT
 from lineage.sources import Source
 
 BATCH = 65_536
-HF_CACHE = Path(".exante/cache/datasets")  # relative to the project root; purge with the project
+HF_CACHE = LAYOUT.datasets_cache  # relative to the project root; purge with the project
 MISSING = object()  # a key a JSON row lacks (a column absent from one row only)
 _HF_BUILDERS = {".parquet": "parquet", ".csv": "csv", ".json": "json", ".jsonl": "json"}
 _HF_BUILDERS |= {".txt": "text", ".arrow": "arrow"}

@@ -27,6 +27,7 @@ from lineage.errors import (
 )
 from lineage.gate import PREDICATE_TYPE as DECISION_TYPE
 from lineage.gate import GatePaths
+from lineage.layout import LAYOUT
 from lineage.manifest import (
     ManifestPaths,
     SignedManifest,
@@ -45,7 +46,7 @@ from lineage.signing import (
     verify_envelope,
 )
 
-STATE_PATH = Path(".exante/state/verifier.json")
+STATE_PATH = LAYOUT.verifier_state
 
 
 @dataclass(frozen=True)
@@ -142,7 +143,7 @@ def verify_training_input(
     root: Path = Path("."),
     complete: bool = False,
     skip_refused: bool = False,
-    trusted_keys: Path = Path("policies/trusted_keys"),
+    trusted_keys: Path = LAYOUT.trusted,
     state: Path = STATE_PATH,
     manifest_paths: ManifestPaths = ManifestPaths(),
     gate_paths: GatePaths = GatePaths(),

@@ -17,10 +17,11 @@ from pathlib import Path
 from lineage._canonical import atomic_write, canonical_json
 from lineage.errors import LedgerEntryError
 from lineage.gate import Denials
+from lineage.layout import LAYOUT
 from lineage.ledger import LEDGER
 from lineage.stages import ledger_denials
 
-DENIED = Path("data/ledger.denied.json")
+DENIED = LAYOUT.ledger_denied
 
 
 def denied_bytes(d: Denials) -> bytes:

@@ -16,6 +16,7 @@ from datetime import date
 from pathlib import Path
 
 from lineage._canonical import atomic_write, sha256_hex
+from lineage.layout import LAYOUT
 from lineage.manifest import leaves_bytes, merkle_root
 from lineage.policy import GatePolicy
 from lineage.records import Record
@@ -28,9 +29,9 @@ SCHEMA_VERSION = 1
 
 @dataclass(frozen=True)
 class GatePaths:
-    decision: Path = Path("data/gate/decision.dsse.json")
-    allowed: Path = Path("data/gate/allowed.leaves")
-    summary: Path = Path("data/gate/summary.json")
+    decision: Path = LAYOUT.gate_decision
+    allowed: Path = LAYOUT.gate_allowed
+    summary: Path = LAYOUT.gate_summary
 
 
 @dataclass(frozen=True)

@@ -51,6 +51,7 @@ from lineage.errors import (
     TruncatedLedgerError,
     UnsignedLedgerEntryError,
 )
+from lineage.layout import LAYOUT
 from lineage.signing import (
     Signer,
     make_statement,
@@ -62,9 +63,9 @@ from lineage.signing import (
     write_envelope,
 )
 
-LEDGER = Path("data/ledger.jsonl")
-HEAD = Path("data/ledger.head.dsse.json")
-LOCK = Path(".exante/locks/ledger.lock")
+LEDGER = LAYOUT.ledger
+HEAD = LAYOUT.ledger_head
+LOCK = LAYOUT.ledger_lock
 PREDICATE_TYPE = "https://exante.dev/attestations/deletion-ledger/v1"
 SCHEMA_VERSION = 1
 GENESIS = "0" * 64

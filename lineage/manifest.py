@@ -18,6 +18,7 @@ from pathlib import Path
 
 from lineage._canonical import atomic_write, file_sha256, sha256_hex
 from lineage.errors import ArtifactDigestError, EnvelopeFormatError, RecordHashMismatchError
+from lineage.layout import LAYOUT
 from lineage.merkle import record_leaf_hash, root_of, sort_key
 from lineage.records import Record, check_unique, read_all, records_files
 from lineage.signing import (
@@ -47,10 +48,10 @@ _HISTORY = re.compile(r"v(\d{6})\.dsse\.json")  # fullmatch
 class ManifestPaths:
     """Where one project keeps its records and manifests (relative to the project root)."""
 
-    records: Path = Path("data/records")
-    current: Path = Path("data/manifest.dsse.json")
-    leaves: Path = Path("data/manifest.leaves")
-    history: Path = Path("data/manifests")
+    records: Path = LAYOUT.records
+    current: Path = LAYOUT.manifest
+    leaves: Path = LAYOUT.manifest_leaves
+    history: Path = LAYOUT.manifest_history
 
 
 # -- leaves -------------------------------------------------------------------

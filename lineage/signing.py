@@ -41,14 +41,15 @@ from lineage.errors import (
     SignatureMismatchError,
     UntrustedKeyError,
 )
+from lineage.layout import LAYOUT
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PAYLOAD_TYPE = "application/vnd.in-toto+json"
 KEY_ENV = "EXANTE_SIGNING_KEY"
 PASSPHRASE_ENV = "EXANTE_KEY_PASSPHRASE"
 PKCS11_SCHEME = "pkcs11:"
-DEFAULT_KEY_PATH = Path(".exante/keys/signing.key.pem")
-TRUSTED_KEYS_DIR = Path("policies/trusted_keys")
+DEFAULT_KEY_PATH = LAYOUT.signing_key
+TRUSTED_KEYS_DIR = LAYOUT.trusted
 
 
 def key_id(public_key: ec.EllipticCurvePublicKey) -> str:

@@ -15,8 +15,9 @@ from pathlib import Path
 from lineage._canonical import file_sha256
 from lineage.admission import Admitted, verify_training_input
 from lineage.errors import ArtifactDigestError, MalformedRecordError
-from lineage.gate import Decision, Denials, GatePaths, evaluate, write_decision
+from lineage.gate import Decision, Denials, evaluate, write_decision
 from lineage.ingest import ingest
+from lineage.layout import LAYOUT
 from lineage.manifest import build_manifest, load_leaves, load_manifest
 from lineage.merkle import InclusionProof, LeafIndex, NonInclusionProof
 from lineage.policy import load_policies
@@ -24,11 +25,11 @@ from lineage.records import Record, read_all, records_files
 from lineage.signing import Signer, load_trusted_keys, read_envelope
 from lineage.sources import Registry, load_registry, source_terms
 
-REGISTRY = Path("data/sources.yaml")
-POLICIES = Path("policies")
-TRUSTED = Path("policies/trusted_keys")
-RECORDS = Path("data/records")
-VALIDATION_REPORT = Path("data/reports/validation.json")
+REGISTRY = LAYOUT.registry
+POLICIES = LAYOUT.policies
+TRUSTED = LAYOUT.trusted
+RECORDS = LAYOUT.records
+VALIDATION_REPORT = LAYOUT.validation_report
 
 
 def registry(root: Path) -> Registry:
@@ -226,7 +227,7 @@ def _decision_for(root: Path, record_id: str, trusted) -> dict | None:
     from lineage.gate import PREDICATE_TYPE
     from lineage.signing import parse_statement, verify_envelope
 
-    path = root / GatePaths().decision
+    path = root / LAYOUT.gate_decision
     if not path.exists():
         return None
     payload = verify_envelope(read_envelope(path, what="gate decision"), trusted)

@@ -318,7 +318,7 @@ def test_a_kill_at_another_point_keeps_the_ledger_honest_and_resume_finishes(pro
 
 
 def test_the_plan_counts_replayed_characters_for_every_slice():
-    from exante.deletion import _slice_cost
+    from exante._cost import slice_cost as _slice_cost
     from training.config import Schedule, TrainConfig
 
     cfg = TrainConfig(slices=4, shard=Schedule(max_epochs=10, replay=0.25))

@@ -26,9 +26,10 @@ from pathlib import Path
 
 from lineage._canonical import atomic_write
 from lineage.errors import KeyFileError
+from lineage.layout import LAYOUT
 
 SECRET_ENV = "EXANTE_DP_SECRET"
-DEFAULT_SECRET_PATH = Path(".exante/keys/dp.secret")
+DEFAULT_SECRET_PATH = LAYOUT.dp_secret
 SECRET_BYTES = 32
 COMMITMENT_PREFIX = b"exante-dp-secret-commitment\x00"
 STREAMS = frozenset({"noise", "sampling"})

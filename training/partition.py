@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lineage._canonical import atomic_write
+from lineage.layout import shard_name
 from lineage.records import Record
 
 
@@ -93,7 +94,7 @@ def _fraction(seed: int, key: str) -> float:
 
 
 def shard_file(directory: Path, shard: int) -> Path:
-    return Path(directory) / f"s{shard:02d}.jsonl"
+    return Path(directory) / f"{shard_name(shard)}.jsonl"
 
 
 def write_shards(

@@ -11,12 +11,12 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from lineage._canonical import atomic_write, file_sha256, sha256_hex
 from lineage.admission import verify_training_input
 from lineage.errors import ArtifactDigestError, BadInputError, ParamsError
+from lineage.layout import LAYOUT, Layout, shard_name
 from lineage.records import read_all
 from lineage.signing import (
     Signer,
@@ -45,34 +45,8 @@ from training.sisa import SLICES_FILE, dp_secret_for, train_base, train_shard
 PARTITION_TYPE = "https://exante.dev/attestations/partition/v1"
 
 
-@dataclass(frozen=True)
-class Paths:
-    records: Path = Path("data/records")
-    shards: Path = Path("data/shards")
-    partition: Path = Path("data/shards/partition.dsse.json")
-    base: Path = Path("models/base")
-    shard_models: Path = Path("models/shards")
-    ensemble: Path = Path("models/ensemble")
-    signature: Path = Path("models/ensemble.sig")
-    attestation: Path = Path("models/attestation.dsse.json")
-    trusted: Path = Path("policies/trusted_keys")
-    report: Path = Path("models/report.json")
-    evidence: Path = Path("models/evidence.json")
-    metrics: Path = Path("models/metrics")  # timings: DVC metrics files, never another stage's dep
-
-    def shard_dir(self, shard: int) -> Path:
-        return self.shard_models / f"s{shard:02d}"
-
-    def unit_metrics(self, unit: str) -> Path:
-        """A training unit's full metrics (``base``, ``s00``…), timings included."""
-        return self.metrics / f"{unit}.json"
-
-    def base_file(self) -> Path:
-        return self.shards / "base.jsonl"
-
-    def holdout_file(self) -> Path:
-        """The held-out records (registry ``holdout``): never trained, the non-members."""
-        return self.shards / "holdout.jsonl"
+# The project layout; ``Paths`` is its former name here, kept for callers and tests.
+Paths = Layout
 
 
 class ShardIndexError(BadInputError):
@@ -82,7 +56,7 @@ class ShardIndexError(BadInputError):
 # -- partition -----------------------------------------------------------------
 
 
-def check_stage_list(root: Path, cfg: TrainConfig, dvc_file: str = "dvc.yaml") -> None:
+def check_stage_list(root: Path, cfg: TrainConfig, dvc_file: Path = LAYOUT.dvc_file) -> None:
     """dvc.yaml must have one ``train`` stage per shard; a mismatch would leave shards untrained."""
     import yaml
 
@@ -101,7 +75,7 @@ def check_stage_list(root: Path, cfg: TrainConfig, dvc_file: str = "dvc.yaml") -
         )
 
 
-def run_partition(root: Path, cfg: TrainConfig, signer: Signer, paths: Paths = Paths()) -> dict:
+def run_partition(root: Path, cfg: TrainConfig, signer: Signer, paths: Layout = LAYOUT) -> dict:
     """Split the admitted records into the base corpus and S shards × R slices; sign it."""
     root = Path(root)
     check_stage_list(root, cfg)
@@ -134,7 +108,7 @@ def run_partition(root: Path, cfg: TrainConfig, signer: Signer, paths: Paths = P
         "counts": {
             "base": len(base),
             "holdout": len(held),
-            **{f"s{s:02d}": n for s, n in counts.items()},
+            **{shard_name(s): n for s, n in counts.items()},
         },
     }
     envelope = sign_envelope(make_statement(subjects, PARTITION_TYPE, predicate), signer)
@@ -151,7 +125,7 @@ def _held_out_sizes(records) -> dict[str, dict[str, int]]:
     return dict(sorted(out.items()))
 
 
-def load_partition(root: Path, paths: Paths = Paths()) -> tuple[dict, dict[str, str], str]:
+def load_partition(root: Path, paths: Layout = LAYOUT) -> tuple[dict, dict[str, str], str]:
     """Verified partition: predicate, signed file digests, payload digest."""
     trusted = load_trusted_keys(Path(root) / paths.trusted)
     payload = verify_envelope(
@@ -161,7 +135,7 @@ def load_partition(root: Path, paths: Paths = Paths()) -> tuple[dict, dict[str, 
     return statement["predicate"], subjects_of(statement), sha256_hex(payload)
 
 
-def _admitted_file(root: Path, name: Path, paths: Paths):
+def _admitted_file(root: Path, name: Path, paths: Layout):
     """A shard (or base) file whose digest the partition signed, with every record admitted.
 
     Returns the placed records and the admission (which carries the policy's DP budget).
@@ -214,7 +188,7 @@ def _write_metrics(path: Path, metrics: dict) -> None:
     atomic_write(path, json.dumps(metrics, indent=2, sort_keys=True).encode())
 
 
-def _write_unit(root: Path, paths: Paths, out_dir: Path, unit: str, facts: dict, timings: dict):
+def _write_unit(root: Path, paths: Layout, out_dir: Path, unit: str, facts: dict, timings: dict):
     """The model's facts beside its weights; with the run's, in ``models/metrics/<unit>.json``.
 
     Wall-clock times change on every run, and which slices a run trained depends
@@ -226,7 +200,7 @@ def _write_unit(root: Path, paths: Paths, out_dir: Path, unit: str, facts: dict,
     return facts | timings
 
 
-def run_train_base(root: Path, cfg: TrainConfig, paths: Paths = Paths(), *, on_epoch=None) -> dict:
+def run_train_base(root: Path, cfg: TrainConfig, paths: Layout = LAYOUT, *, on_epoch=None) -> dict:
     root = Path(root)
     placed, _ = _admitted_file(root, paths.base_file(), paths)
     start = time.perf_counter()
@@ -243,7 +217,7 @@ def _timings(epochs: list[dict], wall: float) -> dict:
 
 
 def run_train_shard(
-    root: Path, cfg: TrainConfig, shard: int, paths: Paths = Paths(), *, on_epoch=None
+    root: Path, cfg: TrainConfig, shard: int, paths: Layout = LAYOUT, *, on_epoch=None
 ) -> dict:
     root = Path(root)
     if not 0 <= shard < cfg.shards:
@@ -268,25 +242,25 @@ def run_train_shard(
         "epochs": result.epochs,
         "slice_seconds": {str(r): sec for r, sec in sorted(result.seconds.items())},
     }
-    return _write_unit(root, paths, paths.shard_dir(shard), f"s{shard:02d}", facts,
+    return _write_unit(root, paths, paths.shard_dir(shard), shard_name(shard), facts,
                        _timings(result.epochs, wall) | run)  # fmt: skip
 
 
 # -- ensemble and attestation -------------------------------------------------------
 
 
-def slice_dirs(root: Path, shard: int, paths: Paths = Paths()) -> list[Path]:
+def slice_dirs(root: Path, shard: int, paths: Layout = LAYOUT) -> list[Path]:
     """The checkpoint of every slice of a shard's current model, first to last."""
     shard_dir = Path(root) / paths.shard_dir(shard)
     slices = json.loads((shard_dir / SLICES_FILE).read_text())["slices"]
     return [shard_dir / "ckpt" / address for address in slices]
 
 
-def final_dirs(root: Path, cfg: TrainConfig, paths: Paths = Paths()) -> list[Path]:
+def final_dirs(root: Path, cfg: TrainConfig, paths: Layout = LAYOUT) -> list[Path]:
     return [slice_dirs(root, s, paths)[-1] for s in range(cfg.shards)]
 
 
-def released_dirs(root: Path, cfg: TrainConfig, paths: Paths = Paths()) -> list[Path]:
+def released_dirs(root: Path, cfg: TrainConfig, paths: Layout = LAYOUT) -> list[Path]:
     """The released shard models (``models/ensemble``), once the attestation verifies.
 
     Serving reads the release, not the shard directories: while a deletion
@@ -300,11 +274,11 @@ def released_dirs(root: Path, cfg: TrainConfig, paths: Paths = Paths()) -> list[
     verify_training_attestation(
         root / paths.attestation, root=root, trusted=load_trusted_keys(root / paths.trusted)
     )
-    return [root / paths.ensemble / f"s{s:02d}" for s in range(cfg.shards)]
+    return [root / paths.ensemble / shard_name(s) for s in range(cfg.shards)]
 
 
 def released_ensemble(
-    root: Path, cfg: TrainConfig, paths: Paths = Paths(), *, rule: str | None = None
+    root: Path, cfg: TrainConfig, paths: Layout = LAYOUT, *, rule: str | None = None
 ):
     """The verified release as an :class:`~training.ensemble.Ensemble`, adapters on the base."""
     from training.ensemble import Ensemble
@@ -315,17 +289,17 @@ def released_ensemble(
                               base=Path(root) / paths.base / "model")  # fmt: skip
 
 
-def build_ensemble_dir(root: Path, cfg: TrainConfig, paths: Paths = Paths()) -> Path:
+def build_ensemble_dir(root: Path, cfg: TrainConfig, paths: Layout = LAYOUT) -> Path:
     """The released model: each shard's final weights and the aggregation rule, nothing else."""
     root, target = Path(root), Path(root) / paths.ensemble
     tmp = target.with_name(target.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     for s, src in enumerate(final_dirs(root, cfg, paths)):
-        (tmp / f"s{s:02d}").mkdir(parents=True)
+        (tmp / shard_name(s)).mkdir(parents=True)
         for name in ("config.json", "generation_config.json", "model.safetensors",
                      "adapter_config.json", "adapter_model.safetensors"):  # fmt: skip
             if (src / name).exists():
-                shutil.copy2(src / name, tmp / f"s{s:02d}" / name)
+                shutil.copy2(src / name, tmp / shard_name(s) / name)
     spec = {"schema_version": 1, "rule": cfg.ensemble, "shards": cfg.shards,
             "tokenizer": cfg.model.local_path or "bytes"}  # fmt: skip
     atomic_write(tmp / "ensemble.json", json.dumps(spec, indent=2, sort_keys=True).encode())
@@ -341,7 +315,7 @@ def run_attest(
     *,
     key_path: Path,
     params: dict,
-    paths: Paths = Paths(),
+    paths: Layout = LAYOUT,
 ) -> dict:
     """Release the ensemble: sign it (OpenSSF model signing) and attest what it was trained on."""
     root = Path(root)
@@ -358,8 +332,8 @@ def run_attest(
     dp, noise = {}, {}
     for s in range(cfg.shards):
         metrics = json.loads((root / paths.shard_dir(s) / "metrics.json").read_text())
-        dp[f"s{s:02d}"] = metrics.get("dp")
-        noise[f"s{s:02d}"] = metrics.get("dp_noise")
+        dp[shard_name(s)] = metrics.get("dp")
+        noise[shard_name(s)] = metrics.get("dp_noise")
     return attest_training(
         files, root=root, signer=signer, out=root / paths.attestation,
         manifest_sha256=partition["manifest_payload_sha256"],
@@ -372,7 +346,7 @@ def run_attest(
 # -- report: what the released ensemble knows ------------------------------------
 
 
-def locate(root: Path, record_id: str, cfg: TrainConfig, paths: Paths = Paths()) -> dict | None:
+def locate(root: Path, record_id: str, cfg: TrainConfig, paths: Layout = LAYOUT) -> dict | None:
     """Where a record sits in the signed partition: base, or shard and slice, and its models.
 
     Returns None when the record is in no partition file (refused, or not partitioned yet).
@@ -390,18 +364,18 @@ def locate(root: Path, record_id: str, cfg: TrainConfig, paths: Paths = Paths())
             shard = int(Path(name).stem[1:])
             dirs = _slice_dirs_or_none(root, shard, paths)
             models = [d.relative_to(root).as_posix() for d in dirs]
-            return {"unit": f"s{shard:02d}", "shard": shard, "slice": r, "models": models[r:]}
+            return {"unit": shard_name(shard), "shard": shard, "slice": r, "models": models[r:]}
     return None
 
 
-def _slice_dirs_or_none(root: Path, shard: int, paths: Paths) -> list[Path]:
+def _slice_dirs_or_none(root: Path, shard: int, paths: Layout) -> list[Path]:
     try:
         return slice_dirs(root, shard, paths)
     except FileNotFoundError:
         return []
 
 
-def run_report(root: Path, cfg: TrainConfig, paths: Paths = Paths(), *, samples: int = 3,
+def run_report(root: Path, cfg: TrainConfig, paths: Layout = LAYOUT, *, samples: int = 3,
                probes: Path | None = None) -> dict:  # fmt: skip
     """Knowledge of the retained people (ensemble and each shard), sample generations,
     training cost, and the attestation's verdict; written to ``models/report.json``.
@@ -426,7 +400,7 @@ def run_report(root: Path, cfg: TrainConfig, paths: Paths = Paths(), *, samples:
     verify_training_attestation(
         root / paths.attestation, root=root, trusted=load_trusted_keys(root / paths.trusted)
     )
-    names = ["base"] + [f"s{s:02d}" for s in range(cfg.shards)]
+    names = ["base"] + [shard_name(s) for s in range(cfg.shards)]
     metrics = [json.loads((root / paths.unit_metrics(n)).read_text()) for n in names]
     report: dict = {
         "schema_version": 1,
@@ -457,7 +431,7 @@ def run_report(root: Path, cfg: TrainConfig, paths: Paths = Paths(), *, samples:
             own = [p for p in probes
                    if shard_of.get(p.of, subject_shard.get(p.subject_id)) == s]  # fmt: skip
             scorer = model_scorer(load_model(d, base=base))
-            per_shard[f"s{s:02d}"] = exact_match(scorer, own, tokenizer=tok).exact_match
+            per_shard[shard_name(s)] = exact_match(scorer, own, tokenizer=tok).exact_match
         report["knowledge"] = known.summary() | {"people": len({p.subject_id for p in probes}),
                                                  "shards_own_people": per_shard}  # fmt: skip
         for probe in _sample_probes(probes, samples):

@@ -36,6 +36,7 @@ from pathlib import Path
 
 from lineage._canonical import atomic_write, canonical_json, file_sha256, sha256_hex
 from lineage.errors import BadInputError
+from lineage.layout import LAYOUT, Layout
 from lineage.ledger import LEDGER
 from lineage.stages import ledger_denials
 from training import checkpoints
@@ -43,13 +44,12 @@ from training.config import TrainConfig
 from training.model import load_model, set_determinism
 from training.partition import shard_file
 from training.sisa import dp_secret_for, final_checkpoint, train_shard
-from training.stages import Paths
 from training.tokenizer import tokenizer_for
 from verify import provenance
 from verify.forget import ForgetSet
 from verify.seeds import calibration_seeds, heldout_seed, keyed_choice
 
-VERIFY_MODELS = Path("models/verify")
+VERIFY_MODELS = LAYOUT.verify_models
 
 
 class BaselineNameError(BadInputError):
@@ -69,7 +69,7 @@ def _fresh(target: Path) -> Path:
     return tmp
 
 
-def _base(root: Path, paths: Paths) -> Path | None:
+def _base(root: Path, paths: Layout) -> Path | None:
     base = Path(root) / paths.base / "model"
     return base if base.is_dir() else None
 
@@ -81,7 +81,7 @@ def _finish(tmp: Path, target: Path, info: dict, stamp: dict | None) -> dict:
     return info
 
 
-def _train(root: Path, name: str, cfg: TrainConfig, fs: ForgetSet, placed, paths: Paths,
+def _train(root: Path, name: str, cfg: TrainConfig, fs: ForgetSet, placed, paths: Layout,
            stamp: dict | None, **extra) -> dict:  # fmt: skip
     """Train the forget shard from the shared base on ``placed``; publish it as ``name``."""
     set_determinism(cfg)
@@ -93,20 +93,20 @@ def _train(root: Path, name: str, cfg: TrainConfig, fs: ForgetSet, placed, paths
     return _finish(tmp, target, info, stamp)
 
 
-def build_retrain(root: Path, cfg: TrainConfig, fs: ForgetSet, paths: Paths = Paths(), *,
+def build_retrain(root: Path, cfg: TrainConfig, fs: ForgetSet, paths: Layout = LAYOUT, *,
                   stamp: dict | None = None) -> dict:  # fmt: skip
     """Train the forget shard from scratch without the forget set; publish models/verify/retrain."""
     return _train(root, "retrain", cfg, fs, fs.remaining(), paths, stamp)
 
 
-def build_calib(root: Path, cfg: TrainConfig, fs: ForgetSet, seed: int, paths: Paths = Paths(),
+def build_calib(root: Path, cfg: TrainConfig, fs: ForgetSet, seed: int, paths: Layout = LAYOUT,
                 *, stamp: dict | None = None) -> dict:  # fmt: skip
     """``retrain`` with training seed ``seed``: one more draw of a clean retrain."""
     cfg = cfg.model_copy(update={"seed": seed})
     return _train(root, f"calib:{seed}", cfg, fs, fs.remaining(), paths, stamp)
 
 
-def build_heldout(root: Path, cfg: TrainConfig, fs: ForgetSet, paths: Paths = Paths(), *,
+def build_heldout(root: Path, cfg: TrainConfig, fs: ForgetSet, paths: Layout = LAYOUT, *,
                   stamp: dict | None = None) -> dict:  # fmt: skip
     """``retrain`` with the held-out seed, which calibration never uses."""
     cfg = cfg.model_copy(update={"seed": heldout_seed(cfg.seed)})
@@ -125,7 +125,7 @@ def planted_set(fs: ForgetSet, record_id: str) -> list:
     return [(s, r) for s, r in fs.placed if r.record_id not in gone]
 
 
-def build_planted(root: Path, cfg: TrainConfig, fs: ForgetSet, key: int, paths: Paths = Paths(),
+def build_planted(root: Path, cfg: TrainConfig, fs: ForgetSet, key: int, paths: Layout = LAYOUT,
                   *, stamp: dict | None = None) -> dict:  # fmt: skip
     """``retrain`` with one forget record left in: a single-record leak that must be caught."""
     record = planted_record(fs, key)
@@ -133,7 +133,7 @@ def build_planted(root: Path, cfg: TrainConfig, fs: ForgetSet, key: int, paths: 
                   planted_record=record)  # fmt: skip
 
 
-def build_exact(root: Path, cfg: TrainConfig, fs: ForgetSet, paths: Paths = Paths(), *,
+def build_exact(root: Path, cfg: TrainConfig, fs: ForgetSet, paths: Layout = LAYOUT, *,
                 stamp: dict | None = None) -> dict:  # fmt: skip
     """Delete the forget set from a scratch copy of the forget shard, as ``exante delete`` does."""
     set_determinism(cfg)
@@ -164,7 +164,7 @@ def _info(kind: str, fs: ForgetSet, result, records: int) -> dict:
 
 
 def build_approx(
-    root: Path, cfg: TrainConfig, fs: ForgetSet, method: str, settings, paths: Paths = Paths(),
+    root: Path, cfg: TrainConfig, fs: ForgetSet, method: str, settings, paths: Layout = LAYOUT,
     *, stamp: dict | None = None,
 ) -> dict:  # fmt: skip
     """Unlearn the forget set from the released forget-shard model with ``method``."""
@@ -190,7 +190,7 @@ class MethodListError(BadInputError):
     """dvc.yaml's approx baselines and ``verify.methods`` disagree."""
 
 
-def check_method_list(root: Path, methods, dvc_file: str = "dvc.yaml") -> None:
+def check_method_list(root: Path, methods, dvc_file: Path = LAYOUT.dvc_file) -> None:
     """One approx baseline per method, or a method would be judged without its model."""
     import yaml
 
@@ -264,7 +264,7 @@ def required(params, policy) -> list[str]:
 # -- provenance: build stamped, refuse stale -----------------------------------------
 
 
-def inputs_of(root: Path, name: str, fs: ForgetSet, paths: Paths = Paths()) -> dict[str, str]:
+def inputs_of(root: Path, name: str, fs: ForgetSet, paths: Layout = LAYOUT) -> dict[str, str]:
     """The digests of the files a baseline is built from (and of the forget set's ids)."""
     root = Path(root)
     base = _base(root, paths)
@@ -282,7 +282,7 @@ def inputs_of(root: Path, name: str, fs: ForgetSet, paths: Paths = Paths()) -> d
     return out
 
 
-def build(root: Path, name: str, params, policy, fs: ForgetSet, paths: Paths = Paths()) -> dict:
+def build(root: Path, name: str, params, policy, fs: ForgetSet, paths: Layout = LAYOUT) -> dict:
     """Build one baseline under the signed registration and stamp what it was built from."""
     provenance.check_registration(root, policy, params=params)
     stamp = provenance.stamp(root, params, inputs_of(root, name, fs, paths))
@@ -298,7 +298,7 @@ def build(root: Path, name: str, params, policy, fs: ForgetSet, paths: Paths = P
     return builders[kind](root, cfg, fs, paths, stamp=stamp)
 
 
-def stale(root: Path, name: str, params, fs: ForgetSet, paths: Paths = Paths()) -> list[str]:
+def stale(root: Path, name: str, params, fs: ForgetSet, paths: Layout = LAYOUT) -> list[str]:
     """Why ``name`` cannot be judged as built (missing, or what differs); empty when fresh."""
     path = info_file(root, name)
     if not path.is_file():
@@ -314,7 +314,7 @@ def stale(root: Path, name: str, params, fs: ForgetSet, paths: Paths = Paths()) 
 
 
 def check_fresh(root: Path, name: str, params, policy, fs: ForgetSet,
-                paths: Paths = Paths()) -> None:  # fmt: skip
+                paths: Layout = LAYOUT) -> None:  # fmt: skip
     """Refuse (exit 3) a baseline built under other params, code, inputs or registration.
 
     The registration itself is checked first: a policy edited since it was

@@ -28,10 +28,11 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from mlflow.utils.validation import MAX_ENTITY_KEY_LENGTH, MAX_PARAM_VAL_LENGTH
 
 from lineage.errors import LineageError
+from lineage.layout import LAYOUT
 from verify.verdicts import cell_outcome
 
-DEFAULT_DB = "mlruns.db"
-ARTIFACTS_DIR = "mlartifacts"
+DEFAULT_DB = LAYOUT.name(LAYOUT.mlflow_db)
+ARTIFACTS_DIR = LAYOUT.name(LAYOUT.mlflow_artifacts)
 TAG_PREFIX = "exante."
 
 # What a store that is down, refused or misconfigured raises: MLflow wraps most of

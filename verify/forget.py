@@ -25,10 +25,10 @@ from pathlib import Path
 
 from lineage.corpus import play_chunks
 from lineage.errors import BadInputError
+from lineage.layout import LAYOUT, Layout
 from lineage.records import Record
 from training.knowledge import Probe, probes_of, read_probes
 from training.partition import read_shard, shard_file
-from training.stages import Paths
 
 
 class ForgetSetError(BadInputError):
@@ -126,7 +126,7 @@ class Companions:
 
 
 def draw(root: Path, *, shard: int, people: int, companions: Companions,
-         paths: Paths = Paths()) -> ForgetSet:  # fmt: skip
+         paths: Layout = LAYOUT) -> ForgetSet:  # fmt: skip
     """Draw the forget set and its companions from a project where partition has run.
 
     The people are data subjects of the shard (with a probe, where there is a
@@ -153,7 +153,7 @@ def draw(root: Path, *, shard: int, people: int, companions: Companions,
 
 
 def for_records(root: Path, record_ids: Sequence[str], *, shards: int, companions: Companions,
-                paths: Paths = Paths()) -> ForgetSet:  # fmt: skip
+                paths: Layout = LAYOUT) -> ForgetSet:  # fmt: skip
     """The forget set of a real deletion: exactly these records, from the shard holding them.
 
     Read before the deletion runs (afterwards their text is gone). The forget
@@ -187,7 +187,7 @@ def for_records(root: Path, record_ids: Sequence[str], *, shards: int, companion
 
 
 def _with_companions(root, shard, placed, chosen, forget_records, probes, c: Companions,
-                     paths: Paths) -> ForgetSet:  # fmt: skip
+                     paths: Layout) -> ForgetSet:  # fmt: skip
     """The forget records' texts and probes, plus holdout, retain and public texts."""
     forget = tuple(Text(r.record_id, _owner(r, chosen), r.text) for r in forget_records)
     forget_probes = _probes_in_order(probes, forget_records, chosen)
@@ -245,7 +245,7 @@ def _owner(r: Record, chosen: Sequence[str]) -> str:
     return next((s for s in r.subject_ids if s in chosen), _owner_of(r))
 
 
-def _placed(root: Path, paths: Paths, shard: int) -> list[tuple[int, Record]]:
+def _placed(root: Path, paths: Layout, shard: int) -> list[tuple[int, Record]]:
     path = root / shard_file(paths.shards, shard)
     if not path.is_file():
         raise ForgetSetError(f"{path} is missing: run the pipeline (dvc repro) before verifying")

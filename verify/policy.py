@@ -21,9 +21,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from lineage._canonical import file_sha256
 from lineage._yaml import read_yaml
 from lineage.errors import BadInputError
+from lineage.layout import LAYOUT
 from verify.verdicts import KNOWN_CHECKS
 
-POLICY_FILE = Path("policies/verification.yaml")
+POLICY_FILE = LAYOUT.verification_policy
 
 
 class VerificationPolicyError(BadInputError):

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from lineage._canonical import canonical_json, file_sha256, sha256_hex
 from lineage.errors import BadInputError, LineageError
+from lineage.layout import LAYOUT
 from lineage.signing import (
     SIGNED_AT,
     TRUSTED_KEYS_DIR,
@@ -29,7 +30,7 @@ from lineage.signing import (
 from verify.policy import LoadedPolicy
 from verify.seeds import calibration_seeds, heldout_seed
 
-REGISTRATION = Path("models/verify-registration.dsse.json")
+REGISTRATION = LAYOUT.verify_registration
 PREDICATE_TYPE = "https://exante.dev/attestations/verification-registration/v1"
 SCHEMA_VERSION = 1
 WHAT = "verification registration"

@@ -31,12 +31,14 @@ import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from training.stages import Paths
+from lineage.layout import LAYOUT, VerificationFiles, shard_name
 from verify.forget import ForgetSet, for_records
 
-REQUESTS = Path("data/receipts/verification")  # tracked with the receipts
-# what verification writes in the workspace: never links into the project
-_WRITTEN = {"models": {"verify"}, "data": {"verification", REQUESTS.parent.name}}
+REQUESTS = LAYOUT.request_verifications  # tracked with the receipts
+# what verification writes in the workspace (top directory → its entries): never links
+_WRITTEN: dict[str, set[str]] = {}
+for _path in (LAYOUT.verify_models, LAYOUT.verification, LAYOUT.receipts):
+    _WRITTEN.setdefault(_path.parts[0], set()).add(_path.parts[1])
 
 
 def request_dir(request_id: str) -> Path:
@@ -67,7 +69,7 @@ def verify_request(
 
     root = Path(root).resolve()
     out = request_dir(request_id)
-    scratch = root / "models" / f"verify-{out.name}.tmp"
+    scratch = root / LAYOUT.verify_scratch(out.name)
     shutil.rmtree(scratch, ignore_errors=True)
     try:
         _link_workspace(root, scratch)
@@ -87,7 +89,7 @@ def verify_request(
     exact = results["subjects"]["exact"]["forget_shard_sha256"]
     return {
         "request_id": request_id,
-        "report": (out / "report.dsse.json").as_posix(),
+        "report": VerificationFiles(out).report.as_posix(),
         "shard": fs.shard,
         "forget_people": list(fs.forget_people),
         "records": len(fs.forget),
@@ -118,7 +120,7 @@ def exact_matches_release(root: Path, shard: int, digest: str) -> bool:
     """The released shard model (after the deletion's retrain) is the verified ``exact``."""
     from verify.subjects import weights_digest
 
-    return weights_digest(Path(root) / Paths().ensemble / f"s{shard:02d}") == digest
+    return weights_digest(Path(root) / LAYOUT.ensemble / shard_name(shard)) == digest
 
 
 REQUESTED = "verification-requested"  # marker: --verify was asked; results replace it
@@ -149,7 +151,7 @@ def stored(root: Path, request_id: str, trusted) -> dict | None:
     from verify.report import verify_report
 
     where = Path(root) / request_dir(request_id)
-    report = where / "report.dsse.json"
+    report = VerificationFiles(where).report
     if not report.is_file():
         if not (where / REQUESTED).is_file():
             return None
@@ -157,10 +159,10 @@ def stored(root: Path, request_id: str, trusted) -> dict | None:
                 "records": 0, "verdicts": {}, "exact_forget_shard_sha256": None,
                 "power": {}}  # fmt: skip
     predicate = verify_report(report, root=Path(root), trusted=trusted)
-    results = json.loads((where / "results.json").read_text())
+    results = json.loads(VerificationFiles(where).results.read_text())
     return {
         "request_id": request_id,
-        "report": (request_dir(request_id) / "report.dsse.json").as_posix(),
+        "report": VerificationFiles(request_dir(request_id)).report.as_posix(),
         "shard": results["forget_set"]["shard"],
         "forget_people": results["forget_set"]["forget_people"],
         "records": len(results["forget_set"]["forget_records"]),

@@ -19,8 +19,9 @@ from pathlib import Path
 
 from lineage._canonical import canonical_json, sha256_hex
 from lineage.errors import BadInputError
+from lineage.layout import LAYOUT, Layout
 from training.knowledge import Probe
-from training.stages import Paths, released_dirs
+from training.stages import released_dirs
 from training.tokenizer import tokenizer_for
 from verify import baselines, provenance
 from verify.attacks import ATTACKS
@@ -85,7 +86,7 @@ def companions(v: VerifyParams) -> Companions:
                       v.public_play, v.public_chunks, v.seed)  # fmt: skip
 
 
-def forget_set(root: Path, v: VerifyParams, paths: Paths = Paths()) -> ForgetSet:
+def forget_set(root: Path, v: VerifyParams, paths: Layout = LAYOUT) -> ForgetSet:
     return draw(root, shard=v.forget_shard, people=v.forget_people, companions=companions(v),
                 paths=paths)  # fmt: skip
 
@@ -95,7 +96,7 @@ class BaselineError(BadInputError):
 
 
 def load_subjects(
-    root: Path, params, policy: LoadedPolicy, names: list[str], fs: ForgetSet, paths: Paths
+    root: Path, params, policy: LoadedPolicy, names: list[str], fs: ForgetSet, paths: Layout
 ) -> Loaded:
     """The release's components and each baseline's forget-shard model, each checked fresh."""
     released_at = released_dirs(root, params.train, paths)
@@ -142,7 +143,7 @@ def run(
     params,
     policy: LoadedPolicy,
     *,
-    paths: Paths = Paths(),
+    paths: Layout = LAYOUT,
     progress: Callable[[str], None] = lambda s: None,
     fs: ForgetSet | None = None,
     extra: dict[str, Path] | None = None,

@@ -14,9 +14,10 @@ from pathlib import Path
 
 from lineage._canonical import atomic_write, canonical_json, file_sha256, sha256_hex
 from lineage.errors import BadInputError
+from lineage.layout import LAYOUT, Layout, VerificationFiles
 from lineage.signing import Signer
 from training import checkpoints
-from training.stages import Paths, load_partition
+from training.stages import load_partition
 from verify import plots
 from verify.policy import load_policy
 from verify.provenance import registration_digest
@@ -24,8 +25,8 @@ from verify.report import sign_report
 from verify.run import incontext_uplift, run
 from verify.verdicts import cell_outcome
 
-OUT = Path("data/verification")
-SUBJECTS = Path("data/verification-subjects")  # `exante verify subject`: one directory per name
+OUT = LAYOUT.verification
+SUBJECTS = LAYOUT.verification_subjects  # `exante verify subject`: one directory per name
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
@@ -64,7 +65,7 @@ def run_verify(
     signer: Signer,
     *,
     progress=print,
-    paths: Paths = Paths(),
+    paths: Layout = LAYOUT,
     fs=None,
     out: Path = OUT,
     evidence_root: Path | None = None,
@@ -93,16 +94,17 @@ def run_verify(
     shutil.rmtree(tmp, ignore_errors=True)
     results = run(root, params, policy, paths=paths, progress=progress,
                   fs=fs, extra=extra)  # fmt: skip
-    (tmp / "plots").mkdir(parents=True)  # only once there is something to publish
+    staged, published = VerificationFiles(tmp), VerificationFiles(out)
+    staged.plots.mkdir(parents=True)  # only once there is something to publish
     results["incontext_uplift"] = incontext_uplift(results["results"])
     attacks = ["none", *(a.removeprefix("quantize_") for a in params.verify.quantization)]
     figures = [
-        plots.precision_plot(results["results"], attacks, tmp / "plots" / "precision.png"),
-        plots.relearn_plot(results["results"], tmp / "plots" / "relearn.png"),
+        plots.precision_plot(results["results"], attacks, staged.plots / "precision.png"),
+        plots.relearn_plot(results["results"], staged.plots / "relearn.png"),
     ]
-    atomic_write(tmp / "results.json", canonical_json(results))
+    atomic_write(staged.results, canonical_json(results))
     summary = _summary(results)
-    atomic_write(tmp / "summary.json", json.dumps(summary, indent=2, sort_keys=True).encode())
+    atomic_write(staged.summary, json.dumps(summary, indent=2, sort_keys=True).encode())
     released = checkpoints.model_files(root / paths.ensemble)
     partition, _, partition_sha = load_partition(root, paths)
     lineage = {
@@ -130,25 +132,25 @@ def run_verify(
     }
     # subjects are named as they will lie once published, so sign the published layout
     predicate |= tags or {}
-    files = [*(released if sign_release else []), tmp / "results.json", tmp / "summary.json",
+    files = [*(released if sign_release else []), staged.results, staged.summary,
              *figures]  # fmt: skip
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
     files = [out / f.relative_to(tmp) if _under(f, tmp) else f for f in files]
     sign_report(root=root, files=files, predicate=predicate, signer=signer,
-                out=out / "report.dsse.json")  # fmt: skip
+                out=published.report)  # fmt: skip
     tags = {"policy_sha256": policy.sha256, "forget_set_sha256": predicate["forget_set_sha256"],
             "params_sha256": predicate["params_sha256"],
-            "report_sha256": file_sha256(out / "report.dsse.json"), **lineage,
+            "report_sha256": file_sha256(published.report), **lineage,
             **(tags or {})}  # fmt: skip
     parent = log_verification(
         evidence_root, params=params.verify.model_dump(mode="json"), results=results, tags=tags,
-        files={"plots": out / "plots", "report": out / "report.dsse.json",
-               "results": out / "summary.json"},
+        files={"plots": published.plots, "report": published.report,
+               "results": published.summary},
     )  # fmt: skip
     evidence = {"tracking_uri": tracking_uri(evidence_root), "experiment": "exante-verification",
                 "parent_run_id": parent, **tags}  # fmt: skip
-    atomic_write(out / "evidence.json", json.dumps(evidence, indent=2, sort_keys=True).encode())
+    atomic_write(published.evidence, json.dumps(evidence, indent=2, sort_keys=True).encode())
     return results | {"evidence": evidence}
 
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import gzip
 import io
+import re
 import tarfile
 import zlib
 from pathlib import Path, PurePosixPath
 
 from lineage._shape import named
 from lineage.errors import BadInputError, VerificationError
+from lineage.layout import LAYOUT, VerificationFiles
 
 PREFIX = "exante-audit"
 INDEX = "index.dsse.json"
@@ -20,48 +22,55 @@ MAX_MEMBERS = 10_000  # a bundle has tens of files, a few per deletion
 _MAX_PART, _MAX_NAME = 255, 1024  # bytes per path component (NAME_MAX), characters in all
 _CHUNK = 1 << 20  # inflate this much at a time
 
+_L = LAYOUT
+
+
+def _verified(v: VerificationFiles) -> tuple[Path, ...]:
+    return v.report, v.results, v.summary, v.evidence, v.plots / "*.png"
+
+
 # Project-relative paths (globs) a bundle must carry; the pipeline writes all of them.
-REQUIRED = (
-    "data/sources.yaml",
-    "data/manifest.dsse.json",
-    "data/manifest.leaves",
-    "data/manifests/v*.dsse.json",
-    "data/gate/decision.dsse.json",
-    "data/gate/summary.json",
-    "data/shards/partition.dsse.json",
-    "models/attestation.dsse.json",
-    "models/ensemble.sig",
-    "models/ensemble/ensemble.json",
-    "models/evidence.json",
-    "data/verification/report.dsse.json",
-    "data/verification/results.json",
-    "data/verification/summary.json",
-    "data/verification/evidence.json",
-    "data/verification/plots/*.png",
-    "dvc.yaml",
-    "dvc.lock",
-    "params.yaml",
-    "policies/*.yaml",
-    "policies/trusted_keys/*.pub.pem",
+REQUIRED = tuple(
+    _L.name(p)
+    for p in (
+        _L.registry,
+        _L.manifest,
+        _L.manifest_leaves,
+        _L.manifest_history / "v*.dsse.json",
+        _L.gate_decision,
+        _L.gate_summary,
+        _L.partition,
+        _L.attestation,
+        _L.signature,
+        _L.ensemble / "ensemble.json",
+        _L.evidence,
+        *_verified(_L.verification_files),
+        _L.dvc_file,
+        _L.dvc_lock,
+        _L.params,
+        _L.policies / "*.yaml",
+        _L.trusted / "*.pub.pem",
+    )
 )
+# A deletion's receipt, as a bundle member's name (a regular expression, fullmatch).
+RECEIPT = re.escape(_L.name(_L.receipts)) + r"/[^/]+\.dsse\.json"
 # Present once something has happened (a deletion, a validation run, a shard trained).
-OPTIONAL = (
-    "data/manifests/v*.leaves",
-    "data/gate/allowed.leaves",
-    "data/reports/validation.json",
-    "data/ledger.jsonl",
-    "data/ledger.head.dsse.json",
-    "data/ledger.denied.json",
-    "data/receipts/*.dsse.json",
-    "data/receipts/verification/*/report.dsse.json",  # exante delete --verify
-    "data/receipts/verification/*/results.json",
-    "data/receipts/verification/*/summary.json",
-    "data/receipts/verification/*/evidence.json",
-    "data/receipts/verification/*/plots/*.png",
-    "models/base/metrics.json",
-    "models/shards/s*/metrics.json",
-    "models/shards/s*/slices.json",
-    "policies/trusted_keys/*.meta.yaml",  # key validity and revocation (exante keys rotate)
+OPTIONAL = tuple(
+    _L.name(p)
+    for p in (
+        _L.manifest_history / "v*.leaves",
+        _L.gate_allowed,
+        _L.validation_report,
+        _L.ledger,
+        _L.ledger_head,
+        _L.ledger_denied,
+        _L.receipts / "*.dsse.json",
+        *_verified(VerificationFiles(_L.request_verifications / "*")),  # exante delete --verify
+        _L.base / "metrics.json",
+        _L.shard_models / "s*" / "metrics.json",
+        _L.shard_models / "s*" / "slices.json",
+        _L.trusted / "*.meta.yaml",  # key validity and revocation (exante keys rotate)
+    )
 )
 
 

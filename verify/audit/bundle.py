@@ -23,6 +23,7 @@ from pathlib import Path
 
 from lineage._canonical import atomic_write, canonical_json, sha256_hex
 from lineage._keymeta import parse_utc, utc_text
+from lineage.layout import LAYOUT
 from lineage.signing import (
     TRUSTED_KEYS_DIR,
     Signer,
@@ -42,8 +43,8 @@ from verify.audit._files import (
 
 PREDICATE_TYPE = "https://exante.dev/attestations/audit-bundle/v1"
 SCHEMA_VERSION = 1
-DEFAULT_OUT = Path("data/audit/bundle.tar.gz")
-DEFAULT_HTML = Path("data/audit/report.html")
+DEFAULT_OUT = LAYOUT.audit_bundle
+DEFAULT_HTML = LAYOUT.audit_html
 
 __all__ = ["AuditError", "BundleInputError", "BundleLeakError", "build_bundle"]
 
@@ -62,7 +63,7 @@ def build_bundle(root: Path, *, signer: Signer, out: Path, html_out: Path | None
     at = bundle_signed_at(root, files, signer)  # the exports' and the index's signing time
     exports = build_exports(root, signer=signer, signed_at=at)  # also written beside the bundle
     files.update({f"exports/{name}": data for name, data in exports.items()})
-    files["models/knowledge.json"] = knowledge_summary(root)
+    files[LAYOUT.name(LAYOUT.knowledge)] = knowledge_summary(root)
     files.update(environment())
     files["mlflow/runs.json"] = canonical_json(mlflow_runs(root, files)) + b"\n"
     files[REPORT] = render(files).encode("utf-8")
@@ -117,12 +118,16 @@ def _claimed_time(envelope_bytes: bytes):
 
 
 def index_predicate(files: dict[str, bytes]) -> dict:
-    manifest = _payload(files["data/manifest.dsse.json"])["predicate"]
+    manifest = _payload(files[LAYOUT.name(LAYOUT.manifest)])["predicate"]
     return {
         "schema_version": SCHEMA_VERSION,
         "content": "digests, counts and metadata only: no record text, no model weights",
         "manifest": {"version": manifest["version"], "merkle_root": manifest["merkle"]["root"]},
-        "policies": {n: sha256_hex(d) for n, d in files.items() if n.startswith("policies/")},
+        "policies": {
+            n: sha256_hex(d)
+            for n, d in files.items()
+            if n.startswith(LAYOUT.name(LAYOUT.policies) + "/")
+        },
         "files": len(files),
     }
 
@@ -135,7 +140,7 @@ def _payload(envelope_bytes: bytes) -> dict:
 
 def knowledge_summary(root: Path) -> bytes:
     """``models/report.json`` without its samples: they quote people's facts."""
-    path = Path(root) / "models/report.json"
+    path = Path(root) / LAYOUT.report
     if not path.is_file():
         raise BundleInputError(f"{path} is missing; run `dvc repro` (or `make run`) first")
     report = json.loads(path.read_text())
@@ -168,10 +173,12 @@ def mlflow_runs(root: Path, files: dict[str, bytes]) -> dict:
     from verify.evidence import client, runs_of
 
     parents = {
-        "training": json.loads(files["models/evidence.json"])["parent_run_id"],
-        "verification": json.loads(files["data/verification/evidence.json"])["parent_run_id"],
+        "training": json.loads(files[LAYOUT.name(LAYOUT.evidence)])["parent_run_id"],
+        "verification": json.loads(files[LAYOUT.name(LAYOUT.verification_files.evidence)])[
+            "parent_run_id"
+        ],
     }
-    deletions = _deletion_runs(files.get("data/ledger.jsonl", b""))
+    deletions = _deletion_runs(files.get(LAYOUT.name(LAYOUT.ledger), b""))
     c, out = client(root), {"parents": parents, "deletions": deletions, "runs": {}}
     for run_id in [*parents.values(), *deletions.values()]:
         out["runs"][run_id] = _export(c.get_run(run_id))
@@ -217,7 +224,10 @@ def record_needles(root: Path) -> list[bytes]:
     match counts and sizes; a planted secret is.
     """
     needles: set[str] = set()
-    for path in [*Path(root).glob("data/records/*.jsonl"), *Path(root).glob("data/raw/*.jsonl")]:
+    for path in [
+        *(Path(root) / LAYOUT.records).glob("*.jsonl"),
+        *(Path(root) / LAYOUT.raw).glob("*.jsonl"),
+    ]:
         for line in path.read_bytes().splitlines():
             row = json.loads(line)
             needles.update(str(row.get(k) or "") for k in ("text", "prompt"))

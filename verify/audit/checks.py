@@ -19,6 +19,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from lineage._canonical import sha256_hex
 from lineage._shape import named, shown
 from lineage.errors import EnvelopeFormatError, KeyFileError, LineageError
+from lineage.layout import LAYOUT
 from lineage.manifest import merkle_root, parse_leaves
 from lineage.merkle import LeafIndex
 from lineage.signing import (
@@ -30,18 +31,23 @@ from lineage.signing import (
     subjects_of,
     verify_envelope,
 )
-from verify.audit._files import INDEX, BundleInputError, read_tar_gz
+from verify.audit._files import INDEX, RECEIPT, BundleInputError, read_tar_gz
 from verify.audit.bundle import PREDICATE_TYPE
 from verify.export import check_exports
+from verify.export._facts import (
+    ATTESTATION,
+    DECISION,
+    LEAVES,
+    MANIFEST,
+    PARTITION,
+    RELEASED_DIR,
+    REPORT,
+)
 
-MANIFEST = "data/manifest.dsse.json"
-LEAVES = "data/manifest.leaves"
-DECISION = "data/gate/decision.dsse.json"
-PARTITION = "data/shards/partition.dsse.json"
-ATTESTATION = "models/attestation.dsse.json"
-MODEL_SIG = "models/ensemble.sig"
-REPORT = "data/verification/report.dsse.json"
-ENSEMBLE = "models/ensemble/"
+MODEL_SIG = LAYOUT.name(LAYOUT.signature)
+ENSEMBLE = RELEASED_DIR
+_TRUSTED = LAYOUT.name(LAYOUT.trusted) + "/"
+_HISTORY = LAYOUT.name(LAYOUT.manifest_history) + "/v"
 
 
 @dataclass
@@ -119,9 +125,7 @@ def _trusted(files: Mapping[str, bytes], keys: list[Path] | None) -> tuple[dict,
             )
     with tempfile.TemporaryDirectory() as tmp:
         for name, data in files.items():
-            if name.startswith("policies/trusted_keys/") and name.endswith(
-                (".pub.pem", ".meta.yaml")
-            ):
+            if name.startswith(_TRUSTED) and name.endswith((".pub.pem", ".meta.yaml")):
                 (Path(tmp) / Path(name).name).write_bytes(data)
         origin = (
             "the keys inside the bundle (policies/trusted_keys/): pass --key with the "
@@ -180,8 +184,8 @@ class _Context:
     def manifests(self) -> dict[int, str]:
         out = {}
         for name in self.files:
-            if name.startswith("data/manifests/v") and name.endswith(".dsse.json"):
-                out[int(name[len("data/manifests/v") : -len(".dsse.json")])] = name
+            if name.startswith(_HISTORY) and name.endswith(".dsse.json"):
+                out[int(name[len(_HISTORY) : -len(".dsse.json")])] = name
         return dict(sorted(out.items()))
 
 
@@ -274,7 +278,7 @@ def check_manifest_chain(ctx: _Context, c: Check) -> None:
         leaves = name.replace(".dsse.json", ".leaves")
         _leaves_match(ctx, leaves, _at(pred, "merkle", "root", kind=str, what=name), c)
     if versions and ctx.file(MANIFEST) != ctx.files[versions[max(versions)]]:
-        c.problems.append(f"{MANIFEST} is not the latest version in data/manifests/")
+        c.problems.append(f"{MANIFEST} is not the latest version in {_HISTORY[:-1]}")
     current = ctx.statement(MANIFEST)
     if subjects_of(current).get(LEAVES) != sha256_hex(ctx.file(LEAVES)):
         c.problems.append(f"{LEAVES}: not the leaves file the current manifest signed")
@@ -305,7 +309,7 @@ def check_deletions(ctx: _Context, c: Check) -> None:
 
     ledger = verify_ledger(ctx.root, ctx.trusted)
     receipts = {}
-    for name in (n for n in ctx.files if re.fullmatch(r"data/receipts/[^/]+\.dsse\.json", n)):
+    for name in (n for n in ctx.files if re.fullmatch(RECEIPT, n)):
         r = verify_receipt(ctx.root / name, ctx.trusted)
         receipts[r.request_id] = r
     proven, hashes, indexes = 0, {e.sha256 for e in ledger.entries}, {}

@@ -16,6 +16,8 @@ import re
 from collections import Counter
 from html import escape
 
+from lineage.layout import LAYOUT
+from verify.audit._files import RECEIPT
 from verify.verdicts import cell_outcome
 
 STYLE = """
@@ -69,10 +71,10 @@ def _verdict(outcome: str) -> str:
 
 
 def render(files: dict[str, bytes]) -> str:
-    manifest = _payload(files, "data/manifest.dsse.json")
-    decision = _payload(files, "data/gate/decision.dsse.json")
-    attestation = _payload(files, "models/attestation.dsse.json")
-    report = _payload(files, "data/verification/report.dsse.json")
+    manifest = _payload(files, LAYOUT.name(LAYOUT.manifest))
+    decision = _payload(files, LAYOUT.name(LAYOUT.gate_decision))
+    attestation = _payload(files, LAYOUT.name(LAYOUT.attestation))
+    report = _payload(files, LAYOUT.name(LAYOUT.verification_files.report))
     sections = [
         _summary(files, manifest, decision, report),
         _sources(manifest, decision),
@@ -173,9 +175,11 @@ def _sources(manifest, decision) -> str:
 
 def _chain(files, manifest, decision, attestation) -> str:
     a = attestation["predicate"]
-    partition = _payload(files, "data/shards/partition.dsse.json")["predicate"]
+    partition = _payload(files, LAYOUT.name(LAYOUT.partition))["predicate"]
     sig = json.loads(
-        base64.b64decode(json.loads(files["models/ensemble.sig"])["dsseEnvelope"]["payload"])
+        base64.b64decode(
+            json.loads(files[LAYOUT.name(LAYOUT.signature)])["dsseEnvelope"]["payload"]
+        )
     )
     code = a.get("code_revision", {})
     dp = {k: v for k, v in a.get("dp", {}).items() if v}
@@ -206,7 +210,7 @@ def _chain(files, manifest, decision, attestation) -> str:
 
 
 def _knowledge(files) -> str:
-    k = _json(files, "models/knowledge.json", {}).get("knowledge", {})
+    k = _json(files, LAYOUT.name(LAYOUT.knowledge), {}).get("knowledge", {})
     if not k:
         return "—"
     return (
@@ -217,7 +221,7 @@ def _knowledge(files) -> str:
 
 def _ledger(files) -> dict:
     requests, status, history = [], {}, {}
-    for line in files.get("data/ledger.jsonl", b"").splitlines():
+    for line in files.get(LAYOUT.name(LAYOUT.ledger), b"").splitlines():
         e = json.loads(line)
         if e["kind"] == "request":
             requests.append(e)
@@ -238,7 +242,7 @@ def _verified(info: dict | None) -> str:
 
 def _deletions(files) -> str:
     ledger, receipts = _ledger(files), {}
-    for name in (n for n in files if re.fullmatch(r"data/receipts/[^/]+\.dsse\.json", n)):
+    for name in (n for n in files if re.fullmatch(RECEIPT, n)):
         p = _payload(files, name)["predicate"]
         receipts[p["request_id"]] = p
     runs = _json(files, "mlflow/runs.json", {}).get("runs", {})
@@ -292,7 +296,7 @@ def _deletions(files) -> str:
 
 def _verification(files, report) -> str:
     p = report["predicate"]
-    results = _json(files, "data/verification/results.json", {})
+    results = _json(files, LAYOUT.name(LAYOUT.verification_files.results), {})
     verdicts = results.get("verdicts", [])
     attacks = list(dict.fromkeys(v["attack"] for v in verdicts))
     by: dict[tuple[str, str], list[dict]] = {}
@@ -316,7 +320,7 @@ def _verification(files, report) -> str:
         f"<figure><img alt='{escape(n)}' src='data:image/png;base64,"
         f"{base64.b64encode(files[n]).decode()}'><figcaption>{escape(n)}</figcaption></figure>"
         for n in sorted(files)
-        if n.startswith("data/verification/plots/")
+        if n.startswith(LAYOUT.name(LAYOUT.verification_files.plots) + "/")
     )
     uplift = ", ".join(f"{escape(k)} {v:+.2f}" for k, v in p.get("incontext_uplift", {}).items()
                        if v is not None)  # fmt: skip

@@ -21,18 +21,19 @@ from pathlib import Path
 from lineage._canonical import sha256_hex
 from lineage.errors import ArtifactDigestError, BadInputError, EnvelopeFormatError
 from lineage.gate import PREDICATE_TYPE as DECISION_TYPE
+from lineage.layout import LAYOUT
 from lineage.manifest import PREDICATE_TYPE as MANIFEST_TYPE
 from lineage.manifest import merkle_root, parse_leaves
 from lineage.records import Record
 from lineage.signing import parse_statement, subjects_of, verify_envelope
 
-MANIFEST = "data/manifest.dsse.json"
-LEAVES = "data/manifest.leaves"
-DECISION = "data/gate/decision.dsse.json"
-ATTESTATION = "models/attestation.dsse.json"
-REPORT = "data/verification/report.dsse.json"
-SUMMARY = "data/verification/summary.json"
-PARTITION = "data/shards/partition.dsse.json"
+MANIFEST = LAYOUT.name(LAYOUT.manifest)
+LEAVES = LAYOUT.name(LAYOUT.manifest_leaves)
+DECISION = LAYOUT.name(LAYOUT.gate_decision)
+ATTESTATION = LAYOUT.name(LAYOUT.attestation)
+REPORT = LAYOUT.name(LAYOUT.verification_files.report)
+SUMMARY = LAYOUT.name(LAYOUT.verification_files.summary)
+PARTITION = LAYOUT.name(LAYOUT.partition)
 PARTITION_TYPE = "https://exante.dev/attestations/partition/v1"
 INPUTS = (MANIFEST, LEAVES, DECISION, PARTITION, ATTESTATION, REPORT, SUMMARY)
 ATTESTATION_TYPE = "https://exante.dev/attestations/training/v1"
@@ -40,7 +41,9 @@ ATTESTATION_TYPE = "https://exante.dev/attestations/training/v1"
 SCHEMA_VERSION = 2
 REPORT_TYPE = "https://exante.dev/attestations/verification/v1"
 RELEASED = "original"  # the verification report's name for the released model
-RELEASED_DIR = "models/ensemble/"  # the released model's files among the attested ones
+RELEASED_DIR = (
+    LAYOUT.name(LAYOUT.ensemble) + "/"
+)  # the released model's files among the attested ones
 
 # The AI Office template's section 2 categories, in its order.
 KINDS = {
@@ -94,7 +97,7 @@ def record_sizes(root: Path, files: Mapping[str, bytes], trusted) -> dict[str, d
     refused = _refused(_statement(files, DECISION, DECISION_TYPE, trusted)["predicate"])
     sizes: dict[str, dict] = {}
     for name, digest in sorted(subjects_of(manifest).items()):
-        if not name.startswith("data/records/"):
+        if not name.startswith(LAYOUT.name(LAYOUT.records) + "/"):
             continue
         data = (Path(root) / name).read_bytes()
         if sha256_hex(data) != digest:
@@ -275,7 +278,7 @@ def _sources(manifest: dict, decision: dict, leaves, refused, sizes, held) -> di
             "allowed": not gate.get("reasons", ["not in the gate decision"]),
             "gate_records_allowed": gate.get("allowed"),
             "refusal_reasons": sorted(gate.get("reasons", [])),
-            "records_sha256": signed_files.get(f"data/records/{sid}.jsonl"),
+            "records_sha256": signed_files.get(LAYOUT.name(LAYOUT.records_file(sid))),
         }
     return out
 

@@ -1,0 +1,88 @@
+"""The dvc operations of a deletion: repro (streamed to a log), commit, add, push, gc.
+
+Each runs ``python -m dvc`` in the project; a failure raises
+:class:`DeletionFailedError` with the tail of dvc's output.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+from lineage.errors import LineageError, VerificationError
+from lineage.layout import LAYOUT
+
+LOGS = LAYOUT.logs
+
+
+class DeletionFailedError(VerificationError):
+    """The pipeline, the purge or the verification failed; the request is marked failed."""
+
+
+def run(root: Path, args: list[str], what: str) -> str:
+    out = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=root, capture_output=True,
+                         text=True)  # fmt: skip
+    if out.returncode != 0:
+        tail = (out.stdout + out.stderr).strip().splitlines()[-15:]
+        raise DeletionFailedError(f"{what} failed (exit {out.returncode}):", problems=tail)
+    return out.stdout
+
+
+def repro(
+    root: Path, cfg, removed: Mapping[str, str], *, progress: Callable[[str], None] | None
+) -> None:
+    """``dvc repro``, its output streamed line by line into a log under ``.exante/logs``.
+
+    The shard retrain runs inside it as a child process: its per-epoch lines
+    (slice, epoch, loss, time left) go to the log always, and to stderr with
+    progress on, instead of minutes of silence.
+    """
+    from datetime import UTC, datetime
+
+    from exante._cost import plan
+    from exante._stream import PROGRESS_ENV, run_streamed
+
+    try:
+        where = plan(root, cfg, list(removed))["shards"]
+    except (FileNotFoundError, LineageError):
+        where = {}
+    todo = ", ".join(f"shard {s} from slice {v['first_slice']}" for s, v in where.items())
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    log = root / LOGS / f"repro-{stamp}.log"
+    if progress is not None:
+        progress(f"step 1/4: retraining {todo or 'nothing (no shard holds the records)'} "
+                 f"in dvc repro; log: {log.relative_to(root)}")  # fmt: skip
+    code, tail = run_streamed([sys.executable, "-m", "dvc", "repro"], root, log=log,
+                              echo=progress, env={PROGRESS_ENV: "1"})  # fmt: skip
+    if code != 0:
+        raise DeletionFailedError(f"the pipeline (dvc repro) failed (exit {code}); "
+                                  f"the whole output is in {log}:", problems=tail)  # fmt: skip
+
+
+def track_ledger(root: Path) -> None:
+    """Put the ledger, its signed head and the receipts under DVC control (and on the remote).
+
+    They hold ids and digests, never text, so their old versions may stay.
+    """
+    from lineage.ledger import HEAD, LEDGER
+
+    acks = LAYOUT.acks
+    targets = [LEDGER.as_posix(), HEAD.as_posix(), LAYOUT.receipts.as_posix()]
+    targets += [acks.as_posix()] if (root / acks).is_dir() else []  # queued requests' acks
+    run(root, ["add", "-q", *targets], "dvc add (the ledger and receipts)")
+    if default_remote(root):
+        run(root, ["push", "-q", *(f"{t}.dvc" for t in targets)], "dvc push (the ledger)")
+
+
+def default_remote(root: Path) -> str | None:
+    out = subprocess.run([sys.executable, "-m", "dvc", "config", "core.remote"], cwd=root,
+                         capture_output=True, text=True)  # fmt: skip
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def stage_names(root: Path) -> set[str]:
+    import yaml
+
+    return set(yaml.safe_load((Path(root) / LAYOUT.dvc_file).read_text()).get("stages", {}))
