@@ -176,6 +176,16 @@ class TrainConfig(_Strict):
     ray_address: str | None = Field(
         None, description="a Ray cluster to join (RAY_ADDRESS wins when set); null: local"
     )
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto",
+        description="where units train: auto is cuda when a GPU is visible, else cpu; cuda "
+        "trains under bf16 autocast and asks Ray for gpus_per_unit GPUs per task. Exact "
+        "(bit-identical) retraining is tested on CPU; a shard retrained on another device "
+        "than it was trained on is exact in data, not in bits",
+    )
+    gpus_per_unit: float = Field(
+        1.0, gt=0, description="with device cuda under Ray: GPUs each task asks for"
+    )
     model: ModelConfig = ModelConfig()
     base: Schedule = Schedule(lr=3e-3, max_epochs=4, target_loss=1.0)
     shard: ShardSchedule = ShardSchedule()

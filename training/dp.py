@@ -318,6 +318,8 @@ def _step(model, dp_optimizer, batch) -> tuple[float, int]:
             p.grad_sample = torch.zeros((0, *p.shape), dtype=p.dtype, device=p.device)
         dp_optimizer.step()
         return 0.0, 0
+    device = next(model.parameters()).device
+    batch = {k: t.to(device) for k, t in batch.items()}
     token_losses = _token_losses(model, batch)
     counts = (batch["labels"][:, 1:] != -100).sum(dim=1)
     (token_losses.sum(dim=1) / counts.clamp(min=1)).mean().backward()

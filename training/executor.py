@@ -53,7 +53,22 @@ class UnitFailedError(LineageError):
 def pool_of(cfg) -> dict:
     """The keyword arguments of :func:`run_units` that a ``TrainConfig`` sets."""
     return {"workers": cfg.workers, "executor": cfg.executor, "threads": cfg.threads,
-            "address": cfg.ray_address}  # fmt: skip
+            "address": cfg.ray_address, "gpus": _gpus(cfg)}  # fmt: skip
+
+
+def _gpus(cfg) -> float:
+    """GPUs a Ray task asks for: ``gpus_per_unit`` when units train on CUDA, else none.
+
+    ``device: cuda`` asks even where this process sees no GPU (a CPU head node of a
+    GPU cluster); ``auto`` asks only when a GPU is visible here.
+    """
+    if cfg.device == "cpu":
+        return 0.0
+    if cfg.device == "cuda":
+        return cfg.gpus_per_unit
+    import torch
+
+    return cfg.gpus_per_unit if torch.cuda.is_available() else 0.0
 
 
 def run_units(
@@ -65,6 +80,7 @@ def run_units(
     executor: str = "local",
     threads: int = 1,
     address: str | None = None,
+    gpus: float = 0.0,
 ) -> list:
     """``[fn(*job) for job in jobs]``, on up to ``workers`` processes; results in job order.
 
@@ -75,7 +91,9 @@ def run_units(
     """
     names = list(names or [str(i) for i in range(len(jobs))])
     if executor == "ray":
-        outcomes = _on_ray(fn, jobs, names, workers=workers, threads=threads, address=address)
+        outcomes = _on_ray(
+            fn, jobs, names, workers=workers, threads=threads, address=address, gpus=gpus
+        )
     elif workers <= 1 or len(jobs) <= 1:
         return [fn(*job) for job in jobs]
     else:
@@ -103,7 +121,9 @@ def _guarded(fn: Callable, job: tuple) -> tuple:
         return ("error", 70, type(e).__name__, str(e), traceback.format_exc())
 
 
-def _on_ray(fn: Callable, jobs, names, *, workers: int, threads: int, address: str | None):
+def _on_ray(
+    fn: Callable, jobs, names, *, workers: int, threads: int, address: str | None, gpus: float = 0.0
+):
     try:
         import ray
     except ImportError:
@@ -125,7 +145,7 @@ def _on_ray(fn: Callable, jobs, names, *, workers: int, threads: int, address: s
             raise ExecutorError(f"cannot start or join the Ray cluster {where}: {e}; "
                                 "check RAY_ADDRESS / train.ray_address") from None  # fmt: skip
     try:
-        task = ray.remote(num_cpus=threads, max_retries=RETRIES)(_guarded)
+        task = ray.remote(num_cpus=threads, num_gpus=gpus, max_retries=RETRIES)(_guarded)
         refs = [task.remote(fn, job) for job in jobs]
         return [_ray_outcome(ray, ref) for ref in refs]
     finally:

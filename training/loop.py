@@ -7,6 +7,7 @@ the same data and seed take the same steps and end at the same bits.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -44,6 +45,13 @@ class EpochStats:
     loss: float
     steps: int
     tokens: int
+
+
+def autocast(device: torch.device):
+    """bf16 autocast on CUDA; on CPU nothing changes (float32, deterministic kernels)."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
 
 def make_optimizer(model: torch.nn.Module, schedule: Schedule) -> torch.optim.Optimizer:
@@ -111,6 +119,7 @@ def train(
     a sample of them drawn with that epoch's generator (see :func:`replayed`).
     """
     model.train()
+    device = next(model.parameters()).device
     stats: list[EpochStats] = []
     for epoch in range(schedule.max_epochs):
         for group in optimizer.param_groups:
@@ -120,7 +129,8 @@ def train(
         total, tokens, steps = 0.0, 0, 0
         for group in batches(epoch_examples, schedule.batch_size, gen):
             batch = collate([epoch_examples[j] for j in group], pad_id)
-            loss = model(**batch).loss
+            with autocast(device):
+                loss = model(**{k: t.to(device) for k, t in batch.items()}).loss
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

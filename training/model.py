@@ -26,12 +26,27 @@ hf_logging.disable_progress_bar()  # per-checkpoint bars drown the per-shard pro
 hf_logging.set_verbosity_error()  # config chatter (e.g. loss_type=None) is not news to a user
 
 
+def device_of(cfg: TrainConfig) -> torch.device:
+    """``train.device`` resolved: ``auto`` is cuda when a GPU is visible, else cpu."""
+    if cfg.device == "cpu" or (cfg.device == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise ParamsError(
+            "train.device is cuda, but torch sees no GPU here (torch.cuda.is_available() is "
+            f"False; torch {torch.__version__}): set train.device to auto or cpu, or install a "
+            "CUDA build of torch on a GPU machine"
+        )
+    return torch.device("cuda")
+
+
 def set_determinism(cfg: TrainConfig, *, threads: int | None = None) -> None:
     """Same seed, same threads, deterministic kernels: the same shard trains to the same bits.
 
     ``threads`` overrides ``cfg.threads`` for a unit that always trains alone (the base).
+    On CUDA, kernels without a deterministic version warn instead of failing: bit-identical
+    retraining is claimed (and tested) on CPU only.
     """
-    torch.use_deterministic_algorithms(True)
+    torch.use_deterministic_algorithms(True, warn_only=device_of(cfg).type == "cuda")
     torch.set_num_threads(threads or cfg.threads)
 
 

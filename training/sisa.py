@@ -37,7 +37,7 @@ from training import checkpoints
 from training.config import Schedule, TrainConfig
 from training.dp_secret import DPSecret, DPSecretError, dp_secret_path, load_dp_secret
 from training.loop import EpochStats, make_optimizer, train, windows
-from training.model import build_model, load_model, set_determinism
+from training.model import build_model, device_of, load_model, set_determinism
 from training.tokenizer import tokenizer_for
 
 SLICES_FILE = "slices.json"
@@ -52,6 +52,8 @@ def config_digest(cfg: TrainConfig, schedule: Schedule, *, dp_commitment: str | 
     """
     keep = {"seed": cfg.seed, "model": cfg.model.model_dump(), "schedule": schedule.model_dump()}
     keep["dp"] = cfg.dp.model_dump(exclude=set() if cfg.dp.secure_mode else {"secure_mode"})
+    if device_of(cfg).type != "cpu":  # other kernels, other bits; CPU addresses stay as they were
+        keep["device"] = device_of(cfg).type
     if dp_commitment is not None:
         keep["dp_secret_commitment"] = dp_commitment
     return sha256_hex(canonical_json(keep))
@@ -86,7 +88,7 @@ def train_base(
     """
     set_determinism(cfg, threads=cfg.threads * cfg.workers)
     tok = tokenizer_for(cfg.model)
-    model = build_model(cfg.model, tok, seed=cfg.seed)
+    model = build_model(cfg.model, tok, seed=cfg.seed).to(device_of(cfg))
     optimizer = make_optimizer(model, cfg.base)
     examples = windows([r.text for r in sorted(records)], tok, cfg.model.n_positions)
     stats = []
@@ -165,7 +167,7 @@ def _train_slice(
     shard, r, placed, cfg, tok, previous, base, ckpt, address, result, on_epoch, dp_secret
 ):
     start, seen = time.perf_counter(), _records(placed, range(r + 1))
-    model = _start_model(shard, cfg, tok, previous, base)
+    model = _start_model(shard, cfg, tok, previous, base).to(device_of(cfg))
     schedule = slice_schedule(cfg, r)
     optimizer = make_optimizer(model, schedule)
     if previous is not None:
