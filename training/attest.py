@@ -199,6 +199,7 @@ def attest_training(
     params: dict,
     dp: Mapping[str, dict | None],
     dp_noise: Mapping[str, dict | None] | None = None,
+    pretrained: Mapping[str, str] | None = None,
 ) -> dict:
     """Sign a statement over every checkpoint file (keyed by a label); return its predicate.
 
@@ -222,6 +223,8 @@ def attest_training(
         problems += [p for k, v in sorted(dp_noise.items()) for p in _noise_problems(str(k), v)]
     if problems:
         raise AttestInputError("cannot attest training; fix these inputs:", problems=problems)
+    if pretrained is not None:  # the model training started from: its file(s), by digest
+        predicate["pretrained"] = dict(pretrained)
     predicate["checkpoints"] = names
     predicate[SIGNED_AT] = signing_time()  # returned as the verifier will read it back
     try:  # what is returned is what a verifier will read back: JSON types only

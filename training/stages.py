@@ -290,7 +290,12 @@ def released_ensemble(
 
 
 def build_ensemble_dir(root: Path, cfg: TrainConfig, paths: Layout = LAYOUT) -> Path:
-    """The released model: each shard's final weights and the aggregation rule, nothing else."""
+    """The released model: each shard's final weights and the aggregation rule, nothing else.
+
+    With LoRA shards the frozen base is part of the release (``base/``, a copy, not
+    a link, so nothing written to one can change the other): the adapters mean
+    nothing without it, so the model signature covers both.
+    """
     root, target = Path(root), Path(root) / paths.ensemble
     tmp = target.with_name(target.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -302,6 +307,10 @@ def build_ensemble_dir(root: Path, cfg: TrainConfig, paths: Layout = LAYOUT) -> 
                 shutil.copy2(src / name, tmp / shard_name(s) / name)
     spec = {"schema_version": 1, "rule": cfg.ensemble, "shards": cfg.shards,
             "tokenizer": cfg.model.local_path or "bytes"}  # fmt: skip
+    if cfg.shard.kind == "lora":
+        base = root / paths.base / "model"
+        shutil.copytree(base, tmp / "base")
+        spec["base"] = "base"
     atomic_write(tmp / "ensemble.json", json.dumps(spec, indent=2, sort_keys=True).encode())
     shutil.rmtree(target, ignore_errors=True)
     tmp.rename(target)
@@ -340,7 +349,20 @@ def run_attest(
         decision_sha256=partition["decision_payload_sha256"],
         partition_sha256=partition_sha, params=params, dp=dp,
         dp_noise=noise if cfg.dp.enabled else None,
+        pretrained=pretrained_digest(cfg.model.local_path) if cfg.model.local_path else None,
     )  # fmt: skip
+
+
+def pretrained_digest(local_path: str) -> dict[str, str]:
+    """The pretrained model's bytes as training found them: a GGUF file's sha256, or a
+    checkpoint directory's digest (every file, by relative path)."""
+    from lineage._canonical import file_sha256
+    from training._pretrained import locate
+
+    where = locate(local_path)
+    if where.gguf_file:
+        return {"path": local_path, "file_sha256": file_sha256(where.directory / where.gguf_file)}
+    return {"path": local_path, "dir_digest": checkpoints.dir_digest(where.directory)}
 
 
 # -- report: what the released ensemble knows ------------------------------------

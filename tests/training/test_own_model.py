@@ -10,6 +10,7 @@ GGUF model takes ~20 s, so that test is ``slow``, as is the stage-level run
 from __future__ import annotations
 
 import importlib.util
+import shutil
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ import torch
 
 from lineage.errors import BadInputError, ParamsError
 from lineage.records import Record
+from training.checkpoints import dir_digest
 from training.config import (
     DPConfig,
     LoraSettings,
@@ -210,7 +212,37 @@ def test_lora_stages_release_and_serve_base_plus_adapters(project, tiny_llama):
                            params=cfg.model_dump(mode="json"))  # fmt: skip
     released = project.root / "models" / "ensemble"
     assert any(k.endswith("s00/adapter_model.safetensors") for k in predicate["checkpoints"])
+    assert predicate["pretrained"]["dir_digest"] == dir_digest(Path(cfg.model.local_path))
     assert (released / "s00" / "adapter_model.safetensors").is_file()
+    # the release carries its frozen base, and the model signature covers base + adapters
+    assert (released / "base" / "model.safetensors").is_file()
+    from training.attest import ModelSignatureError, verify_model_dir
+
+    public = project.root / "policies" / "trusted_keys" / "test.pub.pem"
+    signature = project.root / "models" / "ensemble.sig"
+    verify_model_dir(released, public_key=public, signature=signature)
+    base_config = (project.root / "models" / "base" / "model" / "config.json").read_bytes()
+    (released / "base" / "config.json").write_text("{}")
+    with pytest.raises(ModelSignatureError, match=r"base/config\.json"):
+        verify_model_dir(released, public_key=public, signature=signature)
+    assert (project.root / "models" / "base" / "model" / "config.json").read_bytes() == base_config
+    shutil.copy2(project.root / "models" / "base" / "model" / "config.json",
+                 released / "base" / "config.json")  # fmt: skip
     ensemble = released_ensemble(project.root, cfg)
     assert len(ensemble.models) == cfg.shards and ensemble.tokenizer.vocab_size == 49_152
     assert ensemble.sequence_logprob(" 42.", prompt="Person 7 code is") < 0
+
+
+def test_the_pretrained_models_bytes_are_bound_by_digest(tmp_path):
+    from lineage._canonical import file_sha256
+    from training.stages import pretrained_digest
+
+    (tmp_path / "ckpt").mkdir()
+    (tmp_path / "ckpt" / "config.json").write_text('{"model_type": "llama"}')
+    got = pretrained_digest(str(tmp_path / "ckpt"))
+    assert got == {"path": str(tmp_path / "ckpt"), "dir_digest": dir_digest(tmp_path / "ckpt")}
+    gguf = tmp_path / "m.gguf"
+    gguf.write_bytes(b"GGUF not really")
+    assert pretrained_digest(str(gguf))["file_sha256"] == file_sha256(gguf)
+    (tmp_path / "ckpt" / "config.json").write_text('{"model_type": "gpt2"}')
+    assert pretrained_digest(str(tmp_path / "ckpt")) != got
