@@ -39,12 +39,16 @@ class SubjectModelError(BadInputError):
 
 
 def subject_model(path: Path) -> Path:
-    """A model directory (config + weights), checked before anything is measured."""
+    """A model directory (config + weights, or a LoRA adapter), checked before anything runs."""
+    adapter = ("adapter_config.json", "adapter_model.safetensors")
+    if all((Path(path) / n).is_file() for n in adapter):
+        return Path(path)  # measured merged into the base its config names
     missing = [n for n in ("config.json", "model.safetensors") if not (Path(path) / n).is_file()]
     if missing:
         raise SubjectModelError(
             f"{path} is not a model directory (missing {', '.join(missing)}): point at a "
-            "forget-shard model saved with save_pretrained"
+            "forget-shard model saved with save_pretrained, or a LoRA adapter directory "
+            "(adapter_config.json, adapter_model.safetensors)"
         )
     return Path(path)
 

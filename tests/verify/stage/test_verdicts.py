@@ -341,3 +341,15 @@ def test_verify_subject_refuses_what_is_not_a_model_directory(tmp_path: Path):
     (tmp_path / "not-a-model").mkdir()
     r = exante(tmp_path, "verify", "subject", str(tmp_path / "not-a-model"), "--name", "x")
     assert r.code == 3 and "not a model directory" in r.err and "model.safetensors" in r.err
+
+
+def test_verify_subject_takes_a_lora_adapter_directory(tmp_path: Path):
+    from verify.stage import SubjectModelError, subject_model
+
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text("{}")
+    with pytest.raises(SubjectModelError, match="LoRA adapter directory"):
+        subject_model(adapter)  # the weights are missing
+    (adapter / "adapter_model.safetensors").write_bytes(b"")
+    assert subject_model(adapter) == adapter
