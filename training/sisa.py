@@ -52,8 +52,9 @@ def config_digest(cfg: TrainConfig, schedule: Schedule, *, dp_commitment: str | 
     """
     keep = {"seed": cfg.seed, "model": cfg.model.model_dump(), "schedule": schedule.model_dump()}
     keep["dp"] = cfg.dp.model_dump(exclude=set() if cfg.dp.secure_mode else {"secure_mode"})
-    if device_of(cfg).type != "cpu":  # other kernels, other bits; CPU addresses stay as they were
-        keep["device"] = device_of(cfg).type
+    device = device_of(cfg).type
+    if device != "cpu":  # other kernels, other bits; CPU addresses stay as they were
+        keep["device"] = device
     if dp_commitment is not None:
         keep["dp_secret_commitment"] = dp_commitment
     return sha256_hex(canonical_json(keep))
