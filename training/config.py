@@ -109,6 +109,18 @@ class Schedule(_Strict):
         return self
 
 
+class BaseSchedule(Schedule):
+    """The base model's schedule; ``max_epochs: 0`` trains no base.
+
+    With a pretrained model (``model.local_path``) and LoRA shards, the base is
+    usually the pretrained model as it is: ``max_epochs: 0`` saves it unchanged
+    (and records that it trained on nothing), so the adapters sit on exactly the
+    weights the model's publisher released.
+    """
+
+    max_epochs: int = Field(30, ge=0, description="0: no base training (the model as built)")
+
+
 class LoraSettings(_Strict):
     """One LoRA adapter per shard (Hu et al., ICLR 2022), on the frozen base model.
 
@@ -187,10 +199,17 @@ class TrainConfig(_Strict):
         1.0, gt=0, description="with device cuda under Ray: GPUs each task asks for"
     )
     model: ModelConfig = ModelConfig()
-    base: Schedule = Schedule(lr=3e-3, max_epochs=4, target_loss=1.0)
+    base: BaseSchedule = BaseSchedule(lr=3e-3, max_epochs=4, target_loss=1.0)
     shard: ShardSchedule = ShardSchedule()
     dp: DPConfig = DPConfig()
     ensemble: Literal["bma", "mean"] = "bma"
+
+    @field_validator("base", mode="before")
+    @classmethod
+    def _plain_schedule_for_the_base(cls, value):
+        if isinstance(value, Schedule) and not isinstance(value, BaseSchedule):
+            return value.model_dump()
+        return value
 
     @field_validator("shard", mode="before")
     @classmethod

@@ -23,7 +23,9 @@ from lineage.errors import BadInputError, ParamsError
 from training.model import context_length, load_model
 from training.tokenizer import ByteTokenizer, Tokenizer
 
-Rule = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+# rule(logprobs [S, T, V], ids [T], start=0) -> the combined rows [T - start, V] of positions
+# start.. (a row's value never depends on start: it only spares rows nobody reads)
+Rule = Callable[..., torch.Tensor]
 RULES: dict[str, Rule] = {}
 _WINDOW_BATCH = 32  # left-truncated windows per forward pass (bounds memory, not results)
 
@@ -58,27 +60,29 @@ def get_rule(name: str) -> Rule:
 
 
 @register_rule("mean")
-def mean_rule(logprobs: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+def mean_rule(logprobs: torch.Tensor, ids: torch.Tensor, start: int = 0) -> torch.Tensor:
     """Plain average of the shards' probabilities: the baseline BMA is measured against."""
-    return torch.logsumexp(logprobs, dim=0) - math.log(logprobs.shape[0])
+    return torch.logsumexp(logprobs[:, start:], dim=0) - math.log(logprobs.shape[0])
 
 
 @register_rule("bma")
-def bma_rule(logprobs: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+def bma_rule(logprobs: torch.Tensor, ids: torch.Tensor, start: int = 0) -> torch.Tensor:
     """Bayesian model averaging over shards, with a uniform prior (Hoeting et al. 1999).
 
     p(y_t | y_<t) = Σ_s p(y_t | y_<t, s) · p(y_<t | s) / Σ_s p(y_<t | s), where
     p(y_<t | s) is the product of shard s's own next-token probabilities from
     the BOS token on, so the weights are uniform at the first position. This
     is the SISA aggregation of Bourtoule et al., "Machine Unlearning" (IEEE S&P
-    2021), done per token for a language model. All in log space.
+    2021), done per token for a language model. All in log space. The weights
+    need every token since BOS; the mixture over the vocabulary is formed only
+    for positions ``start..`` (with a large vocabulary, most of the cost).
     """
     shards = logprobs.shape[0]
     targets = ids[1:].view(1, -1, 1).expand(shards, -1, 1)
     token_ll = logprobs[:, :-1].gather(2, targets).squeeze(2)  # [S, T-1]: log p(ids[t+1] | s)
     prefix = torch.cat([token_ll.new_zeros(shards, 1), token_ll.cumsum(1)], dim=1)  # [S, T]
     log_weights = prefix - torch.logsumexp(prefix, dim=0, keepdim=True)
-    return torch.logsumexp(logprobs + log_weights.unsqueeze(2), dim=0)
+    return torch.logsumexp(logprobs[:, start:] + log_weights[:, start:].unsqueeze(2), dim=0)
 
 
 @torch.no_grad()
@@ -181,15 +185,25 @@ class Ensemble:
         ids = ids.long()
         return self._rule(torch.stack([shard_logprobs(m, ids) for m in self.models]), ids)
 
-    def next_token_logprobs_batch(self, seqs: Sequence[Sequence[int]]) -> list[torch.Tensor]:
-        """:meth:`next_token_logprobs` for many id sequences, each model run batched."""
+    def next_token_logprobs_batch(
+        self, seqs: Sequence[Sequence[int]], starts: Sequence[int] | None = None
+    ) -> list[torch.Tensor]:
+        """:meth:`next_token_logprobs` for many id sequences, each model run batched.
+
+        ``starts``: row i holds positions ``starts[i]..`` of sequence i only.
+        """
         for ids in seqs:
             if not ids or int(ids[0]) != self.tokenizer.bos_id:
                 bos = self.tokenizer.bos_id
                 raise EnsembleInputError(f"every sequence must start with the BOS id {bos}")
         per_model = [batch_logprobs(m, seqs) for m in self.models]
+        starts = starts or [0] * len(seqs)
         return [
-            self._rule(torch.stack([rows[i] for rows in per_model]), torch.tensor(seqs[i]).long())
+            self._rule(
+                torch.stack([rows[i] for rows in per_model]),
+                torch.tensor(seqs[i]).long(),
+                starts[i],
+            )
             for i in range(len(seqs))
         ]
 

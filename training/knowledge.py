@@ -29,7 +29,9 @@ from lineage.errors import BadInputError
 from training.tokenizer import ByteTokenizer, Tokenizer
 
 # ids of many sequences -> next-token log-probs [T_i, V] per sequence
-BatchScorer = Callable[[Sequence[Sequence[int]]], list[torch.Tensor]]
+# scorer(seqs, starts=None) -> per sequence its next-token log-prob rows [T, V]; with
+# ``starts``, row i holds positions starts[i].. only (an ensemble then spares the rest)
+BatchScorer = Callable[..., list[torch.Tensor]]
 _BYTES = ByteTokenizer()  # the default model's; pass a pretrained model's own as `tokenizer`
 
 
@@ -112,7 +114,11 @@ def _text(x) -> bool:
 def model_scorer(model: torch.nn.Module) -> BatchScorer:
     from training.ensemble import batch_logprobs
 
-    return lambda seqs: batch_logprobs(model, seqs)
+    def score(seqs, starts=None):
+        rows = batch_logprobs(model, seqs)
+        return rows if starts is None else [r[k:] for r, k in zip(rows, starts, strict=True)]
+
+    return score
 
 
 def ensemble_scorer(ensemble) -> BatchScorer:
@@ -128,8 +134,8 @@ def answer_logprobs(
 ) -> list[torch.Tensor]:
     """Per pair, the log-probability rows ``[len(answer), V]`` that predict the answer tokens."""
     split = [_split(p, a, tokenizer) for p, a in pairs]
-    rows = scorer([c + a for c, a in split])
-    return [r[len(c) - 1 : len(c) - 1 + len(a)] for r, (c, a) in zip(rows, split, strict=True)]
+    rows = scorer([c + a for c, a in split], starts=[len(c) - 1 for c, _ in split])
+    return [r[: len(a)] for r, (_, a) in zip(rows, split, strict=True)]
 
 
 @dataclass(frozen=True)

@@ -85,8 +85,12 @@ def train_base(
 ) -> checkpoints.Checkpoint:
     """The shared base model, trained on the base corpus (or left at its seeded init).
 
+    ``base.max_epochs: 0`` trains nothing: the base is the model as built (a
+    pretrained model's own weights), and its metadata says it saw no records.
     It trains alone, so on every core the shard workers would share (threads x workers).
     """
+    if cfg.base.max_epochs == 0:
+        records = []
     set_determinism(cfg, threads=cfg.threads * cfg.workers)
     tok = tokenizer_for(cfg.model)
     model = build_model(cfg.model, tok, seed=cfg.seed).to(device_of(cfg))

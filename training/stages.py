@@ -203,11 +203,12 @@ def _write_unit(root: Path, paths: Layout, out_dir: Path, unit: str, facts: dict
 def run_train_base(root: Path, cfg: TrainConfig, paths: Layout = LAYOUT, *, on_epoch=None) -> dict:
     root = Path(root)
     placed, _ = _admitted_file(root, paths.base_file(), paths)
+    records = [r for _, r in placed] if cfg.base.max_epochs else []  # 0: no base training
     start = time.perf_counter()
-    ckpt = train_base([r for _, r in placed], cfg, root / paths.base / "model", on_epoch=on_epoch)
+    ckpt = train_base(records, cfg, root / paths.base / "model", on_epoch=on_epoch)
     epochs = ckpt.meta["epochs"]
     wall = time.perf_counter() - start
-    facts = {"kind": "base", "records": len(placed), "epochs": epochs, "dp": None}
+    facts = {"kind": "base", "records": len(records), "epochs": epochs, "dp": None}
     return _write_unit(root, paths, paths.base, "base", facts, _timings(epochs, wall))
 
 

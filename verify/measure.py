@@ -28,7 +28,7 @@ MIA = ("loss", "zlib", "min_k", "min_k_pp")
 
 @dataclass(frozen=True)
 class MeasureSettings:
-    prefix_bytes: int = 24  # verbatim: the prompt is a record's first bytes
+    prefix_bytes: int = 24  # verbatim: the prompt is a record's first tokens (bytes by default)
     max_new_tokens: int = 40
     candidates: int = 200  # canary exposure: alternatives ranked against the secret
     k_percent: float = 20.0  # Min-K% and Min-K%++
@@ -69,11 +69,17 @@ def mia_scores(subject: Subject, texts: Sequence[Text], k: float) -> dict[str, l
 
 
 def verbatim(subject: Subject, texts: Sequence[Text], s: MeasureSettings) -> list[dict]:
-    """MUSE VerbMem: ROUGE-L (words) of the greedy continuation of each text's first bytes."""
-    usable = [t for t in texts if len(t.text.encode("utf-8")) >= s.prefix_bytes + 4]
+    """MUSE VerbMem: ROUGE-L (words) of the greedy continuation of each text's first tokens.
+
+    The prompt is BOS + ``prefix_bytes`` tokens of the model's tokenizer (bytes for
+    the byte-level default), so every prompt has one length; a text needs at least 4
+    tokens after it to be measured.
+    """
+    encoded = [(t, subject.tokenizer.encode(t.text, eos=False)) for t in texts]
+    usable = [(t, x) for t, x in encoded if len(x) >= 1 + s.prefix_bytes + 4]
     if not usable:
         return []
-    ids = [subject.tokenizer.encode(t.text, eos=False) for t in usable]
+    usable, ids = [t for t, _ in usable], [x for _, x in usable]
     prompts = [x[: 1 + s.prefix_bytes] for x in ids]
     room = subject.context_length() - len(prompts[0])  # greedy_batch runs one window
     outs = subject.greedy_batch(prompts, min(s.max_new_tokens, room))

@@ -88,13 +88,19 @@ class Subject:
         self.name, self.components, self.rule = name, list(components), rule
         self._rule, self.cache, self.tokenizer = get_rule(rule), cache, tokenizer
 
-    def next_token_logprobs_batch(self, seqs: Sequence[Sequence[int]]) -> list[torch.Tensor]:
+    def next_token_logprobs_batch(
+        self, seqs: Sequence[Sequence[int]], starts: Sequence[int] | None = None
+    ) -> list[torch.Tensor]:
+        """Combined rows per sequence; ``starts``: row i holds positions ``starts[i]..`` only."""
         if self.cache is None:
             per = [batch_logprobs(c.model, seqs) for c in self.components]
         else:
             per = [self.cache.logprobs(c, seqs) for c in self.components]
+        starts = starts or [0] * len(seqs)
         return [
-            self._rule(torch.stack([rows[i] for rows in per]), torch.tensor(seqs[i]).long())
+            self._rule(
+                torch.stack([rows[i] for rows in per]), torch.tensor(seqs[i]).long(), starts[i]
+            )
             for i in range(len(seqs))
         ]
 
@@ -134,7 +140,10 @@ class Subject:
             full = torch.stack([torch.cat(r, dim=1) for r in rows])  # [S, B, T, V]
             seqs = torch.cat([ids, new], dim=1)
             step = torch.tensor(
-                [int(self._rule(full[:, i], seqs[i])[-1].argmax()) for i in range(len(prompts))]
+                [
+                    int(self._rule(full[:, i], seqs[i], len(seqs[i]) - 1)[-1].argmax())
+                    for i in range(len(prompts))
+                ]
             )
             step = torch.where(done, self.tokenizer.eos_id, step)
             new = torch.cat([new, step.unsqueeze(1)], dim=1)

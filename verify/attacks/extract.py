@@ -174,7 +174,7 @@ def _last_rows(model: NextTokenModel, seqs: list[list[int]]) -> torch.Tensor:
     """The next-token log-probs after each sequence, ``[N, V]``."""
     batch = getattr(model, "next_token_logprobs_batch", None)
     if callable(batch):
-        rows = [r[-1] for r in batch(seqs)]
+        rows = [r[-1] for r in batch(seqs, starts=[len(x) - 1 for x in seqs])]
     else:
         rows = [model.next_token_logprobs(torch.tensor(s))[-1] for s in seqs]
     return torch.stack(rows).cpu()  # the generators live on the CPU

@@ -21,7 +21,9 @@ def favours(byte: str):
     logits = torch.zeros(V)
     logits[ord(byte)] = 2.0
     row = torch.log_softmax(logits.double(), dim=0)
-    return lambda seqs: [row.expand(len(s), V) for s in seqs]
+    return lambda seqs, starts=None: [
+        row.expand(len(s) - k, V) for s, k in zip(seqs, starts or [0] * len(seqs), strict=True)
+    ]
 
 
 def table(scores: dict[str, float]):

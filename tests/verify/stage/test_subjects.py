@@ -61,3 +61,16 @@ def test_greedy_batch_refuses_prompts_of_different_lengths(models):
     subject = Subject("s", [Component(models[0], "a")], rule="bma", cache=None)
     with pytest.raises(ValueError, match="one length"):
         subject.greedy_batch([TOK.encode("ab", eos=False), TOK.encode("abc", eos=False)], 2)
+
+
+@pytest.mark.parametrize("rule", ["bma", "mean"])
+def test_rows_from_a_start_are_the_same_rows_bit_for_bit(models, rule):
+    """``starts`` only spares rows nobody reads: each row is the one the full call gives."""
+    subject = Subject("s", [Component(m, f"m{i}") for i, m in enumerate(models)], rule=rule,
+                      cache=ScoreCache())  # fmt: skip
+    starts = [len(SEQS[0]) - 1, 5, 0]
+    for scorer in (Ensemble(models, TOK, rule=rule).next_token_logprobs_batch,
+                   subject.next_token_logprobs_batch):  # fmt: skip
+        full = scorer(SEQS)
+        for whole, part, k in zip(full, scorer(SEQS, starts), starts, strict=True):
+            assert part.shape[0] == len(whole) - k and torch.equal(whole[k:], part)
