@@ -118,8 +118,13 @@ def _n(path: Path) -> str:
     return Layout.name(path)
 
 
-def _front(raw: str | None, L: Layout) -> dict:
-    """Ingest to release: the stages every project has (plus the demo's generator)."""
+def _front(raw: str | None, L: Layout, registry_: Registry | None = None) -> dict:
+    """Ingest to release: the stages every project has (plus the demo's generator).
+
+    The gate also judges the registered pretrained models: their entries are its
+    params, and a model file inside the project is its dep (one outside is still
+    checked by digest when training starts).
+    """
     registry, records, denied = _n(L.registry), _n(L.records), _n(L.ledger_denied)
     stages = {}
     if raw:
@@ -152,12 +157,14 @@ def _front(raw: str | None, L: Layout) -> dict:
             {_n(L.manifest_history): {"persist": True}},
         ],
     }
+    models = registry_.models.values() if registry_ else ()
     stages["gate"] = {
         "cmd": "exante gate",
-        "deps": ["lineage", _n(L.policies), records, _n(L.manifest), _n(L.manifest_leaves)],
-        "params": ["gate"],
+        "deps": ["lineage", _n(L.policies), records, _n(L.manifest), _n(L.manifest_leaves),
+                 *sorted({m.location for m in models if not Path(m.location).is_absolute()})],
+        "params": ["gate", *([{registry: ["models"]}] if models else [])],
         "outs": [_n(L.gate)],
-    }
+    }  # fmt: skip
     return stages
 
 
@@ -322,7 +329,7 @@ def render(registry: Registry, params, *, code_deps: bool = True, layout: Layout
     probes = [params.verify.probes] if params.verify.probes else []
     forget, methods = params.verify.forget_shard, list(params.verify.methods)
     stages = {
-        **_front(raw, layout),
+        **_front(raw, layout, registry),
         **_training(params.train.shards, layout),
         "report": _report(probes, layout),
         **_verification(forget, methods, probes, layout),

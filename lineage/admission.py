@@ -62,6 +62,7 @@ class Admitted:
     base_sources: tuple[str, ...] = ()
     dp_required: dict[str, float] = field(default_factory=dict)  # source -> max epsilon
     holdout: dict[str, str | float] = field(default_factory=dict)  # source -> "all" or fraction
+    models: dict[str, dict] = field(default_factory=dict)  # registered pretrained models' verdicts
 
     def max_epsilon(self, source_ids) -> float | None:
         """The DP budget a model trained on these sources must meet (None: DP not required)."""
@@ -186,6 +187,7 @@ def verify_training_input(
             for sid, t in manifest.predicate.get("sources", {}).items()
             if t.get("holdout") is not None
         },
+        models=dict(decision["predicate"].get("models", {})),
     )
 
 

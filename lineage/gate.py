@@ -21,7 +21,7 @@ from lineage.manifest import leaves_bytes, merkle_root
 from lineage.policy import GatePolicy
 from lineage.records import Record
 from lineage.signing import Signer, make_statement, sign_envelope, write_envelope
-from lineage.sources import Registry, Source
+from lineage.sources import PretrainedModel, Registry, Source
 
 PREDICATE_TYPE = "https://exante.dev/attestations/gate-decision/v1"
 SCHEMA_VERSION = 1
@@ -52,6 +52,7 @@ class Decision:
     record_reasons: Mapping[str, tuple[str, ...]]
     allowed: tuple[tuple[str, str], ...] = field(repr=False)
     base_sources: tuple[str, ...] = ()
+    models: Mapping[str, dict] = field(default_factory=dict)  # registered pretrained models
     dp_required: Mapping[str, float] = field(default_factory=dict)  # source -> max epsilon
 
     def allows(self, record_id: str) -> bool:
@@ -88,6 +89,42 @@ def source_violations(
     if policy.enforce_retention and expires is not None and expires < as_of:
         reasons.append(f"[{name}] retention period {source.retention} expired on {expires}")
     return reasons
+
+
+def model_violations(
+    model: PretrainedModel, policy: GatePolicy, *, purpose: str, found: str | None
+) -> list[str]:
+    """Every reason ``policy`` refuses a pretrained model; ``found``: its bytes' digest now."""
+    name, reasons = policy.name, []
+    if model.license not in policy.licenses.get(purpose, ()):
+        reasons.append(f"[{name}] license {model.license} is not allowed for {purpose} use")
+    if policy.honour_training_prohibitions and not model.terms.permits_ml_training:
+        reasons.append(f"[{name}] its terms forbid training on it: {model.terms.summary}")
+    if policy.honour_tdm_opt_out and model.tdm_opt_out:
+        evidence = f" ({model.tdm_opt_out_evidence})" if model.tdm_opt_out_evidence else ""
+        reasons.append(f"[{name}] rights holder reserved text-and-data mining{evidence}")
+    if found is None:
+        reasons.append(f"{model.location} does not exist")
+    elif found != model.sha256:
+        reasons.append(f"{model.location} is not the registered bytes: sha256 {found}, "
+                       f"registered {model.sha256}")  # fmt: skip
+    return reasons
+
+
+def judge_models(
+    registry: Registry, policies: Sequence[GatePolicy], *, purpose: str,
+    found: Mapping[str, str | None],
+) -> dict[str, dict]:  # fmt: skip
+    """Each registered model's verdict, as the decision signs it (``found``: digests now)."""
+    out = {}
+    for mid, m in sorted(registry.models.items()):
+        reasons = list(dict.fromkeys(
+            r for p in policies
+            for r in model_violations(m, p, purpose=purpose, found=found.get(mid))
+        ))  # fmt: skip
+        out[mid] = {"allowed": not reasons, "reasons": reasons, "location": m.location,
+                    "sha256": m.sha256, "license": m.license}  # fmt: skip
+    return out
 
 
 def _under_own_terms(source: Source, terms: Mapping[str, object]) -> Source:
@@ -141,8 +178,13 @@ def evaluate(
     purpose: str,
     as_of: date,
     denials: Denials = Denials(),
+    model_digests: Mapping[str, str | None] | None = None,
 ) -> Decision:
-    """Judge every source, then every record (on its own terms where it has them); pure, no I/O."""
+    """Judge every source, then every record (on its own terms where it has them); pure, no I/O.
+
+    ``model_digests``: the digest of each registered pretrained model's bytes as
+    found now (None: missing), read by the caller; a model is judged like a source.
+    """
     judge = _Judge(registry, policies, purpose, as_of)
     src_reasons = {sid: judge.source(s) for sid, s in sorted(registry.sources.items())}
     deny_records = denials.records | {r for p in policies for r in p.deny.records}
@@ -160,7 +202,9 @@ def evaluate(
     allowed.sort(key=lambda x: x[0].encode("utf-8"))
     base = base_sources(registry, src_reasons, policies, exclude=with_terms)
     dp = dp_requirements(registry, src_reasons, policies, also=allowing)
-    return Decision(purpose, as_of.isoformat(), src_reasons, rec_reasons, tuple(allowed), base, dp)
+    models = judge_models(registry, policies, purpose=purpose, found=model_digests or {})
+    return Decision(purpose, as_of.isoformat(), src_reasons, rec_reasons, tuple(allowed), base,
+                    dp_required=dp, models=models)  # fmt: skip
 
 
 def dp_requirements(
@@ -245,6 +289,8 @@ def decision_predicate(
             {"record_id": rid, "reasons": list(reasons)}
             for rid, reasons in sorted(decision.record_reasons.items())
         ],
+        # only where the registry has models, so a decision without any is as it was
+        **({"models": dict(decision.models)} if decision.models else {}),
     }
 
 

@@ -200,9 +200,47 @@ class Source(_Frozen):
         return Path(root) / self.location
 
 
+class PretrainedModel(_Frozen):
+    """A pretrained model the shards fine-tune: where it came from, its terms, its bytes.
+
+    ``sha256`` pins the bytes the gate judged: a file's SHA-256 (a ``.gguf``) or,
+    for a checkpoint directory, :func:`model_digest` (every file's path and
+    SHA-256). Training refuses a ``train.model.local_path`` that is not a model
+    the signed gate decision admitted with exactly these bytes.
+    """
+
+    id: str
+    description: str = Field(min_length=1)
+    location: str = Field(min_length=1)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    license: str
+    terms: Terms
+    tdm_opt_out: bool = False
+    tdm_opt_out_evidence: str | None = None
+    acquired: Acquisition
+
+    def path(self, root: Path) -> Path:
+        p = Path(self.location)
+        return p if p.is_absolute() else Path(root) / p
+
+
+def model_digest(path: Path) -> str:
+    """A file's SHA-256, or a directory's digest: canonical JSON of {relative path: SHA-256}."""
+    from lineage._canonical import canonical_json, file_sha256, sha256_hex
+
+    path = Path(path)
+    if path.is_file():
+        return file_sha256(path)
+    files = sorted(p for p in path.rglob("*") if p.is_file())
+    return sha256_hex(canonical_json({p.relative_to(path).as_posix(): file_sha256(p)
+                                      for p in files}))  # fmt: skip
+
+
 class Registry(_Frozen):
     schema_version: Literal[1]
     sources: dict[str, Source]
+    # pretrained models (train.model.local_path), judged by the gate like sources
+    models: dict[str, PretrainedModel] = {}
 
     def get(self, source_id: str) -> Source:
         try:
@@ -223,20 +261,22 @@ def load_registry(path: Path) -> Registry:
         raw = read_yaml(path, error=SourceRegistryError)
     except FileNotFoundError:
         raise SourceRegistryError(f"{path} does not exist") from None
-    if isinstance(raw, dict) and isinstance(raw.get("sources"), dict):
-        for key, value in raw["sources"].items():
-            if isinstance(value, dict):
-                value.setdefault("id", key)
+    for section in ("sources", "models"):
+        if isinstance(raw, dict) and isinstance(raw.get(section), dict):
+            for key, value in raw[section].items():
+                if isinstance(value, dict):
+                    value.setdefault("id", key)
     try:
         registry = Registry.model_validate(raw)
     except ValidationError as exc:
         raise SourceRegistryError(f"{path} is malformed:", problems=_problems(exc)) from None
     mismatched = [f"sources.{k}: id is {s.id!r}" for k, s in registry.sources.items() if s.id != k]
+    mismatched += [f"models.{k}: id is {m.id!r}" for k, m in registry.models.items() if m.id != k]
     if mismatched:
         raise SourceRegistryError(f"{path}: each source's id must be its key", problems=mismatched)
     unknown = [
         f"{s.id}: {s.license!r}"
-        for s in registry.sources.values()
+        for s in [*registry.sources.values(), *registry.models.values()]
         if not is_known_license(s.license)
     ]
     if unknown:

@@ -23,7 +23,7 @@ from lineage.merkle import InclusionProof, LeafIndex, NonInclusionProof
 from lineage.policy import load_policies
 from lineage.records import Record, read_all, records_files
 from lineage.signing import Signer, load_trusted_keys, read_envelope
-from lineage.sources import Registry, load_registry, source_terms
+from lineage.sources import Registry, load_registry, model_digest, source_terms
 
 REGISTRY = LAYOUT.registry
 POLICIES = LAYOUT.policies
@@ -118,6 +118,8 @@ def run_gate(root: Path, signer: Signer, *, purpose: str, as_of: date) -> tuple[
             _verify_ledger_if_signed(root, root / policy.deny.ledger, trusted)
             more = ledger_denials(root / policy.deny.ledger)
             denials = Denials(denials.records | more.records, denials.subjects | more.subjects)
+    found = {mid: model_digest(m.path(root)) if m.path(root).exists() else None
+             for mid, m in signed.models.items()}  # fmt: skip
     decision = evaluate(
         signed,
         records,
@@ -125,6 +127,7 @@ def run_gate(root: Path, signer: Signer, *, purpose: str, as_of: date) -> tuple[
         purpose=purpose,
         as_of=as_of,
         denials=denials,
+        model_digests=found,
     )
     predicate = write_decision(
         decision,

@@ -206,3 +206,23 @@ def test_this_repository_does_not_git_ignore_the_files_dvc_must_track():
     for name in ("dvc.yaml", "dvc.lock", "params.yaml", "data/sources.yaml"):
         out = subprocess.run(["git", "check-ignore", "-q", "--no-index", name], cwd=REPO)
         assert out.returncode == 1, f"{name} is git-ignored: dvc repro would refuse to run"
+
+
+def test_a_registered_model_is_a_param_and_a_dep_of_the_gate():
+    from lineage.sources import PretrainedModel
+
+    registry = load_registry(REPO / "data/sources.yaml")
+    params = load_params(REPO / "params.yaml")
+    plain = render(registry, params)["stages"]["gate"]
+    model = PretrainedModel.model_validate({
+        "id": "smol", "description": "d", "location": "models/pretrained/smol.gguf",
+        "sha256": "a" * 64, "license": "Apache-2.0",
+        "terms": {"summary": "s", "permits_ml_training": True},
+        "acquired": {"date": "2026-01-01", "method": "m"},
+    })  # fmt: skip
+    outside = model.model_copy(update={"id": "far", "location": "/opt/models/far.gguf"})
+    gate = render(registry.model_copy(update={"models": {"smol": model, "far": outside}}),
+                  params)["stages"]["gate"]  # fmt: skip
+    assert gate["deps"] == [*plain["deps"], "models/pretrained/smol.gguf"]
+    assert gate["params"] == ["gate", {"data/sources.yaml": ["models"]}]
+    assert plain["params"] == ["gate"]  # a project without models renders as before

@@ -93,10 +93,11 @@ def model_files(directory: Path) -> list[Path]:
 
 def dir_digest(directory: Path) -> str:
     """A digest of every file (relative POSIX path and content) in a checkpoint directory."""
-    from lineage._canonical import file_sha256
+    from lineage.sources import model_digest
 
-    entries = {p.relative_to(directory).as_posix(): file_sha256(p) for p in model_files(directory)}
-    return sha256_hex(canonical_json(entries))
+    if not Path(directory).is_dir():  # nothing there: the digest of no files
+        return sha256_hex(canonical_json({}))
+    return model_digest(Path(directory))
 
 
 def prune(ckpt_dir: Path, denied: frozenset[str], *, keep: Iterable[str]) -> list[str]:

@@ -200,9 +200,43 @@ def _write_unit(root: Path, paths: Layout, out_dir: Path, unit: str, facts: dict
     return facts | timings
 
 
+class UnadmittedModelError(BadInputError):
+    """``train.model.local_path`` is not a pretrained model the signed gate decision admitted."""
+
+
+def check_pretrained(cfg: TrainConfig, admitted) -> str | None:
+    """The registry id of the admitted model ``train.model.local_path`` is, byte for byte.
+
+    A pretrained model is a source like any other: registered under ``models:``
+    with its license, terms and digest, judged by the gate, and trained on only
+    when the signed decision admitted exactly these bytes. None: no pretrained model.
+    """
+    if not cfg.model.local_path:
+        return None
+    found = pretrained_digest(cfg.model.local_path)
+    found = found.get("file_sha256") or found["dir_digest"]
+    same = {mid: m for mid, m in admitted.models.items() if m.get("sha256") == found}
+    for mid, m in sorted(same.items()):
+        if m.get("allowed"):
+            return mid
+    if same:
+        mid, m = sorted(same.items())[0]
+        raise UnadmittedModelError(
+            f"train.model.local_path {cfg.model.local_path} is the registered model {mid}, "
+            "which the gate refused:", problems=list(m.get("reasons", ())) or ["no reason given"],
+        )  # fmt: skip
+    raise UnadmittedModelError(
+        f"train.model.local_path {cfg.model.local_path} (sha256 {found}) is not a model the "
+        f"gate admitted. Register it under `models:` in {LAYOUT.registry} (description, "
+        f"location, license, terms, acquired, sha256: {found}) and run the gate again "
+        "(`dvc repro`): a pretrained model passes the policy like any source"
+    )
+
+
 def run_train_base(root: Path, cfg: TrainConfig, paths: Layout = LAYOUT, *, on_epoch=None) -> dict:
     root = Path(root)
-    placed, _ = _admitted_file(root, paths.base_file(), paths)
+    placed, admitted = _admitted_file(root, paths.base_file(), paths)
+    check_pretrained(cfg, admitted)
     records = [r for _, r in placed] if cfg.base.max_epochs else []  # 0: no base training
     start = time.perf_counter()
     ckpt = train_base(records, cfg, root / paths.base / "model", on_epoch=on_epoch)

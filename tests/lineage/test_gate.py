@@ -349,3 +349,58 @@ def test_the_gate_refuses_an_edited_ledger(project: Project) -> None:
     ledger.write_bytes(ledger.read_bytes().replace(b'"p0001"', b'"p0009"'))
     with pytest.raises(TamperedLedgerEntryError):
         run_gate(project.root, project.signer, purpose="research", as_of=AS_OF)
+
+
+# -- pretrained models: judged like sources, pinned by digest ---------------------------
+
+
+def model_entry(location: str, sha256: str, **changes) -> dict:
+    return {
+        "description": "a pretrained model", "location": location, "sha256": sha256,
+        "license": "Apache-2.0", "terms": {"summary": "Apache-2.0", "permits_ml_training": True},
+        "acquired": {"date": "2026-01-01", "method": "pip package"}, **changes,
+    }  # fmt: skip
+
+
+def with_models(**models: dict) -> Registry:
+    raw = REGISTRY.model_dump(mode="json")
+    raw["models"] = {mid: {"id": mid, **m} for mid, m in models.items()}
+    return Registry.model_validate(raw)
+
+
+def test_a_registered_model_is_judged_by_license_terms_and_its_bytes() -> None:
+    digest = "a" * 64
+    registry = with_models(
+        ok=model_entry("m/ok.gguf", digest),
+        nc=model_entry("m/nc.gguf", digest, license="CC-BY-NC-4.0"),
+        tos=model_entry(
+            "m/tos", digest, terms={"summary": "no fine-tuning", "permits_ml_training": False}
+        ),
+        swapped=model_entry("m/swapped.gguf", digest),
+        gone=model_entry("m/gone.gguf", digest),
+    )
+    found = {"ok": digest, "nc": digest, "tos": digest, "swapped": "b" * 64, "gone": None}
+    research = judge(registry=registry, model_digests=found).models
+    assert {m for m, v in research.items() if v["allowed"]} == {"ok", "nc"}
+    assert research["tos"]["reasons"] == [
+        "[default] its terms forbid training on it: no fine-tuning"
+    ]
+    assert "is not the registered bytes" in research["swapped"]["reasons"][0]
+    assert research["gone"]["reasons"] == ["m/gone.gguf does not exist"]
+    commercial = judge(registry=registry, model_digests=found, purpose="commercial").models
+    assert commercial["nc"]["allowed"] is False
+    assert "CC-BY-NC-4.0 is not allowed for commercial use" in commercial["nc"]["reasons"][0]
+    assert judge().models == {}  # no models registered: the decision is as it was
+
+
+def test_a_model_with_an_unknown_license_is_refused_at_load(tmp_path: Path) -> None:
+    import yaml
+
+    from lineage.errors import BadInputError
+
+    raw = yaml.safe_load((REPO / "data/sources.yaml").read_text())
+    raw["models"] = {"m": model_entry("m.gguf", "a" * 64, license="Free-ish")}
+    (tmp_path / "sources.yaml").write_text(yaml.safe_dump(raw))
+    with pytest.raises(BadInputError, match="unknown license") as err:
+        load_registry(tmp_path / "sources.yaml")
+    assert "m: 'Free-ish'" in str(err.value)

@@ -195,6 +195,8 @@ def test_the_smollm2_gguf_loads_and_answers(smollm2_gguf):
 @pytest.mark.slow  # ~50 s: the base trains a whole play through a 49,152-token output layer
 def test_lora_stages_release_and_serve_base_plus_adapters(project, tiny_llama):
     """partition → base → LoRA shards → attest → the release served as base + adapters."""
+    from lineage.stages import run_gate
+    from tests.conftest import AS_OF
     from training.stages import (
         released_ensemble,
         run_attest,
@@ -203,6 +205,8 @@ def test_lora_stages_release_and_serve_base_plus_adapters(project, tiny_llama):
         run_train_shard,
     )
 
+    register_model(project.root, tiny_llama)
+    run_gate(project.root, project.signer, purpose="research", as_of=AS_OF)
     cfg = lora_cfg(tiny_llama)
     run_partition(project.root, cfg, project.signer)
     run_train_base(project.root, cfg)
@@ -248,6 +252,52 @@ def test_the_pretrained_models_bytes_are_bound_by_digest(tmp_path):
     assert pretrained_digest(str(tmp_path / "ckpt")) != got
 
 
+def register_model(root: Path, model: Path, **changes) -> None:
+    """Register ``model`` under ``models:`` in the project's registry, pinned by its digest."""
+    import yaml
+
+    from lineage.sources import model_digest
+
+    registry = root / "data/sources.yaml"
+    raw = yaml.safe_load(registry.read_text())
+    raw["models"] = {"tiny-llama": {
+        "description": "A 2-layer Llama with SmolLM2-135M-Instruct's tokenizer (test model).",
+        "location": str(model), "sha256": model_digest(model), "license": "Apache-2.0",
+        "terms": {"summary": "Apache-2.0 (SmolLM2's tokenizer)", "permits_ml_training": True},
+        "acquired": {"date": "2026-12-04", "method": "built by the test"}, **changes,
+    }}  # fmt: skip
+    registry.write_text(yaml.safe_dump(raw, sort_keys=False))
+
+
+@pytest.mark.parametrize("case", ["unregistered", "refused", "other bytes"])
+def test_training_refuses_a_model_the_gate_did_not_admit(project, tiny_llama, tmp_path, case):
+    """A pretrained model is a source: registered, judged by the gate, pinned by digest."""
+    from lineage.stages import run_gate
+    from tests.conftest import AS_OF
+    from training.stages import UnadmittedModelError, run_partition, run_train_base
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_llama, model)
+    if case != "unregistered":
+        terms = {"summary": "no fine-tuning", "permits_ml_training": False}
+        register_model(project.root, model, **({"terms": terms} if case == "refused" else {}))
+    run_gate(project.root, project.signer, purpose="research", as_of=AS_OF)
+    if case == "other bytes":  # swapped after the gate judged it
+        (model / "config.json").write_text((model / "config.json").read_text() + " ")
+    cfg = lora_cfg(model).model_copy(update={"base": lora_cfg(model).base.model_copy(
+        update={"max_epochs": 0})})  # fmt: skip
+    run_partition(project.root, cfg, project.signer)
+    with pytest.raises(UnadmittedModelError) as err:
+        run_train_base(project.root, cfg)
+    assert err.value.exit_code == 3 and str(model) in str(err.value)
+    if case == "refused":
+        assert "tiny-llama, which the gate refused" in str(err.value)
+        assert "its terms forbid training on it" in str(err.value)
+    else:
+        assert "Register it under `models:`" in str(err.value)
+    assert not (project.root / "models/base").exists()
+
+
 # -- the whole chain on the tiny Llama, in process: no dvc, the CLI's own commands ---------
 
 CHAIN_TRAIN = {
@@ -289,6 +339,7 @@ def test_a_pretrained_llama_goes_from_partition_to_a_verified_audit_bundle(
                       play_chunk_chars=4000, forum_posts=3, news_articles=3, recipes=3,
                       support_chats=2)  # fmt: skip
     project = make_project(tmp_path / "proj", spec)
+    register_model(project.root, tiny_llama)
     project.build()
     root = project.root
     shutil.copy(REPO / POLICY_FILE, root / POLICY_FILE)
