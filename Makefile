@@ -30,6 +30,17 @@ $(VENV)/.installed: pyproject.toml
 
 env: $(VENV)/.installed
 
+# PROFILE=smollm2: the demo with SmolLM2-135M-Instruct + LoRA shards, in its own project
+# under build/ (exante init --example smollm2; opt-in, about 45 minutes on 2 cores)
+PROFILE ?=
+ifneq ($(PROFILE),)
+run: env
+	test -d build/$(PROFILE) || exante init build/$(PROFILE) --example $(PROFILE)
+	cd build/$(PROFILE) && exante keys init --dev --if-missing && dvc repro && dvc push -q
+	@echo
+	@echo "Results: build/$(PROFILE)/ holds what the demo's project does (README: make run)"
+	@echo "  verification table: cd build/$(PROFILE) && exante verify check; data/verification/"
+else
 run: env
 	exante keys init --dev --if-missing
 	dvc repro
@@ -53,6 +64,7 @@ run: env
 	@echo "  MLflow runs           sqlite:///mlruns.db  (mlflow ui --backend-store-uri sqlite:///mlruns.db)"
 	@echo "  DVC remote            .dvc-remote/"
 	@echo "Next: exante check · exante trace crm/p0001-email · exante verify check · exante generate \"Stephanie Pena was born in\" · see README.md"
+endif
 
 lint: env
 	ruff check .

