@@ -269,8 +269,44 @@ def _measure_parts(parts: list[str], loaded: Loaded, names: tuple[str, ...],
         _LOADED.clear()
         _LOADED[loaded.dirs] = loaded
         return [measure_part(p, loaded.dirs, names, inputs, progress) for p in parts]
+    workers = fitting_workers(loaded, pool["workers"])
+    if workers < pool["workers"]:
+        progress(f"verification parts: {workers} worker(s), not {pool['workers']}: each loads "
+                 f"every subject's models (about {_gib(part_bytes(loaded))} GiB with its "
+                 f"caches) and {_gib(_available())} GiB of memory is available")  # fmt: skip
+    if pool["executor"] == "local" and workers <= 1:
+        _LOADED.clear()
+        _LOADED[loaded.dirs] = loaded
+        return [measure_part(p, loaded.dirs, names, inputs, progress) for p in parts]
     jobs = [(p, loaded.dirs, names, inputs, None) for p in parts]
-    return run_units(measure_part, jobs, names=[f"verify {p}" for p in parts], **pool)
+    return run_units(measure_part, jobs, names=[f"verify {p}" for p in parts],
+                     **(pool | {"workers": workers}))  # fmt: skip
+
+
+def part_bytes(loaded: Loaded) -> int:
+    """What one part's process may hold: every subject's models, twice (an attack's copies),
+    and a full score cache. Only bounds how many run at once; results never depend on it."""
+    from verify.subjects import CACHE_BYTES
+
+    unique = {c.key: c.model for c in [*loaded.released, *loaded.forget_shard.values()]}
+    weights = sum(t.numel() * t.element_size() for m in unique.values()
+                  for t in m.state_dict().values())  # fmt: skip
+    return 2 * weights + CACHE_BYTES
+
+
+def _available() -> int:
+    import os
+
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def fitting_workers(loaded: Loaded, workers: int) -> int:
+    """``workers``, or fewer where that many parts would not fit in the memory available."""
+    return max(1, min(workers, _available() // max(part_bytes(loaded), 1)))
+
+
+def _gib(n: int) -> str:
+    return f"{n / (1 << 30):.1f}"
 
 
 def measure_part(part: str, dirs: Dirs, names: tuple[str, ...], inputs: PartInputs,

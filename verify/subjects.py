@@ -12,6 +12,7 @@ subject. The combination rule is the release's (``training.ensemble``).
 from __future__ import annotations
 
 import hashlib
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,23 +51,54 @@ class Component:
     key: str
 
 
+CACHE_BYTES = 2 << 30  # per process; a row is T x vocabulary floats
+
+
 @dataclass
 class ScoreCache:
-    """Per-sequence log-probs of components, keyed by (component key, token ids)."""
+    """Per-sequence log-probs of components, keyed by (component key, token ids).
 
-    rows: dict[tuple[str, tuple[int, ...]], torch.Tensor] = field(default_factory=dict)
+    Bounded: past ``max_bytes`` the least recently used rows are dropped and,
+    if asked for again, computed again. The byte-level demo's rows never come
+    near it; with a 49,152-token vocabulary one 30-token sequence holds 5.9 MB,
+    and an unbounded cache of every subject's components outgrew 24 GiB.
+    """
+
+    rows: OrderedDict[tuple[str, tuple[int, ...]], torch.Tensor] = field(
+        default_factory=OrderedDict
+    )
+    max_bytes: int = CACHE_BYTES
+    nbytes: int = 0
     hits: int = 0
     misses: int = 0
+    evicted: int = 0
 
     def logprobs(self, c: Component, seqs: Sequence[Sequence[int]]) -> list[torch.Tensor]:
         keys = [(c.key, tuple(s)) for s in seqs]
         todo = [i for i, k in enumerate(keys) if k not in self.rows]
+        out: dict[int, torch.Tensor] = {}
         if todo:
             for i, rows in zip(todo, batch_logprobs(c.model, [seqs[i] for i in todo]), strict=True):
-                self.rows[keys[i]] = rows.float()
+                out[i] = rows.float()
+        for i, k in enumerate(keys):
+            if i not in out:
+                out[i] = self.rows[k]
+                self.rows.move_to_end(k)
+        for i in todo:
+            self._keep(keys[i], out[i])
         self.hits += len(seqs) - len(todo)
         self.misses += len(todo)
-        return [self.rows[k].double() for k in keys]
+        return [out[i].double() for i in range(len(keys))]
+
+    def _keep(self, key, rows: torch.Tensor) -> None:
+        if key in self.rows:
+            return
+        self.rows[key] = rows
+        self.nbytes += rows.numel() * rows.element_size()
+        while self.nbytes > self.max_bytes and len(self.rows) > 1:
+            _, old = self.rows.popitem(last=False)
+            self.nbytes -= old.numel() * old.element_size()
+            self.evicted += 1
 
 
 class Subject:

@@ -47,6 +47,21 @@ def test_components_shared_by_two_subjects_are_scored_once(models):
     assert (cache.hits, cache.misses) == (6, 12)  # only the swapped component is new
 
 
+def test_a_full_cache_drops_its_oldest_rows_and_scores_them_again_the_same(models):
+    subject = Subject("s", [Component(m, f"m{i}") for i, m in enumerate(models)], rule="bma",
+                      cache=ScoreCache())  # fmt: skip
+    want = subject.next_token_logprobs_batch(SEQS)
+    row_bytes = ScoreCache().logprobs(Component(models[0], "x"), SEQS[:1])[0].numel() * 4
+    small = ScoreCache(max_bytes=4 * row_bytes)  # room for about 4 of the 9 rows
+    tight = Subject("s", subject.components, rule="bma", cache=small)
+    for _ in range(2):
+        got = tight.next_token_logprobs_batch(SEQS)
+        for a, b in zip(got, want, strict=True):
+            torch.testing.assert_close(a, b, rtol=0, atol=1e-9)
+    assert small.evicted > 0 and small.nbytes <= small.max_bytes
+    assert small.misses > 9  # evicted rows were computed again
+
+
 def test_greedy_batch_matches_one_by_one_generation(models):
     ensemble = Ensemble(models, TOK, rule="bma")
     subject = Subject("s", [Component(m, str(i)) for i, m in enumerate(models)], rule="bma",
@@ -74,3 +89,19 @@ def test_rows_from_a_start_are_the_same_rows_bit_for_bit(models, rule):
         full = scorer(SEQS)
         for whole, part, k in zip(full, scorer(SEQS, starts), starts, strict=True):
             assert part.shape[0] == len(whole) - k and torch.equal(whole[k:], part)
+
+
+def test_verification_parts_run_only_as_many_at_once_as_memory_holds(models, monkeypatch):
+    from verify import run as verify_run
+    from verify.run import Loaded, fitting_workers, part_bytes
+
+    loaded = Loaded([Component(m, f"m{i}") for i, m in enumerate(models)],
+                    {"retrain": Component(models[0], "m0")}, {"retrain": "m0"}, None)  # fmt: skip
+    weights = sum(t.numel() * t.element_size() for m in models for t in m.state_dict().values())
+    from verify.subjects import CACHE_BYTES
+
+    assert part_bytes(loaded) == 2 * weights + CACHE_BYTES  # m0 counted once
+    need = part_bytes(loaded)
+    for available, want in [(10 * need, 4), (2 * need + 1, 2), (need - 1, 1), (0, 1)]:
+        monkeypatch.setattr(verify_run, "_available", lambda a=available: a)
+        assert fitting_workers(loaded, 4) == want
