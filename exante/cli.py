@@ -349,7 +349,11 @@ def _say_trained(name: str, m: dict) -> None:
         print(f"{name}: slices trained {m['trained_slices']}, reused {m['reused_slices']}")
         if m["dp"]:
             print(f"{name}: DP epsilon {m['dp']['epsilon']:.3f} (delta {m['dp']['delta']:g})")
-    last = m["epochs"][-1]["loss"] if m["epochs"] else float("nan")
+    if not m["epochs"]:
+        print(f"{name}: not trained (the model as built: train.base.max_epochs 0, or no "
+              f"records), saved in {m['wall_seconds']:.1f} s")  # fmt: skip
+        return
+    last = m["epochs"][-1]["loss"]
     print(
         f"{name}: {m['records']} records, {len(m['epochs'])} epochs, final loss {last:.4f}, "
         f"{m['wall_seconds']:.1f} s, {m['tokens_per_second']:.0f} tokens/s"
