@@ -147,8 +147,9 @@ def _write_files(tmp: Path, example: str | None) -> None:
         policy.write_text(_plain_policy(policy.read_text()))
     params = (shipped / LAYOUT.params).read_text()
     if example == "smollm2":
-        params = _profile_params(params, shipped / PROFILES / "smollm2.yaml", smollm2_gguf())
-        (tmp / REGISTRY).write_text((shipped / REGISTRY).read_text() + _smollm2_entry())
+        gguf = smollm2_gguf()
+        params = _profile_params(params, shipped / PROFILES / "smollm2.yaml", gguf)
+        (tmp / REGISTRY).write_text((shipped / REGISTRY).read_text() + _smollm2_entry(gguf))
         (tmp / LAYOUT.params).write_text(params)
     elif example == "demo":
         shutil.copy(shipped / REGISTRY, tmp / REGISTRY)
@@ -198,11 +199,10 @@ def _profile_params(params: str, profile: Path, gguf: Path) -> str:
     return header + yaml.safe_dump(merged, sort_keys=False)
 
 
-def _smollm2_entry() -> str:
+def _smollm2_entry(gguf: Path) -> str:
     """The registry entry of the GGUF file, pinned by its SHA-256, as the gate judges it."""
     from lineage.sources import model_digest
 
-    gguf = smollm2_gguf()
     return f"""
 # The pretrained model the shards' LoRA adapters sit on: a source like any other, judged
 # by the gate (license, terms) and pinned by the SHA-256 of its bytes.

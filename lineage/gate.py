@@ -68,15 +68,9 @@ def source_violations(
     retention_start: date | None = None,
 ) -> list[str]:
     """Every reason ``policy`` refuses ``source`` for ``purpose`` (empty: allowed)."""
-    name, reasons = policy.name, []
-    allowed = policy.licenses.get(purpose, ())
-    if source.license not in allowed:
-        reasons.append(f"[{name}] license {source.license} is not allowed for {purpose} use")
-    if policy.honour_training_prohibitions and not source.terms.permits_ml_training:
-        reasons.append(f"[{name}] terms of service forbid ML training: {source.terms.summary}")
-    if policy.honour_tdm_opt_out and source.tdm_opt_out:
-        evidence = f" ({source.tdm_opt_out_evidence})" if source.tdm_opt_out_evidence else ""
-        reasons.append(f"[{name}] rights holder reserved text-and-data mining{evidence}")
+    name = policy.name
+    reasons = _terms_violations(source, policy, purpose, forbids="terms of service forbid ML "
+                                "training")  # fmt: skip
     if (
         source.contains_personal_data
         and source.consent_basis not in policy.personal_data.allowed_bases
@@ -91,18 +85,26 @@ def source_violations(
     return reasons
 
 
+def _terms_violations(
+    item: Source | PretrainedModel, policy: GatePolicy, purpose: str, *, forbids: str
+) -> list[str]:
+    """The license, training terms and TDM reservation of a source or a model."""
+    name, reasons = policy.name, []
+    if item.license not in policy.licenses.get(purpose, ()):
+        reasons.append(f"[{name}] license {item.license} is not allowed for {purpose} use")
+    if policy.honour_training_prohibitions and not item.terms.permits_ml_training:
+        reasons.append(f"[{name}] {forbids}: {item.terms.summary}")
+    if policy.honour_tdm_opt_out and item.tdm_opt_out:
+        evidence = f" ({item.tdm_opt_out_evidence})" if item.tdm_opt_out_evidence else ""
+        reasons.append(f"[{name}] rights holder reserved text-and-data mining{evidence}")
+    return reasons
+
+
 def model_violations(
     model: PretrainedModel, policy: GatePolicy, *, purpose: str, found: str | None
 ) -> list[str]:
     """Every reason ``policy`` refuses a pretrained model; ``found``: its bytes' digest now."""
-    name, reasons = policy.name, []
-    if model.license not in policy.licenses.get(purpose, ()):
-        reasons.append(f"[{name}] license {model.license} is not allowed for {purpose} use")
-    if policy.honour_training_prohibitions and not model.terms.permits_ml_training:
-        reasons.append(f"[{name}] its terms forbid training on it: {model.terms.summary}")
-    if policy.honour_tdm_opt_out and model.tdm_opt_out:
-        evidence = f" ({model.tdm_opt_out_evidence})" if model.tdm_opt_out_evidence else ""
-        reasons.append(f"[{name}] rights holder reserved text-and-data mining{evidence}")
+    reasons = _terms_violations(model, policy, purpose, forbids="its terms forbid training on it")
     if found is None:
         reasons.append(f"{model.location} does not exist")
     elif found != model.sha256:

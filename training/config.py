@@ -204,18 +204,12 @@ class TrainConfig(_Strict):
     dp: DPConfig = DPConfig()
     ensemble: Literal["bma", "mean"] = "bma"
 
-    @field_validator("base", mode="before")
+    @field_validator("base", "shard", mode="before")
     @classmethod
-    def _plain_schedule_for_the_base(cls, value):
-        if isinstance(value, Schedule) and not isinstance(value, BaseSchedule):
-            return value.model_dump()
-        return value
-
-    @field_validator("shard", mode="before")
-    @classmethod
-    def _plain_schedule_is_full(cls, value):
-        """A plain :class:`Schedule` given for the shards means ``kind: full``."""
-        if isinstance(value, Schedule) and not isinstance(value, ShardSchedule):
+    def _plain_schedule(cls, value, info):
+        """A plain :class:`Schedule` given for the base or the shards (``kind: full``)."""
+        own = {"base": BaseSchedule, "shard": ShardSchedule}[info.field_name]
+        if isinstance(value, Schedule) and not isinstance(value, own):
             return value.model_dump()
         return value
 

@@ -213,8 +213,7 @@ def check_pretrained(cfg: TrainConfig, admitted) -> str | None:
     """
     if not cfg.model.local_path:
         return None
-    found = pretrained_digest(cfg.model.local_path)
-    found = found.get("file_sha256") or found["dir_digest"]
+    found = _pretrained_sha256(cfg.model.local_path)
     same = {mid: m for mid, m in admitted.models.items() if m.get("sha256") == found}
     for mid, m in sorted(same.items()):
         if m.get("allowed"):
@@ -237,12 +236,12 @@ def run_train_base(root: Path, cfg: TrainConfig, paths: Layout = LAYOUT, *, on_e
     root = Path(root)
     placed, admitted = _admitted_file(root, paths.base_file(), paths)
     check_pretrained(cfg, admitted)
-    records = [r for _, r in placed] if cfg.base.max_epochs else []  # 0: no base training
     start = time.perf_counter()
-    ckpt = train_base(records, cfg, root / paths.base / "model", on_epoch=on_epoch)
+    ckpt = train_base([r for _, r in placed], cfg, root / paths.base / "model", on_epoch=on_epoch)
     epochs = ckpt.meta["epochs"]
     wall = time.perf_counter() - start
-    facts = {"kind": "base", "records": len(records), "epochs": epochs, "dp": None}
+    trained = len(placed) if epochs else 0  # max_epochs 0 keeps the model as built
+    facts = {"kind": "base", "records": trained, "epochs": epochs, "dp": None}
     return _write_unit(root, paths, paths.base, "base", facts, _timings(epochs, wall))
 
 
@@ -386,6 +385,15 @@ def run_attest(
         dp_noise=noise if cfg.dp.enabled else None,
         pretrained=pretrained_digest(cfg.model.local_path) if cfg.model.local_path else None,
     )  # fmt: skip
+
+
+def _pretrained_sha256(local_path: str) -> str:
+    """What the registry pins: the GGUF file's SHA-256, or the directory's digest."""
+    from lineage.sources import model_digest
+    from training._pretrained import locate
+
+    where = locate(local_path)
+    return model_digest(where.directory / where.gguf_file if where.gguf_file else where.directory)
 
 
 def pretrained_digest(local_path: str) -> dict[str, str]:

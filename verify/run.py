@@ -265,16 +265,15 @@ def _measure_parts(parts: list[str], loaded: Loaded, names: tuple[str, ...],
 
     cfg = inputs.cfg
     pool = pool_of(cfg)
-    if pool["executor"] == "local" and pool["workers"] <= 1:
-        _LOADED.clear()
-        _LOADED[loaded.dirs] = loaded
-        return [measure_part(p, loaded.dirs, names, inputs, progress) for p in parts]
-    workers = fitting_workers(loaded, pool["workers"])
-    if workers < pool["workers"]:
-        progress(f"verification parts: {workers} worker(s), not {pool['workers']}: each loads "
-                 f"every subject's models (about {_gib(part_bytes(loaded))} GiB with its "
-                 f"caches) and {_gib(_available())} GiB of memory is available")  # fmt: skip
-    if pool["executor"] == "local" and workers <= 1:
+    local, workers = pool["executor"] == "local", pool["workers"]
+    if local and workers > 1:
+        need = part_bytes(loaded)
+        workers = fitting_workers(need, workers)
+        if workers < pool["workers"]:
+            progress(f"verification parts: {workers} worker(s), not {pool['workers']}: each "
+                     f"loads every subject's models (about {_gib(need)} GiB with its caches) "
+                     f"and {_gib(_available())} GiB of memory is available")  # fmt: skip
+    if local and workers <= 1:
         _LOADED.clear()
         _LOADED[loaded.dirs] = loaded
         return [measure_part(p, loaded.dirs, names, inputs, progress) for p in parts]
@@ -300,9 +299,9 @@ def _available() -> int:
     return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
-def fitting_workers(loaded: Loaded, workers: int) -> int:
-    """``workers``, or fewer where that many parts would not fit in the memory available."""
-    return max(1, min(workers, _available() // max(part_bytes(loaded), 1)))
+def fitting_workers(need: int, workers: int) -> int:
+    """``workers``, or fewer where that many parts of ``need`` bytes would not fit in memory."""
+    return max(1, min(workers, _available() // max(need, 1)))
 
 
 def _gib(n: int) -> str:

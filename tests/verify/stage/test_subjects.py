@@ -104,4 +104,4 @@ def test_verification_parts_run_only_as_many_at_once_as_memory_holds(models, mon
     need = part_bytes(loaded)
     for available, want in [(10 * need, 4), (2 * need + 1, 2), (need - 1, 1), (0, 1)]:
         monkeypatch.setattr(verify_run, "_available", lambda a=available: a)
-        assert fitting_workers(loaded, 4) == want
+        assert fitting_workers(part_bytes(loaded), 4) == want
