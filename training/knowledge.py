@@ -138,6 +138,18 @@ def answer_logprobs(
     return [r[: len(a)] for r, (_, a) in zip(rows, split, strict=True)]
 
 
+def answer_loglik(
+    scorer: BatchScorer, pairs: Sequence[tuple[str, str]], *, tokenizer: Tokenizer = _BYTES
+) -> list[float]:
+    """Per pair, the answer's log-probability given the prompt: the sum over its tokens."""
+    rows = answer_logprobs(scorer, pairs, tokenizer=tokenizer)
+    out = []
+    for (prompt, answer), r in zip(pairs, rows, strict=True):
+        target = torch.tensor(_split(prompt, answer, tokenizer)[1]).unsqueeze(1)
+        out.append(float(r.gather(1, target).sum()))
+    return out
+
+
 @dataclass(frozen=True)
 class Knowledge:
     known: int
@@ -200,10 +212,6 @@ def canary_exposure(
         if value != shape:
             others.add(value)
     values = [shape, *sorted(others)]
-    rows = answer_logprobs(scorer, [(probe.prompt, v) for v in values], tokenizer=tokenizer)
-    scores = []
-    for value, r in zip(values, rows, strict=True):
-        target = torch.tensor(_split(probe.prompt, value, tokenizer)[1]).unsqueeze(1)
-        scores.append(float(r.gather(1, target).sum()))
+    scores = answer_loglik(scorer, [(probe.prompt, v) for v in values], tokenizer=tokenizer)
     rank = 1 + sum(s >= scores[0] for s in scores[1:])
     return math.log2(len(values)) - math.log2(rank)

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-import torch
-
-from training.knowledge import BatchScorer, answer_logprobs
+from training.knowledge import BatchScorer, answer_loglik
+from training.tokenizer import ByteTokenizer, Tokenizer
 from verify.metrics._errors import MetricInputError
 from verify.metrics._registry import register
 from verify.metrics.exposure import rank_among
 from verify.metrics.verbatim import rouge_l
+
+_BYTES = ByteTokenizer()
 
 # many (prompt, answer) pairs -> one score per pair, higher = more likely
 PairScorer = Callable[[Sequence[tuple[str, str]]], Sequence[float]]
@@ -50,15 +51,10 @@ def answer_rank(score: PairScorer, prompt: str, true_answer: str, candidates: Se
     return rank_among(got[0], got[1:])
 
 
-def logprob_scorer(scorer: BatchScorer) -> PairScorer:
-    """A :data:`PairScorer` from a byte-level model: the answer's summed log-probability."""
+def logprob_scorer(scorer: BatchScorer, *, tokenizer: Tokenizer = _BYTES) -> PairScorer:
+    """A :data:`PairScorer`: the answer's summed log-probability over the model's own tokens."""
 
     def score(pairs: Sequence[tuple[str, str]]) -> list[float]:
-        rows = answer_logprobs(scorer, pairs)
-        out = []
-        for (_, answer), r in zip(pairs, rows, strict=True):
-            target = torch.tensor(list(answer.encode("utf-8"))).unsqueeze(1)
-            out.append(float(r.gather(1, target).sum()))
-        return out
+        return answer_loglik(scorer, pairs, tokenizer=tokenizer)
 
     return score

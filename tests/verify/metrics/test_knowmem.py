@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import ClassVar
 
 import pytest
 import torch
@@ -48,6 +49,36 @@ def test_logprob_scorer_sums_answer_bytes():
     assert got == pytest.approx([2 * (2 - LOG_Z), -2 * LOG_Z, 2 - 2 * LOG_Z])
     assert answer_rank(score, "code ", "44", ["12", "45"]) == 1
     assert answer_rank(score, "code ", "12", ["44", "45"]) == 3
+
+
+class Words:
+    """A subword-style tokenizer: one id per whole word, so bytes are not tokens."""
+
+    bos_id, eos_id, pad_id = 0, 1, 2
+    ids: ClassVar[dict[str, int]] = {"code": 3, "44": 4, "12": 5, "45": 6}
+    vocab_size = 7
+
+    def encode(self, text: str, *, bos: bool = True, eos: bool = True) -> list[int]:
+        words = [self.ids[w] for w in text.split()]
+        return ([self.bos_id] if bos else []) + words + ([self.eos_id] if eos else [])
+
+    def decode(self, ids):
+        return " ".join(w for w, i in self.ids.items() if i in ids)
+
+
+def test_logprob_scorer_sums_over_the_models_own_tokens():
+    """An answer of one subword token is one log-prob, not one per byte of its text."""
+    logits = torch.zeros(Words.vocab_size)
+    logits[Words.ids["44"]] = 2.0
+    row = torch.log_softmax(logits.double(), dim=0)
+    scorer = lambda seqs, starts=None: [  # noqa: E731
+        row.expand(len(s) - k, Words.vocab_size)
+        for s, k in zip(seqs, starts or [0] * len(seqs), strict=True)
+    ]
+    log_z = math.log(math.e**2 + Words.vocab_size - 1)
+    score = logprob_scorer(scorer, tokenizer=Words())
+    assert score([("code", "44"), ("code", "12")]) == pytest.approx([2 - log_z, -log_z])
+    assert answer_rank(score, "code", "44", ["12", "45"]) == 1
 
 
 def test_rank_one_matches_canary_exposure_convention():
