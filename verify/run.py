@@ -273,10 +273,17 @@ def _measure_parts(parts: list[str], loaded: Loaded, names: tuple[str, ...],
             progress(f"verification parts: {workers} worker(s), not {pool['workers']}: each "
                      f"loads every subject's models (about {_gib(need)} GiB with its caches) "
                      f"and {_gib(_available())} GiB of memory is available")  # fmt: skip
-    if local and workers <= 1:
+    if local and workers <= 1:  # here, in order, on every core the pool would have used
+        import torch
+
         _LOADED.clear()
         _LOADED[loaded.dirs] = loaded
-        return [measure_part(p, loaded.dirs, names, inputs, progress) for p in parts]
+        before = torch.get_num_threads()
+        torch.set_num_threads(pool["workers"] * cfg.threads)
+        try:
+            return [measure_part(p, loaded.dirs, names, inputs, progress) for p in parts]
+        finally:
+            torch.set_num_threads(before)
     jobs = [(p, loaded.dirs, names, inputs, None) for p in parts]
     return run_units(measure_part, jobs, names=[f"verify {p}" for p in parts],
                      **(pool | {"workers": workers}))  # fmt: skip

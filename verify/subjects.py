@@ -161,19 +161,22 @@ class Subject:
                 f"of {self.context_length()}"
             )
         ids = torch.tensor([list(p) for p in prompts])
-        rows, past = [], []
-        for c in self.components:
-            out = c.model(input_ids=ids, use_cache=True)
-            rows.append([torch.log_softmax(out.logits.double(), dim=-1)])
-            past.append(out.past_key_values)
+        outs = [c.model(input_ids=ids, use_cache=True) for c in self.components]
+        past = [out.past_key_values for out in outs]
+        # every row since BOS, written in place as the sequences grow (no copy per step)
+        full = torch.empty((len(outs), len(prompts), ids.shape[1] + max_new_tokens,
+                            outs[0].logits.shape[-1]), dtype=torch.float64)  # fmt: skip
+        for k, out in enumerate(outs):
+            full[k, :, : ids.shape[1]] = torch.log_softmax(out.logits.double(), dim=-1)
+        del outs
         new = torch.empty((len(prompts), 0), dtype=torch.long)
         done = torch.zeros(len(prompts), dtype=torch.bool)
         for _ in range(max_new_tokens):
-            full = torch.stack([torch.cat(r, dim=1) for r in rows])  # [S, B, T, V]
             seqs = torch.cat([ids, new], dim=1)
+            n = seqs.shape[1]
             step = torch.tensor(
                 [
-                    int(self._rule(full[:, i], seqs[i], len(seqs[i]) - 1)[-1].argmax())
+                    int(self._rule(full[:, i, :n], seqs[i], n - 1)[-1].argmax())
                     for i in range(len(prompts))
                 ]
             )
@@ -184,7 +187,7 @@ class Subject:
                 break
             for k, c in enumerate(self.components):
                 out = c.model(input_ids=step.unsqueeze(1), past_key_values=past[k], use_cache=True)
-                rows[k].append(torch.log_softmax(out.logits.double(), dim=-1))
+                full[k, :, n] = torch.log_softmax(out.logits[:, -1].double(), dim=-1)
                 past[k] = out.past_key_values
         return [self.tokenizer.decode(row.tolist()) for row in new]
 
