@@ -104,11 +104,8 @@ def knowledge(
     k = exact_match(subject.next_token_logprobs_batch, probes, tokenizer=subject.tokenizer)
     others = [_others(p, candidates, rank_of - 1) for p in probes]
     pairs = [(p.prompt, a) for p, o in zip(probes, others, strict=True) for a in (p.answer, *o)]
-    scores = iter(
-        knowmem.logprob_scorer(subject.next_token_logprobs_batch, tokenizer=subject.tokenizer)(
-            pairs
-        )
-    )
+    score = knowmem.logprob_scorer(subject.next_token_logprobs_batch, tokenizer=subject.tokenizer)
+    scores = iter(score(pairs))
     examples = []
     for p, o in zip(probes, others, strict=True):
         own, rest = next(scores), [next(scores) for _ in o]

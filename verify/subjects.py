@@ -164,8 +164,10 @@ class Subject:
         outs = [c.model(input_ids=ids, use_cache=True) for c in self.components]
         past = [out.past_key_values for out in outs]
         # every row since BOS, written in place as the sequences grow (no copy per step)
-        full = torch.empty((len(outs), len(prompts), ids.shape[1] + max_new_tokens,
-                            outs[0].logits.shape[-1]), dtype=torch.float64)  # fmt: skip
+        width, vocab = ids.shape[1] + max_new_tokens, outs[0].logits.shape[-1]
+        full = outs[0].logits.new_empty(
+            (len(outs), len(prompts), width, vocab), dtype=torch.float64
+        )
         for k, out in enumerate(outs):
             full[k, :, : ids.shape[1]] = torch.log_softmax(out.logits.double(), dim=-1)
         del outs
