@@ -105,3 +105,15 @@ def test_verification_parts_run_only_as_many_at_once_as_memory_holds(models, mon
     for available, want in [(10 * need, 4), (2 * need + 1, 2), (need - 1, 1), (0, 1)]:
         monkeypatch.setattr(verify_run, "_available", lambda a=available: a)
         assert fitting_workers(part_bytes(loaded), 4) == want
+
+
+def test_available_memory_is_the_kernels_estimate_not_free_pages(tmp_path):
+    from verify.run import _available
+
+    # page cache (Cached) counts as available: free alone would say 1 GiB here
+    info = tmp_path / "meminfo"
+    info.write_text("MemTotal:       24576000 kB\nMemFree:         1048576 kB\n"
+                    "MemAvailable:   20971520 kB\nCached:         18000000 kB\n")  # fmt: skip
+    assert _available(info) == 20971520 * 1024
+    # no meminfo (not Linux): the free pages, a positive number of bytes
+    assert _available(tmp_path / "absent") > 0
