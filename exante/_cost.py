@@ -16,8 +16,9 @@ def plan(root: Path, cfg, record_ids: Sequence[str]) -> dict:
     ``slice_epochs`` epochs (the last slice up to ``max_epochs``, an upper bound);
     with ``replay``, slice r trains its own characters plus ``replay`` × the earlier
     slices' for up to ``max_epochs``; with ``slice_work: equal``, slice r trains slices
-    0..r for up to ``max_epochs × R/(r+1)`` epochs. A shard is retrained from its earliest
-    affected slice; earlier slices are reused.
+    0..r for up to ``max_epochs × R/(r+1)`` epochs; ``min_steps`` may raise any of
+    those caps. A shard is retrained from its earliest affected slice; earlier
+    slices are reused.
     """
     from training.partition import read_shard
 
@@ -26,7 +27,8 @@ def plan(root: Path, cfg, record_ids: Sequence[str]) -> dict:
     for s in range(cfg.shards):
         placed = read_shard(Path(root) / paths.shard_file(s))
         chars = [sum(len(r.text) for q, r in placed if q == k) for k in range(cfg.slices)]
-        costs = [slice_cost(cfg, chars, k) for k in range(cfg.slices)]
+        counts = [sum(1 for q, _ in placed if q == k) for k in range(cfg.slices)]
+        costs = [slice_cost(cfg, chars, k, counts) for k in range(cfg.slices)]
         full += sum(costs)
         hit = sorted({q for q, r in placed if r.record_id in wanted})
         if hit:
@@ -49,11 +51,11 @@ def plan(root: Path, cfg, record_ids: Sequence[str]) -> dict:
     }
 
 
-def slice_cost(cfg, chars: Sequence[int], r: int) -> float:
-    """Characters × epochs of slice r, given each slice's own characters."""
+def slice_cost(cfg, chars: Sequence[int], r: int, records: Sequence[int] | None = None) -> float:
+    """Characters × epochs of slice r, given each slice's own characters (and records)."""
     from exante._progress import slice_plan
 
-    cap, work = slice_plan(cfg, chars)[r]
+    cap, work = slice_plan(cfg, chars, records)[r]
     return cap * work
 
 

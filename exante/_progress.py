@@ -15,20 +15,29 @@ from collections.abc import Sequence
 Plan = Sequence[tuple[int, float]]
 
 
-def slice_plan(cfg, chars: Sequence[int]) -> list[tuple[int, float]]:
+def slice_plan(
+    cfg, chars: Sequence[int], records: Sequence[int] | None = None
+) -> list[tuple[int, float]]:
     """Each slice's epoch cap and its characters per epoch, given each slice's own characters.
 
     With ``replay``, slice r reads its own characters plus ``replay`` × the earlier
     slices'; otherwise it reads slices 0..r (see :func:`training.sisa.slice_schedule`).
+    Given each slice's own record count, a cap raised by ``shard.min_steps`` is
+    counted too, taking one window a record (long records make more windows,
+    more steps an epoch and a lower cap: the plan stays an upper bound).
     """
+    from training.loop import steps_per_epoch
     from training.sisa import slice_schedule
 
     out = []
     for r in range(cfg.slices):
         if cfg.shard.replay is not None:
-            out.append((cfg.shard.max_epochs, chars[r] + cfg.shard.replay * sum(chars[:r])))
+            work = chars[r] + cfg.shard.replay * sum(chars[:r])
+            n = None if records is None else records[r] + round(cfg.shard.replay * sum(records[:r]))
         else:
-            out.append((slice_schedule(cfg, r).max_epochs, float(sum(chars[: r + 1]))))
+            work, n = float(sum(chars[: r + 1])), None if records is None else sum(records[: r + 1])
+        steps = None if n is None else steps_per_epoch(n, cfg.shard.batch_size)
+        out.append((slice_schedule(cfg, r, steps).max_epochs, work))
     return out
 
 

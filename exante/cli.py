@@ -306,7 +306,7 @@ def _shard_plan(cfg, shard: int):
     except (FileNotFoundError, LineageError):
         placed = []  # the stage itself reports it
     chars = [sum(len(r.text) for q, r in placed if q == k) for k in range(cfg.slices)]
-    return slice_plan(cfg, chars)
+    return slice_plan(cfg, chars, [sum(1 for q, _ in placed if q == k) for k in range(cfg.slices)])
 
 
 def cmd_train(args) -> int:

@@ -327,6 +327,13 @@ def test_the_plan_counts_replayed_characters_for_every_slice():
     assert [_slice_cost(fixed, [100] * 4, r) for r in range(4)] == [200, 400, 600, 4000]
     equal = TrainConfig(slices=4, shard=Schedule(max_epochs=10, slice_work="equal"))
     assert [_slice_cost(equal, [100] * 4, r) for r in range(4)] == [4000, 4000, 3900, 4000]
+    # min_steps 40, 4 records a slice: 1, 1, 2, 2 steps an epoch raise the caps to 40, 40, 20, 20
+    floor = TrainConfig(
+        slices=4, shard=Schedule(max_epochs=10, slice_work="equal", min_steps=40, batch_size=8)
+    )
+    assert [_slice_cost(floor, [100] * 4, r, [4] * 4) for r in range(4)] == [4000, 8000, 6000, 8000]
+    big = [_slice_cost(floor, [100] * 4, r, [80] * 4) for r in range(4)]  # 10+ steps: no raise
+    assert big == [4000, 4000, 3900, 4000]
 
 
 def test_a_verified_deletion_keeps_a_signed_report_that_outlives_the_release(deletion: Deletion):

@@ -66,6 +66,17 @@ class Schedule(_Strict):
     first slice takes only a few optimizer steps an epoch; with equal epochs it
     is the slice least trained, and every later slice, which every deletion
     retrains, has to finish its work.
+
+    ``min_steps`` (plain SISA and replay) makes the epoch cap a floor of
+    optimizer steps too: a slice whose data gives fewer than ``min_steps``
+    steps within its epoch cap may train ``ceil(min_steps / steps per epoch)``
+    epochs instead (its learning rate then decays over those). Epochs count
+    passes over a shard's records, so a shard that loses many of them to
+    deletions also loses steps per epoch and, at the same epoch cap, stops far
+    from its target loss; the floor keeps its work. It depends on the slice's
+    data alone, so retraining stays exact. Set at or below the fewest steps
+    any slice's cap allows on the full data, it changes nothing until a shard
+    shrinks. DP-SGD trains its fixed epochs and ignores it.
     """
 
     lr: float = Field(3e-3, gt=0)
@@ -87,6 +98,13 @@ class Schedule(_Strict):
         le=1,
         description="shards only: each slice trains its own records plus this fraction of "
         "the earlier slices' windows, resampled every epoch",
+    )
+
+    min_steps: int | None = Field(
+        None,
+        ge=1,
+        description="shards only: a slice may take at least this many optimizer steps; its "
+        "epoch cap is raised where its data is too small for them (a shard that lost records)",
     )
 
     slice_work: Literal["epochs", "equal"] = Field(

@@ -79,6 +79,12 @@ def batches(
     return [out[k] for k in torch.randperm(len(out), generator=gen).tolist()]
 
 
+def steps_per_epoch(n: int, batch_size: int, *, pool: int = 8) -> int:
+    """How many batches :func:`batches` makes of ``n`` examples (whatever their order)."""
+    full, rest = divmod(n, batch_size * pool)
+    return full * pool + -(-rest // batch_size)
+
+
 def epoch_lr(schedule: Schedule, epoch: int) -> float:
     """The learning rate of one epoch: constant, or cosine from ``lr`` to ``lr_floor × lr``."""
     if schedule.lr_decay == "none" or schedule.max_epochs == 1:

@@ -36,7 +36,7 @@ from lineage.records import Record
 from training import checkpoints
 from training.config import Schedule, TrainConfig
 from training.dp_secret import DPSecret, DPSecretError, dp_secret_path, load_dp_secret
-from training.loop import EpochStats, make_optimizer, train, windows
+from training.loop import EpochStats, make_optimizer, steps_per_epoch, train, windows
 from training.model import build_model, device_of, load_model, set_determinism
 from training.tokenizer import tokenizer_for
 
@@ -50,7 +50,10 @@ def config_digest(cfg: TrainConfig, schedule: Schedule, *, dp_commitment: str | 
     under one secret from being reused under another. ``secure_mode`` enters
     only when on, so the addresses of existing checkpoints stay what they were.
     """
-    keep = {"seed": cfg.seed, "model": cfg.model.model_dump(), "schedule": schedule.model_dump()}
+    # min_steps enters only when set, so the addresses of existing checkpoints stay what they were
+    drop = {"min_steps"} if schedule.min_steps is None else set()
+    keep = {"seed": cfg.seed, "model": cfg.model.model_dump(),
+            "schedule": schedule.model_dump(exclude=drop)}  # fmt: skip
     keep["dp"] = cfg.dp.model_dump(exclude=set() if cfg.dp.secure_mode else {"secure_mode"})
     device = device_of(cfg).type
     if device != "cpu":  # other kernels, other bits; CPU addresses stay as they were
@@ -173,11 +176,12 @@ def _train_slice(
 ):
     start, seen = time.perf_counter(), _records(placed, range(r + 1))
     model = _start_model(shard, cfg, tok, previous, base).to(device_of(cfg))
-    schedule = slice_schedule(cfg, r)
+    fresh, earlier = _slice_data(placed, r, cfg, tok)
+    n = len(fresh) + round((cfg.shard.replay or 0.0) * len(earlier))
+    schedule = slice_schedule(cfg, r, steps_per_epoch(n, cfg.shard.batch_size))
     optimizer = make_optimizer(model, schedule)
     if previous is not None:
         checkpoints.load_optimizer_state(previous, optimizer)
-    fresh, earlier = _slice_data(placed, r, cfg, tok)
     seed, hook = (
         _seed(cfg.seed, "shard", shard, r),
         (lambda s: on_epoch(r, s)) if on_epoch else None,
@@ -254,18 +258,29 @@ def _slice_data(placed, r: int, cfg: TrainConfig, tok) -> tuple[list, list]:
     return fresh, windows([x.text for x in _records(placed, range(r))], tok, block)
 
 
-def slice_schedule(cfg: TrainConfig, r: int) -> Schedule:
+def slice_schedule(cfg: TrainConfig, r: int, steps_per_epoch: int | None = None) -> Schedule:
     """The shard schedule, with a fixed ``slice_epochs`` for every slice but the last.
 
     With ``replay`` every slice trains its fresh records to convergence: the full schedule.
     With ``slice_work: equal`` slice r may train :func:`slice_epochs_equal` epochs.
+    Given the slice's ``steps_per_epoch``, a cap that allows fewer than
+    ``shard.min_steps`` steps is raised to allow them (not for fixed-epoch
+    slices, nor under DP-SGD, whose epochs are its privacy budget).
     """
     fixed = cfg.shard.slice_epochs
     if cfg.shard.slice_work == "equal":
-        return cfg.shard.model_copy(update={"max_epochs": slice_epochs_equal(cfg, r)})
-    if fixed is None or r == cfg.slices - 1:
-        return cfg.shard
-    return cfg.shard.model_copy(update={"max_epochs": fixed, "min_epochs": fixed})
+        schedule = cfg.shard.model_copy(update={"max_epochs": slice_epochs_equal(cfg, r)})
+    elif fixed is None or r == cfg.slices - 1:
+        schedule = cfg.shard
+    else:
+        return cfg.shard.model_copy(update={"max_epochs": fixed, "min_epochs": fixed})
+    floor = cfg.shard.min_steps
+    if floor is None or steps_per_epoch is None or cfg.dp.enabled:
+        return schedule
+    epochs = -(-floor // max(steps_per_epoch, 1))
+    if epochs <= schedule.max_epochs:
+        return schedule
+    return schedule.model_copy(update={"max_epochs": epochs})
 
 
 def slice_epochs_equal(cfg: TrainConfig, r: int) -> int:

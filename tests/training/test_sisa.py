@@ -214,3 +214,46 @@ def test_equal_slice_work_trains_each_slice_its_epochs_and_deletes_exactly(tmp_p
     train_shard(0, kept, EQUAL, base=None, out_dir=tmp_path / "scratch")
     a, b = weights(tmp_path / "shard"), weights(tmp_path / "scratch")
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_steps_per_epoch_counts_the_batches_an_epoch_makes():
+    from training.loop import batches, steps_per_epoch
+
+    for n in (1, 7, 8, 9, 63, 64, 65, 130, 200):
+        made = batches([[0]] * n, 8, torch.Generator().manual_seed(n))
+        assert steps_per_epoch(n, 8) == len(made), n
+
+
+def test_min_steps_raises_a_small_slices_epoch_cap_and_leaves_the_rest_alone():
+    from training.sisa import slice_schedule
+
+    cfg = TrainConfig(slices=4, shard=Schedule(max_epochs=40, slice_work="equal", min_steps=265))
+    # the demo's full shard 0: 2, 4, 5, 7 steps an epoch; every cap already allows 265 steps
+    full = [slice_schedule(cfg, r, spe).max_epochs for r, spe in enumerate([2, 4, 5, 7])]
+    assert full == [160, 80, 53, 40]
+    # after deletions took 40% of its records: 1, 3, 3, 4 steps; the caps rise to 265 steps
+    shrunk = [slice_schedule(cfg, r, spe).max_epochs for r, spe in enumerate([1, 3, 3, 4])]
+    assert shrunk == [265, 89, 89, 67]
+    # fixed-epoch slices and DP-SGD keep their epochs: those are the schedule, not a cap
+    fixed = TrainConfig(slices=4, shard=Schedule(max_epochs=40, slice_epochs=5, min_steps=265))
+    assert [slice_schedule(fixed, r, 3).max_epochs for r in range(4)] == [5, 5, 5, 89]
+    dp = cfg.model_copy(update={"dp": DPConfig(enabled=True)})
+    assert slice_schedule(dp, 3, 4).max_epochs == 40
+
+
+def test_min_steps_unset_keeps_checkpoint_addresses_and_set_trains_the_floor(tmp_path):
+    from training.sisa import config_digest
+
+    floor = TINY.shard.model_copy(update={"min_steps": 20})
+    assert config_digest(TINY, TINY.shard) == config_digest(TINY, TINY.shard.model_copy())
+    assert config_digest(TINY, floor) != config_digest(TINY, TINY.shard)
+    cfg = TINY.model_copy(update={"shard": floor})
+    data = placed(people(12))  # about 6 records a slice: one step an epoch on slice 0
+    plain = train_shard(0, data, TINY, base=None, out_dir=tmp_path / "plain")
+    result = train_shard(0, data, cfg, base=None, out_dir=tmp_path / "shard")
+    steps = lambda res, r: sum(e["steps"] for e in res.epochs if e["slice"] == r)  # noqa: E731
+    for r in range(cfg.slices):
+        assert steps(plain, r) < 20 <= steps(result, r), r  # target_loss 0: each runs its cap
+    train_shard(0, data, cfg, base=None, out_dir=tmp_path / "again")
+    a, b = weights(tmp_path / "shard"), weights(tmp_path / "again")
+    assert all(torch.equal(a[k], b[k]) for k in a)
