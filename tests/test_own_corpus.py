@@ -38,7 +38,7 @@ TRAIN = {
     "model": {"n_layer": 2, "n_head": 2, "n_embd": 64, "n_positions": 64, "local_path": None},
     "base": {"max_epochs": 1},
     "shard": {"max_epochs": 80, "slice_epochs": 3, "slice_work": "epochs", "target_loss": 0.05,
-              "lr": 0.003, "min_steps": None},
+              "lr": 0.003},
 }  # fmt: skip
 VERIFY = {
     "forget_shard": 1, "forget_people": 2, "holdout_people": 4, "retain_records": 8,

@@ -31,7 +31,7 @@ SMALL_TRAIN = {
     "slices": 2,
     "model": {"n_layer": 1, "n_head": 2, "n_embd": 32, "n_positions": 64, "local_path": None},
     "base": {"max_epochs": 1},
-    "shard": {"max_epochs": 2, "slice_epochs": 1, "slice_work": "epochs", "min_steps": None},
+    "shard": {"max_epochs": 2, "slice_epochs": 1, "slice_work": "epochs"},
 }
 # The verification stages on the same scale: shard 2 holds six of the ten people.
 SMALL_VERIFY = {

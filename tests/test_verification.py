@@ -31,7 +31,6 @@ TRAIN = {
         "slice_work": "epochs",
         "target_loss": 0.05,
         "lr": 0.003,
-        "min_steps": None,
     },
 }
 VERIFY = SMALL_VERIFY | {

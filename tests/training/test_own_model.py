@@ -304,7 +304,7 @@ CHAIN_TRAIN = {
     "shards": 2, "slices": 2, "threads": 1, "workers": 1,
     "base": {"max_epochs": 0},  # the pretrained model as it is: no base training
     "shard": {"kind": "lora", "lora": {"r": 4}, "lr": 1e-2, "batch_size": 4, "max_epochs": 2,
-              "slice_epochs": 1, "slice_work": "epochs", "target_loss": 0.0, "min_steps": None},
+              "slice_epochs": 1, "slice_work": "epochs", "target_loss": 0.0},
 }  # fmt: skip
 CHAIN_VERIFY = {
     "forget_shard": 0, "forget_people": 2, "holdout_people": 3, "retain_records": 4,
