@@ -16,9 +16,11 @@ def plan(root: Path, cfg, record_ids: Sequence[str]) -> dict:
     ``slice_epochs`` epochs (the last slice up to ``max_epochs``, an upper bound);
     with ``replay``, slice r trains its own characters plus ``replay`` × the earlier
     slices' for up to ``max_epochs``; with ``slice_work: equal``, slice r trains slices
-    0..r for up to ``max_epochs × R/(r+1)`` epochs; ``min_steps`` may raise any of
-    those caps. A shard is retrained from its earliest affected slice; earlier
-    slices are reused.
+    0..r for up to ``max_epochs × R/(r+1)`` epochs. A shard is retrained from its
+    earliest affected slice; earlier slices are reused. ``min_steps`` may raise a
+    cap, the more the fewer records a slice keeps: the retrained slices' caps are
+    counted on the records that remain, their characters on the current ones, so
+    the plan stays an upper bound.
     """
     from training.partition import read_shard
 
@@ -34,7 +36,9 @@ def plan(root: Path, cfg, record_ids: Sequence[str]) -> dict:
         if hit:
             shards[s] = {"records": sorted(r.record_id for _, r in placed if r.record_id in wanted),
                          "first_slice": hit[0], "reused_slices": list(range(hit[0]))}  # fmt: skip
-            retrain += sum(costs[hit[0] :])
+            left = [sum(1 for q, r in placed if q == k and r.record_id not in wanted)
+                    for k in range(cfg.slices)]  # fmt: skip
+            retrain += sum(slice_cost(cfg, chars, k, left) for k in range(hit[0], cfg.slices))
     base = {r.record_id for _, r in read_shard(Path(root) / paths.base_file())} & wanted
     placed_ids = {i for v in shards.values() for i in v["records"]} | base
     return {

@@ -336,6 +336,28 @@ def test_the_plan_counts_replayed_characters_for_every_slice():
     assert big == [4000, 4000, 3900, 4000]
 
 
+def test_the_plan_counts_the_caps_a_step_floor_raises_on_what_remains(tmp_path):
+    """One slice of 9 records; deleting 2 leaves 7: 2 steps an epoch become 1, so under
+    min_steps 8 the cap rises from 4 to 8 epochs, and the plan prices the retrain at 8."""
+    from exante._cost import plan
+    from lineage.layout import LAYOUT
+    from lineage.records import Record
+    from training.config import Schedule, TrainConfig
+    from training.partition import Placement, write_shards
+
+    recs = [Record.make(f"t/{i}", "t", [f"p{i}"], "x" * 10) for i in range(9)]
+    cfg = TrainConfig(shards=1, slices=1,
+                      shard=Schedule(max_epochs=2, batch_size=8, min_steps=8))  # fmt: skip
+    out = tmp_path / LAYOUT.shard_file(0).parent
+    write_shards(recs, [Placement(0, 0, r.record_id) for r in recs], shards=1, out_dir=out)
+    (tmp_path / LAYOUT.base_file()).write_text("")
+    cost = plan(tmp_path, cfg, ["t/0", "t/1"])["cost"]
+    assert cost["full"] == 4 * 90  # 9 records: 2 steps an epoch, cap 4 epochs, 90 characters
+    assert cost["retrain"] == 8 * 90  # 7 remain: 1 step, cap 8 (characters counted before)
+    unfloored = cfg.model_copy(update={"shard": cfg.shard.model_copy(update={"min_steps": None})})
+    assert plan(tmp_path, unfloored, ["t/0", "t/1"])["cost"]["retrain"] == 2 * 90
+
+
 def test_a_verified_deletion_keeps_a_signed_report_that_outlives_the_release(deletion: Deletion):
     """``--verify``: the request's own records, measured before their text was gone."""
     root = deletion.root

@@ -67,16 +67,17 @@ class Schedule(_Strict):
     is the slice least trained, and every later slice, which every deletion
     retrains, has to finish its work.
 
-    ``min_steps`` (plain SISA and replay) makes the epoch cap a floor of
-    optimizer steps too: a slice whose data gives fewer than ``min_steps``
-    steps within its epoch cap may train ``ceil(min_steps / steps per epoch)``
-    epochs instead (its learning rate then decays over those). Epochs count
-    passes over a shard's records, so a shard that loses many of them to
-    deletions also loses steps per epoch and, at the same epoch cap, stops far
-    from its target loss; the floor keeps its work. It depends on the slice's
-    data alone, so retraining stays exact. Set at or below the fewest steps
-    any slice's cap allows on the full data, it changes nothing until a shard
-    shrinks. DP-SGD trains its fixed epochs and ignores it.
+    ``min_steps`` gives every epoch cap (all but the fixed ``slice_epochs``
+    ones) a floor of optimizer steps: a slice whose data gives fewer than
+    ``min_steps`` steps within its epoch cap may train
+    ``ceil(min_steps / steps per epoch)`` epochs instead (its learning rate
+    then decays over those). Epochs count passes over a shard's records, so
+    a shard that loses many of them to deletions also loses steps per epoch
+    and, at the same epoch cap, stops far from its target loss; the floor
+    keeps its work. It depends on the slice's data alone, so retraining stays
+    exact. Set at or below the fewest steps any slice's cap allows on the full
+    data, it changes nothing until a shard shrinks. Not with DP-SGD, which
+    trains a fixed number of epochs.
     """
 
     lr: float = Field(3e-3, gt=0)
@@ -237,5 +238,10 @@ class TrainConfig(_Strict):
             raise ValueError(
                 "train.shard.replay is not accounted for by DP-SGD (a fixed sample per epoch is "
                 "not Poisson sampling): set it to null, or dp.enabled to false"
+            )
+        if self.dp.enabled and self.shard.min_steps is not None:
+            raise ValueError(
+                "train.shard.min_steps raises epoch caps, but DP-SGD trains a fixed number of "
+                "epochs (its privacy budget): set it to null, or dp.enabled to false"
             )
         return self

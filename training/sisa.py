@@ -265,7 +265,7 @@ def slice_schedule(cfg: TrainConfig, r: int, steps_per_epoch: int | None = None)
     With ``slice_work: equal`` slice r may train :func:`slice_epochs_equal` epochs.
     Given the slice's ``steps_per_epoch``, a cap that allows fewer than
     ``shard.min_steps`` steps is raised to allow them (not for fixed-epoch
-    slices, nor under DP-SGD, whose epochs are its privacy budget).
+    slices; DP-SGD, whose epochs are its privacy budget, refuses the setting).
     """
     fixed = cfg.shard.slice_epochs
     if cfg.shard.slice_work == "equal":

@@ -158,12 +158,14 @@ def test_a_private_shard_without_the_secret_is_refused_before_training(tmp_path:
 
 
 def test_checkpoint_addresses_of_non_private_runs_are_unchanged() -> None:
-    """secure_mode enters the config digest only when on, so old checkpoints keep their address."""
+    """secure_mode and min_steps enter the config digest only when set, so old checkpoints keep
+    their address: the digest is the one computed before either existed."""
     cfg = PRIVATE.model_copy(update={"dp": DPConfig()})
     legacy = cfg.dp.model_dump(exclude={"secure_mode"})
     from lineage._canonical import canonical_json, sha256_hex
 
-    keep = {"seed": cfg.seed, "model": cfg.model.model_dump(), "schedule": cfg.shard.model_dump()}
+    schedule = cfg.shard.model_dump(exclude={"min_steps"})
+    keep = {"seed": cfg.seed, "model": cfg.model.model_dump(), "schedule": schedule}
     assert config_digest(cfg, cfg.shard) == sha256_hex(canonical_json(keep | {"dp": legacy}))
     on = cfg.model_copy(update={"dp": DPConfig(secure_mode=True)})
     assert config_digest(on, on.shard) != config_digest(cfg, cfg.shard)

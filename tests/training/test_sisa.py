@@ -234,18 +234,18 @@ def test_min_steps_raises_a_small_slices_epoch_cap_and_leaves_the_rest_alone():
     # after deletions took 40% of its records: 1, 3, 3, 4 steps; the caps rise to 265 steps
     shrunk = [slice_schedule(cfg, r, spe).max_epochs for r, spe in enumerate([1, 3, 3, 4])]
     assert shrunk == [265, 89, 89, 67]
-    # fixed-epoch slices and DP-SGD keep their epochs: those are the schedule, not a cap
+    # fixed-epoch slices keep their epochs (they are the schedule, not a cap); DP-SGD refuses it
     fixed = TrainConfig(slices=4, shard=Schedule(max_epochs=40, slice_epochs=5, min_steps=265))
     assert [slice_schedule(fixed, r, 3).max_epochs for r in range(4)] == [5, 5, 5, 89]
-    dp = cfg.model_copy(update={"dp": DPConfig(enabled=True)})
-    assert slice_schedule(dp, 3, 4).max_epochs == 40
+    with pytest.raises(ValidationError, match="min_steps"):
+        TrainConfig(shard=Schedule(min_steps=265), dp=DPConfig(enabled=True))
 
 
-def test_min_steps_unset_keeps_checkpoint_addresses_and_set_trains_the_floor(tmp_path):
+def test_min_steps_trains_the_floor_and_deletes_exactly(tmp_path):
+    """Set, the floor enters the address (unset it does not: test_dp_secret.py) and trains."""
     from training.sisa import config_digest
 
     floor = TINY.shard.model_copy(update={"min_steps": 20})
-    assert config_digest(TINY, TINY.shard) == config_digest(TINY, TINY.shard.model_copy())
     assert config_digest(TINY, floor) != config_digest(TINY, TINY.shard)
     cfg = TINY.model_copy(update={"shard": floor})
     data = placed(people(12))  # about 6 records a slice: one step an epoch on slice 0
@@ -254,6 +254,11 @@ def test_min_steps_unset_keeps_checkpoint_addresses_and_set_trains_the_floor(tmp
     steps = lambda res, r: sum(e["steps"] for e in res.epochs if e["slice"] == r)  # noqa: E731
     for r in range(cfg.slices):
         assert steps(plain, r) < 20 <= steps(result, r), r  # target_loss 0: each runs its cap
-    train_shard(0, data, cfg, base=None, out_dir=tmp_path / "again")
-    a, b = weights(tmp_path / "shard"), weights(tmp_path / "again")
+
+    victim_slice, victim = min(data, key=lambda x: (x[0] != 1, x[1].record_id))  # slice 1
+    kept = [x for x in data if x[1] != victim]
+    deleted = train_shard(0, kept, cfg, base=None, out_dir=tmp_path / "shard")
+    assert deleted.trained == list(range(victim_slice, cfg.slices))
+    train_shard(0, kept, cfg, base=None, out_dir=tmp_path / "scratch")
+    a, b = weights(tmp_path / "shard"), weights(tmp_path / "scratch")
     assert all(torch.equal(a[k], b[k]) for k in a)
