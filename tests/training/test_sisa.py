@@ -206,12 +206,17 @@ def test_equal_slice_work_trains_each_slice_its_epochs_and_deletes_exactly(tmp_p
     first = train_shard(0, data, EQUAL, base=None, out_dir=tmp_path / "shard")
     epochs = [sum(1 for e in first.epochs if e["slice"] == r) for r in range(EQUAL.slices)]
     assert epochs == [9, 4, 3]  # target_loss 0: every slice runs its cap, 3 × 3/(r+1)
+    assert_a_slice_1_deletion_is_exact(data, EQUAL, tmp_path)
 
+
+def assert_a_slice_1_deletion_is_exact(data, cfg, tmp_path):
+    """Delete a record of slice 1 from the shard trained in ``tmp_path / "shard"``: only
+    slices 1.. retrain, and the result equals training from scratch without it."""
     victim_slice, victim = min(data, key=lambda x: (x[0] != 1, x[1].record_id))  # slice 1
     kept = [x for x in data if x[1] != victim]
-    deleted = train_shard(0, kept, EQUAL, base=None, out_dir=tmp_path / "shard")
-    assert deleted.trained == list(range(victim_slice, EQUAL.slices))
-    train_shard(0, kept, EQUAL, base=None, out_dir=tmp_path / "scratch")
+    deleted = train_shard(0, kept, cfg, base=None, out_dir=tmp_path / "shard")
+    assert deleted.trained == list(range(victim_slice, cfg.slices))
+    train_shard(0, kept, cfg, base=None, out_dir=tmp_path / "scratch")
     a, b = weights(tmp_path / "shard"), weights(tmp_path / "scratch")
     assert all(torch.equal(a[k], b[k]) for k in a)
 
@@ -254,11 +259,4 @@ def test_min_steps_trains_the_floor_and_deletes_exactly(tmp_path):
     steps = lambda res, r: sum(e["steps"] for e in res.epochs if e["slice"] == r)  # noqa: E731
     for r in range(cfg.slices):
         assert steps(plain, r) < 20 <= steps(result, r), r  # target_loss 0: each runs its cap
-
-    victim_slice, victim = min(data, key=lambda x: (x[0] != 1, x[1].record_id))  # slice 1
-    kept = [x for x in data if x[1] != victim]
-    deleted = train_shard(0, kept, cfg, base=None, out_dir=tmp_path / "shard")
-    assert deleted.trained == list(range(victim_slice, cfg.slices))
-    train_shard(0, kept, cfg, base=None, out_dir=tmp_path / "scratch")
-    a, b = weights(tmp_path / "shard"), weights(tmp_path / "scratch")
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert_a_slice_1_deletion_is_exact(data, cfg, tmp_path)
