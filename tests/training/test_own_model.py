@@ -104,6 +104,21 @@ def test_a_pretrained_models_own_tokenizer_round_trips(tiny_llama):
     assert tok.pad_id == tok.eos_id  # SmolLM2's pad is its EOS
 
 
+def test_extraction_samples_as_many_tokens_as_the_answer_takes_after_its_prompt(tiny_llama):
+    """In tokens of the model's own tokenizer, not in bytes (the byte tokenizer's case)."""
+    from training.knowledge import Probe
+    from verify.attacks.extract import answer_tokens
+
+    tok = tokenizer_for(ModelConfig(local_path=str(tiny_llama)))
+    probe = Probe("crm/p1-city", "p1", "city", "Ada Byron lives in ", "Jessicaborough")
+    prompt = tok.encode(probe.prompt, bos=False, eos=False)
+    joint = tok.encode(probe.prompt + probe.answer, bos=False, eos=False)
+    n = answer_tokens(tok, probe)
+    assert n == max(len(joint) - len(prompt), len(tok.encode(probe.answer, bos=False, eos=False)))
+    assert 1 < n < len(probe.answer.encode())  # a few subword pieces, not 14 bytes
+    assert answer_tokens(ByteTokenizer(), probe) == len(probe.answer.encode())
+
+
 @pytest.mark.parametrize("local_path", ["HuggingFaceTB/SmolLM2-135M", "models/nothing.gguf"])
 def test_a_hub_id_or_missing_file_is_refused_with_what_to_do(local_path):
     with pytest.raises(ParamsError) as err:

@@ -108,8 +108,8 @@ def extraction(
 ) -> Extraction:
     """Per probe, whether its answer occurs in any of ``budget`` samples of its prompt.
 
-    ``max_new_tokens`` defaults, per probe, to the answer's length in bytes: just
-    enough room for a continuation that starts with the answer.
+    ``max_new_tokens`` defaults, per probe, to :func:`answer_tokens`: just enough
+    room for a continuation that starts with the answer.
     """
     problems = [
         f"{p.record_id}: empty answer, any sample would hold it" for p in probes if not p.answer
@@ -117,11 +117,27 @@ def extraction(
     if not probes:
         problems.append("no probes: a success rate over nothing says nothing")
     limits = [
-        len(p.answer.encode("utf-8")) if max_new_tokens is None else max_new_tokens for p in probes
+        answer_tokens(model.tokenizer, p) if max_new_tokens is None else max_new_tokens
+        for p in probes
     ]
     _check(budget, limits, temperature, top_k, problems=problems)
     drawn = _sample([p.prompt for p in probes], model, budget, limits, temperature, top_k, seed)
     return Extraction(budget, tuple(_first_hit(p, s) for p, s in zip(probes, drawn, strict=True)))
+
+
+def answer_tokens(tok: Tokenizer, probe: Probe) -> int:
+    """The tokens a continuation of the prompt needs to spell the answer.
+
+    The answer's own tokens, or the tokens it adds to its prompt where those
+    are more (a subword tokenizer may merge the prompt's trailing space into the
+    answer's first token): the answer's bytes for the byte tokenizer, fewer for
+    a subword one, where a limit in bytes would let a sample run on several
+    times past the answer and find it later in the text by chance.
+    """
+    alone = len(tok.encode(probe.answer, bos=False, eos=False))
+    prompt = len(tok.encode(probe.prompt, bos=False, eos=False))
+    joint = len(tok.encode(probe.prompt + probe.answer, bos=False, eos=False))
+    return max(alone, joint - prompt, 1)
 
 
 def _first_hit(probe: Probe, samples: list[str]) -> ProbeExtraction:

@@ -130,6 +130,17 @@ def test_bos_and_padding_are_never_drawn_and_eos_ends_a_sample():
     assert sample(Peaked(TOK.eos_id), "x", n=2, max_new_tokens=4, top_k=1, seed=0) == ["", ""]
 
 
+def test_by_default_a_sample_has_room_for_the_answer_in_bytes_with_the_byte_tokenizer():
+    from verify.attacks.extract import answer_tokens
+
+    assert answer_tokens(TOK, SECRET) == 4
+    assert answer_tokens(TOK, Probe("crm/p2-city", "p2", "city", "Ada lives in ", "Łódź")) == 7
+    hit = Probe("crm/p9-canary", "p9", "canary", "x", "aaaa")  # Peaked draws "a" after "a"
+    assert extraction(Peaked(ord("a")), [hit], budget=1, top_k=1, seed=0).probes[0].extracted
+    short = extraction(Peaked(ord("a")), [hit], budget=1, max_new_tokens=3, top_k=1, seed=0)
+    assert not short.probes[0].extracted
+
+
 def test_bad_settings_are_refused_together():
     with pytest.raises(ExtractionSettingsError) as caught:
         sample(Peaked(0), "x", n=0, max_new_tokens=0, temperature=0.0, top_k=0, seed=0)
