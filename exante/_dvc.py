@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from lineage.errors import LineageError, VerificationError
@@ -31,13 +31,19 @@ def run(root: Path, args: list[str], what: str) -> str:
 
 
 def repro(
-    root: Path, cfg, removed: Mapping[str, str], *, progress: Callable[[str], None] | None
+    root: Path,
+    cfg,
+    removed: Mapping[str, str],
+    *,
+    progress: Callable[[str], None] | None,
+    skip: Sequence[str] = (),
 ) -> None:
     """``dvc repro``, its output streamed line by line into a log under ``.exante/logs``.
 
     The shard retrain runs inside it as a child process: its per-epoch lines
     (slice, epoch, loss, time left) go to the log always, and to stderr with
-    progress on, instead of minutes of silence.
+    progress on, instead of minutes of silence. The stages in ``skip`` (leaves
+    of the pipeline that the caller builds and commits itself) are left out.
     """
     from datetime import UTC, datetime
 
@@ -54,7 +60,8 @@ def repro(
     if progress is not None:
         progress(f"step 1/4: retraining {todo or 'nothing (no shard holds the records)'} "
                  f"in dvc repro; log: {log.relative_to(root)}")  # fmt: skip
-    code, tail = run_streamed([sys.executable, "-m", "dvc", "repro"], root, log=log,
+    targets = sorted(stage_names(root) - set(skip)) if skip else []
+    code, tail = run_streamed([sys.executable, "-m", "dvc", "repro", *targets], root, log=log,
                               echo=progress, env={PROGRESS_ENV: "1"})  # fmt: skip
     if code != 0:
         raise DeletionFailedError(f"the pipeline (dvc repro) failed (exit {code}); "

@@ -227,15 +227,20 @@ def _tell(ctx: Context, line: str) -> None:
 
 
 def _repro(ctx: Context, removed: Mapping[str, str]) -> None:
-    """``dvc repro``, streamed into a log under ``.exante/logs`` (and to ``ctx.progress``)."""
-    _dvc.repro(ctx.root, ctx.cfg, removed, progress=ctx.progress)
+    """``dvc repro``, streamed into a log under ``.exante/logs`` (and to ``ctx.progress``).
+
+    Without the audit stage: the bundle must hold the receipt, so it is built
+    once, after the receipt is signed (:func:`_refresh_audit`), not also here.
+    """
+    _dvc.repro(ctx.root, ctx.cfg, removed, progress=ctx.progress, skip=("audit",))
 
 
 def _refresh_audit(ctx: Context) -> None:
-    """Rebuild the audit bundle with the final ledger and receipts; record it in dvc.lock.
+    """Build the audit bundle with the final ledger and receipts; record it in dvc.lock.
 
-    The pipeline's audit stage ran mid-deletion, before the receipt existed. The
-    deletion is complete either way: a failure here is reported, not raised.
+    The deletion's ``dvc repro`` leaves the audit stage out, so this is the one
+    build of the new release's bundle. The deletion is complete either way: a
+    failure here is reported, not raised (``dvc repro audit`` then builds it).
     """
     if "audit" not in _dvc.stage_names(ctx.root):
         return

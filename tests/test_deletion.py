@@ -82,6 +82,9 @@ def test_delete_a_person_retrains_one_shard_and_purges_every_copy(deletion: Dele
     ((shard, slices),) = deletion.placed.items()
     metrics = deletion.metrics_before
     assert "req-42: complete" in deletion.stdout
+    (log,) = [p.read_text() for p in (root / ".exante/logs").glob("repro-*.log")]
+    assert "Running stage 'train'" in log  # the deletion's own dvc repro, kept
+    assert "Running stage 'audit'" not in log  # the bundle is built once, after the receipt
 
     for s in range(4):
         now = (root / f"models/shards/s{s:02d}/metrics.json").read_bytes()
