@@ -22,22 +22,21 @@ def plan(root: Path, cfg, record_ids: Sequence[str]) -> dict:
     counted on the records that remain, their characters on the current ones, so
     the plan stays an upper bound.
     """
+    from exante._progress import per_slice
     from training.partition import read_shard
 
     paths, wanted = LAYOUT, set(record_ids)
     shards, full, retrain = {}, 0, 0
     for s in range(cfg.shards):
         placed = read_shard(Path(root) / paths.shard_file(s))
-        chars = [sum(len(r.text) for q, r in placed if q == k) for k in range(cfg.slices)]
-        counts = [sum(1 for q, _ in placed if q == k) for k in range(cfg.slices)]
+        chars, counts = per_slice(placed, cfg.slices)
         costs = [slice_cost(cfg, chars, k, counts) for k in range(cfg.slices)]
         full += sum(costs)
         hit = sorted({q for q, r in placed if r.record_id in wanted})
         if hit:
             shards[s] = {"records": sorted(r.record_id for _, r in placed if r.record_id in wanted),
                          "first_slice": hit[0], "reused_slices": list(range(hit[0]))}  # fmt: skip
-            left = [sum(1 for q, r in placed if q == k and r.record_id not in wanted)
-                    for k in range(cfg.slices)]  # fmt: skip
+            _, left = per_slice(placed, cfg.slices, lambda r: r.record_id not in wanted)
             retrain += sum(slice_cost(cfg, chars, k, left) for k in range(hit[0], cfg.slices))
     base = {r.record_id for _, r in read_shard(Path(root) / paths.base_file())} & wanted
     placed_ids = {i for v in shards.values() for i in v["records"]} | base

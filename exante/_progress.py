@@ -15,6 +15,19 @@ from collections.abc import Sequence
 Plan = Sequence[tuple[int, float]]
 
 
+def per_slice(placed, slices: int, keep=None) -> tuple[list[int], list[int]]:
+    """Each slice's characters and record count, from a shard's ``(slice, record)`` pairs.
+
+    With ``keep``, only the records it accepts are counted (those a deletion leaves).
+    """
+    chars, counts = [0] * slices, [0] * slices
+    for q, r in placed:
+        if keep is None or keep(r):
+            chars[q] += len(r.text)
+            counts[q] += 1
+    return chars, counts
+
+
 def slice_plan(
     cfg, chars: Sequence[int], records: Sequence[int] | None = None
 ) -> list[tuple[int, float]]:

@@ -298,15 +298,14 @@ def _progress(name: str, plan, *, lines: bool):
 
 
 def _shard_plan(cfg, shard: int):
-    from exante._progress import slice_plan
+    from exante._progress import per_slice, slice_plan
     from training.partition import read_shard
 
     try:
         placed = read_shard(LAYOUT.shard_file(shard))
     except (FileNotFoundError, LineageError):
         placed = []  # the stage itself reports it
-    chars = [sum(len(r.text) for q, r in placed if q == k) for k in range(cfg.slices)]
-    return slice_plan(cfg, chars, [sum(1 for q, _ in placed if q == k) for k in range(cfg.slices)])
+    return slice_plan(cfg, *per_slice(placed, cfg.slices))
 
 
 def cmd_train(args) -> int:
