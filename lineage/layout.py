@@ -171,6 +171,7 @@ class Layout:
     verifier_state = _Under("local", "state", "verifier.json")  # highest manifest version seen
     logs = _Under("local", "logs")
     datasets_cache = _Under("local", "cache", "datasets")  # inside the project: purged with it
+    verify_parts = _Under("local", "cache", "verify-parts")  # measured parts: ids, numbers
 
 
 LAYOUT = Layout()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 
 from lineage._canonical import canonical_json, file_sha256, sha256_hex
@@ -139,11 +140,11 @@ def _without_time(predicate: dict) -> dict:
 # -- baseline stamps ------------------------------------------------------------------
 
 
-def code_digest() -> str:
-    """sha256 over the Python sources in ``CODE`` as they are on disk (a dirty tree included)."""
+def code_digest(entries: Sequence[str] = CODE) -> str:
+    """sha256 over the Python sources in ``entries`` as they are on disk (a dirty tree included)."""
     top = Path(__file__).resolve().parents[1]
     files = []
-    for entry in CODE:
+    for entry in entries:
         p = top / entry
         files += sorted(p.rglob("*.py")) if p.is_dir() else [p]
     return sha256_hex(canonical_json({f.relative_to(top).as_posix(): file_sha256(f)

@@ -35,6 +35,7 @@ from verify.forget import Companions, ForgetSet, draw
 from verify.judging import REFERENCE, SHARD, Settings, judge_all
 from verify.measure import MeasureSettings, exposures, holdout_null, knowledge, measure
 from verify.metrics import auc, forget_quality
+from verify.parts import PartStore, as_stored, part_key
 from verify.policy import LoadedPolicy
 from verify.subjects import Component, ScoreCache, Subject, load_component, transform
 
@@ -179,7 +180,9 @@ def run(
     results: dict[str, dict[str, dict]] = {n: {} for n in names}
     timings: dict[str, float] = {}
     null, hits, misses = {}, 0, 0
-    outs = _measure_parts(parts, loaded, tuple(names), inputs, progress)
+    store = PartStore(root / paths.verify_parts)
+    outs = _measure_parts(parts, loaded, tuple(names), inputs, progress, store)
+    reused = {_label(p): out["key"] for p, out in zip(parts, outs, strict=True) if out["reused"]}
     for part, out in zip(parts, outs, strict=True):
         for name, r in out["results"].items():
             results[name][_label(part)] = r
@@ -234,7 +237,8 @@ def run(
         "power": judged["power"],
         "calibration": judged["calibration"],
         "timings_seconds": timings | {"total": time.perf_counter() - started},
-        "cache": {"hits": hits, "misses": misses},
+        # parts whose every input matched a stored measurement (verify.parts): not re-measured
+        "cache": {"hits": hits, "misses": misses, "reused_parts": reused},
     }
 
 
@@ -253,16 +257,20 @@ class PartInputs:
 
 
 def _measure_parts(parts: list[str], loaded: Loaded, names: tuple[str, ...],
-                   inputs: PartInputs, progress: Callable[[str], None]) -> list[dict]:  # fmt: skip
+                   inputs: PartInputs, progress: Callable[[str], None],
+                   store: PartStore | None = None) -> list[dict]:  # fmt: skip
     """Each part (an attack, the shard alone, relearning, in-context, extraction) measured.
 
     The parts are independent given the subjects' weights, so with ``train.workers``
     > 1 they run on the training executor's workers (a process pool, or Ray tasks of
     ``train.threads`` CPUs): each worker loads the subjects from their directories
     and prints its own progress lines. With one local worker they run here, in order.
+    A part whose every input matches one in ``store`` is not measured again
+    (:mod:`verify.parts`); each output says ``reused`` and its ``key``.
     """
-    from training.executor import pool_of, run_units
+    from training.executor import pool_of
 
+    store = store or PartStore(None)
     cfg = inputs.cfg
     pool = pool_of(cfg)
     local, workers = pool["executor"] == "local", pool["workers"]
@@ -273,13 +281,44 @@ def _measure_parts(parts: list[str], loaded: Loaded, names: tuple[str, ...],
             progress(f"verification parts: {workers} worker(s), not {pool['workers']}: each "
                      f"loads every subject's models (about {_gib(need)} GiB with its caches) "
                      f"and {_gib(_available())} GiB of memory is available")  # fmt: skip
-    if local and workers <= 1:  # here, in order, on every core the pool would have used
+    here = local and workers <= 1  # in order, on every core the pool would have used
+    threads = pool["workers"] * cfg.threads if here else cfg.threads
+    released = [c.key for c in loaded.released]
+    keys = [part_key(p, names=names, forget_shards=loaded.digests, released=released,
+                     inputs=inputs, threads=threads, alone=p == SHARD) for p in parts]  # fmt: skip
+    stored = {k: store.get(k) for k in keys}
+    todo = [p for p, k in zip(parts, keys, strict=True) if stored[k] is None]
+    for p, k in zip(parts, keys, strict=True):
+        if stored[k] is not None:
+            progress(f"verify {_label(p)}: reused: every input is the same as when it was "
+                     f"measured (key {k[:12]})")  # fmt: skip
+    fresh = dict(zip(todo, _measure(todo, loaded, names, inputs, progress, pool, workers, here),
+                     strict=True))  # fmt: skip
+    outs = []
+    for p, k in zip(parts, keys, strict=True):
+        if stored[k] is not None:
+            outs.append(stored[k] | {"seconds": 0.0, "hits": 0, "misses": 0, "reused": True})
+            continue
+        out = as_stored(fresh[p])
+        store.put(k, out)
+        outs.append(out | {"key": k, "reused": False})
+    return outs
+
+
+def _measure(parts: list[str], loaded: Loaded, names: tuple[str, ...], inputs: PartInputs,
+             progress: Callable[[str], None], pool: dict, workers: int,
+             here: bool) -> list[dict]:  # fmt: skip
+    from training.executor import run_units
+
+    if not parts:
+        return []
+    if here:
         import torch
 
         _LOADED.clear()
         _LOADED[loaded.dirs] = loaded
         before = torch.get_num_threads()
-        torch.set_num_threads(pool["workers"] * cfg.threads)
+        torch.set_num_threads(pool["workers"] * inputs.cfg.threads)
         try:
             return [measure_part(p, loaded.dirs, names, inputs, progress) for p in parts]
         finally:

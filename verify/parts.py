@@ -1,0 +1,107 @@
+"""Measured verification parts, kept to be reused when a later run's inputs are the same.
+
+A part (one attack, the shard alone, relearning, in-context, extraction) is a
+function of the models it measures and what it measures them with: the
+subjects' forget-shard weights, the released shards' weights (every part but
+the shard alone, which never sees them), the forget set and its companions
+(texts included), the train and verify params, the measuring code, torch and
+transformers, and the threads it runs on. :func:`part_key` digests all of it;
+a stored part whose key matches is the measurement that would be made again,
+so it is reused, and the run says so (``cache.reused_parts`` in the results).
+
+After a deletion in another shard, the shard-alone part is the same
+measurement and is reused; a deletion in the forget shard changes the
+baselines, and everything is measured again. Stored parts hold what
+``results.json`` holds (ids and numbers, never record text) under
+``.exante/cache/verify-parts``, the newest :data:`KEEP` of them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from lineage._canonical import atomic_write, canonical_json, sha256_hex
+
+KEEP = 64  # stored parts kept, newest first: a few runs' worth (each run stores 7-9)
+MEASURING_CODE = ("lineage", "training", "verify")  # everything a part's numbers depend on
+
+
+def part_key(part: str, *, names: Sequence[str], forget_shards: Mapping[str, str],
+             released: Sequence[str], inputs, threads: int, alone: bool) -> str:  # fmt: skip
+    """The digest of everything ``part``'s measurement depends on.
+
+    ``alone``: the part measures the forget-shard models by themselves, so the
+    released shards' weights are not among its inputs.
+    """
+    import torch
+    import transformers
+
+    from verify.provenance import code_digest
+
+    return sha256_hex(canonical_json({
+        "part": part,
+        "subjects": {n: forget_shards[n] for n in names},
+        "order": list(names),
+        "released": [] if alone else list(released),
+        "inputs": plain(inputs),
+        "code": code_digest(MEASURING_CODE),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "cuda": torch.cuda.is_available(),
+        "threads": threads,
+    }))  # fmt: skip
+
+
+def plain(x):
+    """``x`` as JSON values, the same on every run: dataclasses and models as dicts, sets sorted."""
+    if dataclasses.is_dataclass(x) and not isinstance(x, type):
+        return {"__type__": type(x).__name__} | {
+            f.name: plain(getattr(x, f.name)) for f in dataclasses.fields(x)
+        }
+    if hasattr(x, "model_dump"):  # a pydantic model (params)
+        return {"__type__": type(x).__name__} | x.model_dump(mode="json")
+    if isinstance(x, Mapping):
+        return {str(k): plain(v) for k, v in x.items()}
+    if isinstance(x, set | frozenset):
+        return sorted((plain(v) for v in x), key=lambda v: json.dumps(v, sort_keys=True))
+    if isinstance(x, list | tuple):
+        return [plain(v) for v in x]
+    if isinstance(x, Path):
+        return x.as_posix()
+    if x is None or isinstance(x, str | int | float | bool):
+        return x
+    raise TypeError(f"cannot digest a {type(x).__name__} among a verification part's inputs")
+
+
+class PartStore:
+    """Stored parts by key, in a directory (None: nothing is stored or reused)."""
+
+    def __init__(self, where: Path | None) -> None:
+        self.where = where
+
+    def get(self, key: str) -> dict | None:
+        if self.where is None:
+            return None
+        path = self.where / f"{key}.json"
+        try:
+            out = json.loads(path.read_text())
+        except (OSError, ValueError):  # absent, or unreadable: measured again
+            return None
+        return out if out.get("key") == key else None
+
+    def put(self, key: str, measured: dict) -> None:
+        if self.where is None:
+            return
+        self.where.mkdir(parents=True, exist_ok=True)
+        atomic_write(self.where / f"{key}.json", canonical_json(measured | {"key": key}))
+        stored = sorted(self.where.glob("*.json"), key=lambda p: p.stat().st_mtime, reverse=True)
+        for old in stored[KEEP:]:
+            old.unlink(missing_ok=True)
+
+
+def as_stored(measured: dict) -> dict:
+    """A part's output as it reads back from the store, so a fresh and a reused part judge alike."""
+    return json.loads(canonical_json(measured))
