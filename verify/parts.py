@@ -4,8 +4,9 @@ A part (one attack, the shard alone, relearning, in-context, extraction) is a
 function of the models it measures and what it measures them with: the
 subjects' forget-shard weights, the released shards' weights (every part but
 the shard alone, which never sees them), the forget set and its companions
-(texts included), the train and verify params, the measuring code, torch and
-transformers, and the threads it runs on. :func:`part_key` digests all of it;
+(texts included), the train and verify params, the pretrained checkpoint's
+files the tokenizer is read from, the measuring code, torch and transformers,
+and the threads it runs on. :func:`part_key` digests all of it;
 a stored part whose key matches is the measurement that would be made again,
 so it is reused, and the run says so (``cache.reused_parts`` in the results).
 
@@ -19,11 +20,12 @@ baselines, and everything is measured again. Stored parts hold what
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from lineage._canonical import atomic_write, canonical_json, sha256_hex
+from lineage._canonical import atomic_write, canonical_json, file_sha256, sha256_hex
 
 KEEP = 64  # stored parts kept, newest first: a few runs' worth (each run stores 7-9)
 MEASURING_CODE = ("lineage", "training", "verify")  # everything a part's numbers depend on
@@ -47,12 +49,42 @@ def part_key(part: str, *, names: Sequence[str], forget_shards: Mapping[str, str
         "order": list(names),
         "released": [] if alone else list(released),
         "inputs": plain(inputs),
+        "tokenizer": tokenizer_files(getattr(inputs, "cfg", None)),
         "code": code_digest(MEASURING_CODE),
         "torch": torch.__version__,
         "transformers": transformers.__version__,
         "cuda": torch.cuda.is_available(),
         "threads": threads,
     }))  # fmt: skip
+
+
+def tokenizer_files(cfg) -> dict[str, str] | None:
+    """sha256 of each file a pretrained model's tokenizer may be read from; None for bytes.
+
+    The GGUF file itself, or a checkpoint directory's files but its weights
+    (every component's weights are keyed by their own digest already).
+    """
+    local = getattr(getattr(cfg, "model", None), "local_path", None)
+    if local is None:
+        return None
+    from training._pretrained import locate
+
+    where = locate(local)
+    if where.gguf_file:
+        files = [where.directory / where.gguf_file]
+    else:
+        files = sorted(p for p in where.directory.iterdir()
+                       if p.is_file() and p.suffix not in WEIGHTS)  # fmt: skip
+    return {p.name: _file_digest(p, p.stat().st_size, p.stat().st_mtime_ns) for p in files}
+
+
+WEIGHTS = {".safetensors", ".bin", ".pt", ".pth"}
+
+
+@functools.lru_cache(maxsize=64)
+def _file_digest(path: Path, size: int, mtime_ns: int) -> str:
+    """Once per process per file version (a GGUF file is hundreds of MB)."""
+    return file_sha256(path)
 
 
 def plain(x):

@@ -94,3 +94,19 @@ def test_inputs_digest_the_same_on_every_run_and_refuse_what_they_cannot():
     assert plain({"k": (1, {2})}) == {"k": [1, [2]]}
     with pytest.raises(TypeError, match="cannot digest a object"):
         plain(object())
+
+
+def test_a_pretrained_tokenizer_is_keyed_by_its_files_not_its_path(tmp_path):
+    from verify.parts import tokenizer_files
+
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    (ckpt / "config.json").write_text("{}")
+    (ckpt / "tokenizer.json").write_text('{"vocab": 1}')
+    (ckpt / "model.safetensors").write_bytes(b"weights: keyed by each component")
+    cfg = TrainConfig.model_validate({"model": {"local_path": str(ckpt)}})
+    before = tokenizer_files(cfg)
+    assert set(before) == {"config.json", "tokenizer.json"}
+    (ckpt / "tokenizer.json").write_text('{"vocab": 22}')  # replaced in place, same path
+    assert tokenizer_files(cfg)["tokenizer.json"] != before["tokenizer.json"]
+    assert tokenizer_files(TrainConfig()) is None  # the byte tokenizer is code
