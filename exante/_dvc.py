@@ -60,12 +60,25 @@ def repro(
     if progress is not None:
         progress(f"step 1/4: retraining {todo or 'nothing (no shard holds the records)'} "
                  f"in dvc repro; log: {log.relative_to(root)}")  # fmt: skip
-    targets = sorted(stage_names(root) - set(skip)) if skip else []
+    targets = _targets(root, skip)
     code, tail = run_streamed([sys.executable, "-m", "dvc", "repro", *targets], root, log=log,
                               echo=progress, env={PROGRESS_ENV: "1"})  # fmt: skip
     if code != 0:
         raise DeletionFailedError(f"the pipeline (dvc repro) failed (exit {code}); "
                                   f"the whole output is in {log}:", problems=tail)  # fmt: skip
+
+
+def _targets(root: Path, skip: Sequence[str]) -> list[str]:
+    """Every stage but ``skip``; none (all of them) where dvc.yaml is absent or unreadable,
+    so that ``dvc repro`` itself says what is wrong with it."""
+    import yaml
+
+    if not skip:
+        return []
+    try:
+        return sorted(stage_names(root) - set(skip))
+    except (OSError, yaml.YAMLError, AttributeError):
+        return []
 
 
 def track_ledger(root: Path) -> None:

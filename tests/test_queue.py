@@ -174,3 +174,16 @@ def test_a_flush_that_fails_leaves_every_request_pending_for_the_next(project: P
     again = exante(root, "delete", "--flush")  # takes both up again, from retraining
     assert again.code == 1 and "processing 2 requests together: q-6, q-7" in again.out
     assert exante(root, "ledger", "verify").code == 0
+
+
+def test_a_deletions_repro_names_every_stage_but_the_audit(tmp_path):
+    from exante._dvc import _targets
+
+    assert _targets(tmp_path, ("audit",)) == []  # no dvc.yaml: a plain `dvc repro` says so
+    (tmp_path / "dvc.yaml").write_text("stages: [unclosed")
+    assert _targets(tmp_path, ("audit",)) == []  # unreadable: the same
+    (tmp_path / "dvc.yaml").write_text(
+        "stages:\n  train: {cmd: t}\n  audit: {cmd: a}\n  ingest: {foreach: [1], do: {cmd: i}}\n"
+    )
+    assert _targets(tmp_path, ("audit",)) == ["ingest", "train"]
+    assert _targets(tmp_path, ()) == []  # nothing skipped: every stage, as `dvc repro` does
