@@ -300,7 +300,10 @@ def _measure_parts(parts: list[str], loaded: Loaded, names: tuple[str, ...],
             outs.append(stored[k] | {"seconds": 0.0, "hits": 0, "misses": 0, "reused": True})
             continue
         out = as_stored(fresh[p])
-        store.put(k, out)
+        try:
+            store.put(k, out)
+        except OSError as exc:  # measured all the same; only a later run cannot reuse it
+            progress(f"verify {_label(p)}: not stored for reuse: {exc}")
         outs.append(out | {"key": k, "reused": False})
     return outs
 

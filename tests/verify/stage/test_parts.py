@@ -110,3 +110,14 @@ def test_a_pretrained_tokenizer_is_keyed_by_its_files_not_its_path(tmp_path):
     (ckpt / "tokenizer.json").write_text('{"vocab": 22}')  # replaced in place, same path
     assert tokenizer_files(cfg)["tokenizer.json"] != before["tokenizer.json"]
     assert tokenizer_files(TrainConfig()) is None  # the byte tokenizer is code
+
+
+def test_a_store_that_cannot_be_written_only_costs_the_reuse(tmp_path, measured):
+    blocked = tmp_path / "parts"
+    blocked.write_text("a file where the store's directory should be")
+    lines: list[str] = []
+    outs = _measure_parts(PARTS, _loaded(), ("original", "retrain"), _inputs(), lines.append,
+                          PartStore(blocked))  # fmt: skip
+    assert measured == PARTS and not any(o["reused"] for o in outs)
+    assert outs[0]["results"]["retrain"]["metrics"]["n"] == 1  # the measured numbers
+    assert sum("not stored for reuse" in line for line in lines) == len(PARTS)
