@@ -5,10 +5,11 @@ function of the models it measures and what it measures them with: the
 subjects' forget-shard weights, the released shards' weights (every part but
 the shard alone, which never sees them), the forget set and its companions
 (texts included), the train and verify params, the pretrained checkpoint's
-files the tokenizer is read from, the measuring code, torch and transformers,
-and the threads it runs on. :func:`part_key` digests all of it;
-a stored part whose key matches is the measurement that would be made again,
-so it is reused, and the run says so (``cache.reused_parts`` in the results).
+files the tokenizer is read from, the measuring code, the versions of the
+libraries that compute its numbers (:data:`LIBRARIES`), and the threads it
+runs on. :func:`part_key` digests all of it; a stored part whose key matches
+is the measurement that would be made again, so it is reused, and the run
+says so (``cache.reused_parts`` in the results).
 
 After a deletion in another shard, the shard-alone part is the same
 measurement and is reused; a deletion in the forget shard changes the
@@ -39,7 +40,6 @@ def part_key(part: str, *, names: Sequence[str], forget_shards: Mapping[str, str
     released shards' weights are not among its inputs.
     """
     import torch
-    import transformers
 
     from verify.provenance import code_digest
 
@@ -51,11 +51,27 @@ def part_key(part: str, *, names: Sequence[str], forget_shards: Mapping[str, str
         "inputs": plain(inputs),
         "tokenizer": tokenizer_files(getattr(inputs, "cfg", None)),
         "code": code_digest(MEASURING_CODE),
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
+        "libraries": library_versions(),
         "cuda": torch.cuda.is_available(),
         "threads": threads,
     }))  # fmt: skip
+
+
+LIBRARIES = ("torch", "transformers", "tokenizers", "safetensors", "numpy", "peft",
+             "optimum-quanto", "opacus")  # fmt: skip
+
+
+def library_versions() -> dict[str, str | None]:
+    """The installed version of each of :data:`LIBRARIES` (None where it is not installed)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out: dict[str, str | None] = {}
+    for name in LIBRARIES:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = None
+    return out
 
 
 def tokenizer_files(cfg) -> dict[str, str] | None:

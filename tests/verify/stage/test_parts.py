@@ -68,7 +68,9 @@ def test_a_changed_released_shard_re_measures_all_but_the_shard_alone(tmp_path, 
     assert out["none"]["results"]["original"]["metrics"]["n"] == 1  # measured again
 
 
-@pytest.mark.parametrize("change", ["forget shard", "inputs", "code", "no store", "bad file"])
+@pytest.mark.parametrize(
+    "change", ["forget shard", "inputs", "code", "library", "no store", "bad file"]
+)
 def test_anything_else_changed_re_measures_every_part(tmp_path, measured, monkeypatch, change):
     store = PartStore(tmp_path / "parts")
     _run(store)
@@ -80,6 +82,11 @@ def test_anything_else_changed_re_measures_every_part(tmp_path, measured, monkey
         inputs = _inputs(shots=1)
     elif change == "code":
         monkeypatch.setattr(provenance, "code_digest", lambda entries: "other code")
+    elif change == "library":  # optimum-quanto upgraded in place, nothing else
+        from verify import parts
+
+        versions = parts.library_versions() | {"optimum-quanto": "9.9.9"}
+        monkeypatch.setattr(parts, "library_versions", lambda: versions)
     elif change == "no store":
         store = PartStore(None)
     else:
