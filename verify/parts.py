@@ -32,28 +32,37 @@ KEEP = 64  # stored parts kept, newest first: a few runs' worth (each run stores
 MEASURING_CODE = ("lineage", "training", "verify")  # everything a part's numbers depend on
 
 
-def part_key(part: str, *, names: Sequence[str], forget_shards: Mapping[str, str],
-             released: Sequence[str], inputs, threads: int, alone: bool) -> str:  # fmt: skip
-    """The digest of everything ``part``'s measurement depends on.
+def shared_inputs(*, names: Sequence[str], forget_shards: Mapping[str, str], inputs,
+                  threads: int) -> str:  # fmt: skip
+    """The digest of what every part of one run is measured with, taken once per run.
 
-    ``alone``: the part measures the forget-shard models by themselves, so the
-    released shards' weights are not among its inputs.
+    The forget set's texts, the code and the tokenizer's files are the costly
+    parts of a key; :func:`part_key` adds what differs between the parts.
     """
     import torch
 
     from verify.provenance import code_digest
 
     return sha256_hex(canonical_json({
-        "part": part,
         "subjects": {n: forget_shards[n] for n in names},
         "order": list(names),
-        "released": [] if alone else list(released),
         "inputs": plain(inputs),
         "tokenizer": tokenizer_files(getattr(inputs, "cfg", None)),
         "code": code_digest(MEASURING_CODE),
         "libraries": library_versions(),
         "cuda": torch.cuda.is_available(),
         "threads": threads,
+    }))  # fmt: skip
+
+
+def part_key(part: str, *, shared: str, released: Sequence[str], alone: bool) -> str:
+    """The digest of everything ``part``'s measurement depends on (``shared``: the run's).
+
+    ``alone``: the part measures the forget-shard models by themselves, so the
+    released shards' weights are not among its inputs.
+    """
+    return sha256_hex(canonical_json({
+        "part": part, "shared": shared, "released": [] if alone else list(released),
     }))  # fmt: skip
 
 

@@ -35,7 +35,7 @@ from verify.forget import Companions, ForgetSet, draw
 from verify.judging import REFERENCE, SHARD, Settings, judge_all
 from verify.measure import MeasureSettings, exposures, holdout_null, knowledge, measure
 from verify.metrics import auc, forget_quality
-from verify.parts import PartStore, as_stored, part_key
+from verify.parts import PartStore, as_stored, part_key, shared_inputs
 from verify.policy import LoadedPolicy
 from verify.subjects import Component, ScoreCache, Subject, load_component, transform
 
@@ -284,8 +284,9 @@ def _measure_parts(parts: list[str], loaded: Loaded, names: tuple[str, ...],
     here = local and workers <= 1  # in order, on every core the pool would have used
     threads = pool["workers"] * cfg.threads if here else cfg.threads
     released = [c.key for c in loaded.released]
-    keys = [part_key(p, names=names, forget_shards=loaded.digests, released=released,
-                     inputs=inputs, threads=threads, alone=p == SHARD) for p in parts]  # fmt: skip
+    shared = shared_inputs(names=names, forget_shards=loaded.digests, inputs=inputs,
+                           threads=threads)  # fmt: skip
+    keys = [part_key(p, shared=shared, released=released, alone=p == SHARD) for p in parts]
     stored = {k: store.get(k) for k in keys}
     todo = [p for p, k in zip(parts, keys, strict=True) if stored[k] is None]
     for p, k in zip(parts, keys, strict=True):
