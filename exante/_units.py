@@ -32,8 +32,8 @@ def build_baseline(root: str, name: str) -> dict:
 
     from exante.params import load_params
     from verify import baselines
+    from verify.forget import forget_set
     from verify.policy import load_policy
-    from verify.run import forget_set
 
     os.chdir(root)  # params, policy and the registration are read relative to the project
     params, policy = load_params(), load_policy(Path("."))

@@ -682,8 +682,8 @@ def _as_of(text: str):
 def cmd_verify_baseline(args) -> int:
     """Build one baseline the verification compares against (a cached DVC stage each)."""
     from exante.params import load_params
+    from verify.forget import forget_set
     from verify.policy import load_policy
-    from verify.run import forget_set
 
     params, policy = load_params(), load_policy(Path("."))
     fs = forget_set(Path("."), params.verify)
@@ -827,9 +827,9 @@ def cmd_verify_check(args) -> int:
 def cmd_verify(args) -> int:
     """Standalone: register, build whichever baselines are missing or stale, then run."""
     from exante.params import load_params
+    from verify.forget import forget_set
     from verify.policy import load_policy
     from verify.provenance import REGISTRATION, check_registration, register
-    from verify.run import forget_set
 
     root, params = Path("."), load_params()
     policy = load_policy(root)

@@ -50,22 +50,44 @@ def test_detector_sees_imports_inside_functions(tmp_path):
     assert imported_roots(f) == {"torch", "mlflow"}
 
 
-def test_ingest_and_the_signing_core_load_no_reader_library():
-    """pyarrow and `datasets` load only when a source of their format is read."""
+def loaded_roots(modules: tuple[str, ...], roots: set[str]) -> list[str]:
+    """The modules of ``roots`` a fresh interpreter holds after importing ``modules``."""
     code = (
-        "import sys, lineage.ingest, lineage.manifest, lineage.gate, lineage.admission\n"
-        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('pyarrow', 'datasets'))\n"
-        "print(','.join(bad))"
+        f"import sys, importlib\nfor m in {modules!r}: importlib.import_module(m)\n"
+        f"print(','.join(sorted(m for m in sys.modules if m.split('.')[0] in {sorted(roots)!r})))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == ""
+    return [m for m in out.stdout.strip().split(",") if m]
+
+
+def test_ingest_and_the_signing_core_load_no_reader_library():
+    """pyarrow and `datasets` load only when a source of their format is read."""
+    core = ("lineage.ingest", "lineage.manifest", "lineage.gate", "lineage.admission")
+    assert loaded_roots(core, {"pyarrow", "datasets"}) == []
 
 
 def test_importing_lineage_loads_no_ml_framework():
+    assert loaded_roots(("lineage.stages", "lineage.admission", "lineage.validation"), ML) == []
+
+
+# What the pipeline's stages without a model import (corpus, gate, partition, attest, verify
+# register, a fresh `verify baseline all`, `exante delete` around its `dvc repro`): each is its
+# own process, and torch with transformers took 1-2.5 s of every one of them.
+MODEL_FREE = ("exante.cli", "exante.params", "exante.deletion", "training.stages",
+              "training.checkpoints", "training.knowledge", "verify.config", "verify.forget",
+              "verify.baselines", "verify.provenance", "verify.unlearn")  # fmt: skip
+
+
+def test_the_stages_without_a_model_load_no_ml_framework():
+    assert loaded_roots(MODEL_FREE, ML) == []
+
+
+def test_the_unlearning_registry_loads_every_method_on_first_use():
+    """verify.unlearn loads its torch half lazily; the registry must still hold every method."""
     code = (
-        "import sys, lineage.stages, lineage.admission, lineage.validation\n"
-        f"bad = sorted(m for m in sys.modules if m.split('.')[0] in {sorted(ML)!r})\n"
-        "print(','.join(bad))"
+        "import sys, verify.unlearn as u\nassert 'torch' not in sys.modules\n"
+        "print(sorted(u.UNLEARNERS), u.unlearn.__name__, u.ga.__name__, 'torch' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == ""
+    assert out.stdout.split() == ["['ga',", "'gd',", "'npo',", "'npo_rt']", "unlearn",
+                                  "verify.unlearn.ga", "True"]  # fmt: skip

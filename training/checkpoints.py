@@ -17,13 +17,16 @@ import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from lineage._canonical import atomic_write, canonical_json, sha256_hex
 
+if TYPE_CHECKING:  # torch is imported where a checkpoint is saved or loaded, not to hash one
+    import torch
+
 META = "exante-checkpoint.json"
 OPTIMIZER = "optimizer.pt"
+SLICES_FILE = "slices.json"  # a shard directory's list of its slice checkpoints
 
 
 def seen_digest(
@@ -62,6 +65,8 @@ def save(
     directory: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, meta: dict
 ) -> Checkpoint:
     """Write model, optimizer, RNG state and metadata; publish by renaming a complete directory."""
+    import torch
+
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
@@ -82,6 +87,8 @@ def save(
 
 
 def load_optimizer_state(checkpoint: Checkpoint, optimizer: torch.optim.Optimizer) -> None:
+    import torch
+
     state = torch.load(checkpoint.path / OPTIMIZER, weights_only=False)
     optimizer.load_state_dict(state["optimizer"])
     torch.set_rng_state(state["torch_rng"])
@@ -116,3 +123,9 @@ def prune(ckpt_dir: Path, denied: frozenset[str], *, keep: Iterable[str]) -> lis
             shutil.rmtree(d)
             removed.append(d.name)
     return removed
+
+
+def final_checkpoint(shard_dir: Path) -> Path:
+    """The last slice's checkpoint of a shard directory (its ``slices.json`` lists them)."""
+    slices = json.loads((Path(shard_dir) / SLICES_FILE).read_text())["slices"]
+    return Path(shard_dir) / "ckpt" / slices[-1]

@@ -22,8 +22,7 @@ import random
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from lineage.errors import BadInputError
 from training.tokenizer import ByteTokenizer, Tokenizer
@@ -31,7 +30,10 @@ from training.tokenizer import ByteTokenizer, Tokenizer
 # ids of many sequences -> next-token log-probs [T_i, V] per sequence
 # scorer(seqs, starts=None) -> per sequence its next-token log-prob rows [T, V]; with
 # ``starts``, row i holds positions starts[i].. only (an ensemble then spares the rest)
-BatchScorer = Callable[..., list[torch.Tensor]]
+if TYPE_CHECKING:  # probes are read without torch (the verification plan, the baselines' stamps)
+    import torch
+
+BatchScorer = Callable[..., "list[torch.Tensor]"]
 _BYTES = ByteTokenizer()  # the default model's; pass a pretrained model's own as `tokenizer`
 
 
@@ -142,6 +144,8 @@ def answer_loglik(
     scorer: BatchScorer, pairs: Sequence[tuple[str, str]], *, tokenizer: Tokenizer = _BYTES
 ) -> list[float]:
     """Per pair, the answer's log-probability given the prompt: the sum over its tokens."""
+    import torch
+
     rows = answer_logprobs(scorer, pairs, tokenizer=tokenizer)
     out = []
     for (prompt, answer), r in zip(pairs, rows, strict=True):
@@ -172,6 +176,8 @@ def exact_match(
     scorer: BatchScorer, probes: Sequence[Probe], *, tokenizer: Tokenizer = _BYTES
 ) -> Knowledge:
     """How many probes greedy decoding answers exactly (teacher-forced argmax)."""
+    import torch
+
     rows = answer_logprobs(scorer, [(p.prompt, p.answer) for p in probes], tokenizer=tokenizer)
     by_fact: dict[str, list[int]] = {}
     known_ids = set()

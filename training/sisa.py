@@ -40,7 +40,8 @@ from training.loop import EpochStats, make_optimizer, steps_per_epoch, train, wi
 from training.model import build_model, device_of, load_model, set_determinism
 from training.tokenizer import tokenizer_for
 
-SLICES_FILE = "slices.json"
+SLICES_FILE = checkpoints.SLICES_FILE
+final_checkpoint = checkpoints.final_checkpoint
 
 
 def config_digest(cfg: TrainConfig, schedule: Schedule, *, dp_commitment: str | None = None) -> str:
@@ -340,10 +341,3 @@ def compose_privacy(spent: Sequence[dict | None], *, delta: float) -> dict | Non
         "delta": delta,
         "accountant": spent[0]["accountant"],
     }
-
-
-def final_checkpoint(shard_dir: Path) -> Path:
-    import json
-
-    slices = json.loads((Path(shard_dir) / SLICES_FILE).read_text())["slices"]
-    return Path(shard_dir) / "ckpt" / slices[-1]

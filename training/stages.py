@@ -40,7 +40,6 @@ from training.partition import (
     write_placed,
     write_shards,
 )
-from training.sisa import SLICES_FILE, dp_secret_for, train_base, train_shard
 
 PARTITION_TYPE = "https://exante.dev/attestations/partition/v1"
 
@@ -236,6 +235,8 @@ def run_train_base(root: Path, cfg: TrainConfig, paths: Layout = LAYOUT, *, on_e
     root = Path(root)
     placed, admitted = _admitted_file(root, paths.base_file(), paths)
     check_pretrained(cfg, admitted)
+    from training.sisa import train_base  # torch and transformers: the training stages alone
+
     start = time.perf_counter()
     ckpt = train_base([r for _, r in placed], cfg, root / paths.base / "model", on_epoch=on_epoch)
     epochs = ckpt.meta["epochs"]
@@ -260,6 +261,8 @@ def run_train_shard(
     max_epsilon = admitted.max_epsilon(r.source_id for _, r in placed)
     check_privacy_config(cfg, max_epsilon, f"shard {shard}")
     base = root / paths.base / "model"
+    from training.sisa import dp_secret_for, train_shard  # torch and transformers
+
     secret = dp_secret_for(cfg, root)  # before any work: a missing secret is exit 3
     start = time.perf_counter()
     result = train_shard(shard, placed, cfg, base=base if base.is_dir() else None,
@@ -286,7 +289,7 @@ def run_train_shard(
 def slice_dirs(root: Path, shard: int, paths: Layout = LAYOUT) -> list[Path]:
     """The checkpoint of every slice of a shard's current model, first to last."""
     shard_dir = Path(root) / paths.shard_dir(shard)
-    slices = json.loads((shard_dir / SLICES_FILE).read_text())["slices"]
+    slices = json.loads((shard_dir / checkpoints.SLICES_FILE).read_text())["slices"]
     return [shard_dir / "ckpt" / address for address in slices]
 
 

@@ -41,9 +41,7 @@ from lineage.ledger import LEDGER
 from lineage.stages import ledger_denials
 from training import checkpoints
 from training.config import TrainConfig
-from training.model import load_model, set_determinism
 from training.partition import shard_file
-from training.sisa import dp_secret_for, final_checkpoint, train_shard
 from training.tokenizer import tokenizer_for
 from verify import provenance
 from verify.forget import ForgetSet
@@ -84,6 +82,9 @@ def _finish(tmp: Path, target: Path, info: dict, stamp: dict | None) -> dict:
 def _train(root: Path, name: str, cfg: TrainConfig, fs: ForgetSet, placed, paths: Layout,
            stamp: dict | None, **extra) -> dict:  # fmt: skip
     """Train the forget shard from the shared base on ``placed``; publish it as ``name``."""
+    from training.model import set_determinism
+    from training.sisa import dp_secret_for, train_shard
+
     set_determinism(cfg)
     target = _dir(root, name)
     tmp = _fresh(target)
@@ -136,6 +137,9 @@ def build_planted(root: Path, cfg: TrainConfig, fs: ForgetSet, key: int, paths: 
 def build_exact(root: Path, cfg: TrainConfig, fs: ForgetSet, paths: Layout = LAYOUT, *,
                 stamp: dict | None = None) -> dict:  # fmt: skip
     """Delete the forget set from a scratch copy of the forget shard, as ``exante delete`` does."""
+    from training.model import set_determinism
+    from training.sisa import dp_secret_for, train_shard
+
     set_determinism(cfg)
     root = Path(root)
     target = _dir(root, "exact")
@@ -168,6 +172,7 @@ def build_approx(
     *, stamp: dict | None = None,
 ) -> dict:  # fmt: skip
     """Unlearn the forget set from the released forget-shard model with ``method``."""
+    from training.model import load_model, set_determinism
     from verify.unlearn import unlearn
 
     set_determinism(cfg)
@@ -247,7 +252,7 @@ def model_dir(root: Path, name: str) -> Path:
     """The forget-shard model of a baseline subject (any name :func:`required` lists)."""
     if _parse(name)[0] == "approx":
         return _dir(root, name) / "model"
-    return final_checkpoint(_dir(root, name))
+    return checkpoints.final_checkpoint(_dir(root, name))
 
 
 def calibration_names(params, policy) -> list[str]:
@@ -276,7 +281,7 @@ def inputs_of(root: Path, name: str, fs: ForgetSet, paths: Layout = LAYOUT) -> d
     kind = _parse(name)[0]
     if kind == "exact":
         out["released_checkpoint"] = checkpoints.dir_digest(
-            final_checkpoint(root / paths.shard_dir(fs.shard)))  # fmt: skip
+            checkpoints.final_checkpoint(root / paths.shard_dir(fs.shard)))  # fmt: skip
     elif kind == "approx":
         out["released_model"] = checkpoints.dir_digest(root / paths.ensemble / f"s{fs.shard:02d}")
     return out

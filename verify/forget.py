@@ -29,6 +29,7 @@ from lineage.layout import LAYOUT, Layout
 from lineage.records import Record
 from training.knowledge import Probe, probes_of, read_probes
 from training.partition import read_shard, shard_file
+from verify.config import VerifyParams
 
 
 class ForgetSetError(BadInputError):
@@ -269,3 +270,15 @@ def _holdout(path: Path, n: int) -> tuple[Text, ...]:
             f"verify.holdout_people is {n}: lower it, or hold out more (registry holdout)"
         )
     return tuple(t for o in sorted(by_owner)[:n] for t in by_owner[o])
+
+
+def companions(v: VerifyParams) -> Companions:
+    """What the params say a forget set is measured with besides itself."""
+    return Companions(Path(v.probes) if v.probes else None, v.holdout_people, v.retain_records,
+                      v.public_play, v.public_chunks, v.seed)  # fmt: skip
+
+
+def forget_set(root: Path, v: VerifyParams, paths: Layout = LAYOUT) -> ForgetSet:
+    """The forget set ``params.yaml``'s ``verify:`` names, drawn from the current partition."""
+    return draw(root, shard=v.forget_shard, people=v.forget_people, companions=companions(v),
+                paths=paths)  # fmt: skip

@@ -47,7 +47,7 @@ def request_dir(request_id: str) -> Path:
 
 def forget_set_of(root: Path, params, record_ids: Sequence[str]) -> ForgetSet:
     """The request's forget set (raises ``ForgetSetError`` when it cannot be verified)."""
-    from verify.run import companions
+    from verify.forget import companions
 
     return for_records(root, record_ids, shards=params.train.shards,
                        companions=companions(params.verify))  # fmt: skip

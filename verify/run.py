@@ -31,7 +31,7 @@ from verify.attacks.incontext import allowed_shots, incontext_probes
 from verify.attacks.relearn import ForgetSplit, check_disjoint, relearn_curve, split_forget
 from verify.calibration import Owners
 from verify.config import VerifyParams
-from verify.forget import Companions, ForgetSet, draw
+from verify.forget import ForgetSet, forget_set
 from verify.judging import REFERENCE, SHARD, Settings, judge_all
 from verify.measure import MeasureSettings, exposures, holdout_null, knowledge, measure
 from verify.metrics import auc, forget_quality
@@ -79,17 +79,6 @@ def planted_record(root: Path, names: list[str]) -> str | None:
     """The forget record the planted-leak control was trained on (its baseline.json says)."""
     info = baselines.info_file(root, "planted")
     return json.loads(info.read_text()).get("planted_record") if "planted" in names else None
-
-
-def companions(v: VerifyParams) -> Companions:
-    """What the params say a forget set is measured with besides itself."""
-    return Companions(Path(v.probes) if v.probes else None, v.holdout_people, v.retain_records,
-                      v.public_play, v.public_chunks, v.seed)  # fmt: skip
-
-
-def forget_set(root: Path, v: VerifyParams, paths: Layout = LAYOUT) -> ForgetSet:
-    return draw(root, shard=v.forget_shard, people=v.forget_people, companions=companions(v),
-                paths=paths)  # fmt: skip
 
 
 class BaselineError(BadInputError):

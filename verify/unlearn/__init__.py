@@ -10,11 +10,45 @@ uses: ``ga`` (:mod:`.ga`), ``gd`` (:mod:`.gd`), ``npo`` and ``npo_rt``
 
 from __future__ import annotations
 
-from verify.unlearn import ga, gd, npo
+import importlib
+from typing import TYPE_CHECKING
+
 from verify.unlearn._errors import DuplicateUnlearnerError, UnlearnError, UnlearnSettingsError
-from verify.unlearn._loop import UnlearnReport, unlearn
-from verify.unlearn._registry import UNLEARNERS, Unlearner, register
 from verify.unlearn._settings import UnlearnSettings, parse_settings
+
+if TYPE_CHECKING:
+    from verify.unlearn import ga, gd, npo
+    from verify.unlearn._loop import UnlearnReport, unlearn
+    from verify.unlearn._registry import UNLEARNERS, Unlearner, register
+
+# The settings and errors above are plain data, which ``params.yaml`` parsing
+# needs in every stage; the loop, the registry and the methods need torch.
+# They load on first use, the methods first, so the registry a caller sees
+# always holds every method.
+_LAZY = {
+    "UNLEARNERS": "_registry",
+    "Unlearner": "_registry",
+    "register": "_registry",
+    "UnlearnReport": "_loop",
+    "unlearn": "_loop",
+    "ga": None,
+    "gd": None,
+    "npo": None,
+}
+
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    for method in ("ga", "gd", "npo"):
+        importlib.import_module(f"{__name__}.{method}")
+    where = _LAZY[name]
+    value = importlib.import_module(f"{__name__}.{where or name}")
+    if where is not None:
+        value = getattr(value, name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "UNLEARNERS",

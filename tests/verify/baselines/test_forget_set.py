@@ -10,8 +10,8 @@ import pytest
 
 from lineage.errors import BadInputError
 from training.stages import Paths
-from verify.forget import Text, continuation_probes, draw, for_records
-from verify.run import _split, companions
+from verify.forget import Text, companions, continuation_probes, draw, for_records
+from verify.run import _split
 
 
 def test_the_demo_forget_set_has_every_input(tiny):
