@@ -73,12 +73,23 @@ class ScoreCache:
     misses: int = 0
     evicted: int = 0
 
-    def logprobs(self, c: Component, seqs: Sequence[Sequence[int]]) -> list[torch.Tensor]:
-        keys = [(c.key, tuple(s)) for s in seqs]
+    def logprobs(
+        self, c: Component, seqs: Sequence[Sequence[int]], prompts: Sequence[int] | None = None
+    ) -> list[torch.Tensor]:
+        """Each sequence's rows under ``c``; ``prompts[i]``: the length of sequence i's prompt.
+
+        Sequences that share a prompt are scored with the prompt run once
+        (:func:`prompt_shared_logprobs`); a row is kept under the sequence and
+        its prompt length, since the two ways of computing it agree only to
+        float rounding.
+        """
+        prompts = prompts or [0] * len(seqs)
+        keys = [(c.key, tuple(s), p) for s, p in zip(seqs, prompts, strict=True)]
         todo = [i for i, k in enumerate(keys) if k not in self.rows]
         out: dict[int, torch.Tensor] = {}
         if todo:
-            for i, rows in zip(todo, batch_logprobs(c.model, [seqs[i] for i in todo]), strict=True):
+            for i, rows in zip(todo, _score(c.model, [seqs[i] for i in todo],
+                                            [prompts[i] for i in todo]), strict=True):  # fmt: skip
                 out[i] = rows.float()
         for i, k in enumerate(keys):
             if i not in out:
@@ -123,11 +134,18 @@ class Subject:
     def next_token_logprobs_batch(
         self, seqs: Sequence[Sequence[int]], starts: Sequence[int] | None = None
     ) -> list[torch.Tensor]:
-        """Combined rows per sequence; ``starts``: row i holds positions ``starts[i]..`` only."""
+        """Combined rows per sequence; ``starts``: row i holds positions ``starts[i]..`` only.
+
+        With a cache, positions ``..starts[i]`` are taken as sequence i's prompt:
+        sequences sharing one (a probe's candidate answers, a canary's
+        alternatives) run it once. Their rows agree with the whole sequences'
+        to float rounding, not bit for bit.
+        """
         if self.cache is None:
             per = [batch_logprobs(c.model, seqs) for c in self.components]
-        else:
-            per = [self.cache.logprobs(c, seqs) for c in self.components]
+        else:  # the positions before a start are a prompt, run once for all that share it
+            prompts = [k + 1 for k in starts] if starts else None
+            per = [self.cache.logprobs(c, seqs, prompts) for c in self.components]
         starts = starts or [0] * len(seqs)
         return [
             self._rule(
@@ -194,9 +212,94 @@ class Subject:
         return [self.tokenizer.decode(row.tolist()) for row in new]
 
 
+_ENDINGS_BATCH = 32  # endings per forward pass after a shared prompt (bounds memory, not results)
+
+
+def _score(model: torch.nn.Module, seqs: Sequence[Sequence[int]],
+           prompts: Sequence[int]) -> list[torch.Tensor]:  # fmt: skip
+    """Rows of every sequence: those with a prompt (``0 < p < len``, within the context)
+    grouped by it and scored with it run once, the rest as :func:`batch_logprobs` does."""
+    n, out = context_length(model), [None] * len(seqs)
+    groups: dict[tuple[int, ...], list[int]] = {}
+    plain = []
+    for i, (s, p) in enumerate(zip(seqs, prompts, strict=True)):
+        if 0 < p < len(s) <= n:
+            groups.setdefault(tuple(s[:p]), []).append(i)
+        else:
+            plain.append(i)
+    for prompt, members in groups.items():
+        rows = prompt_shared_logprobs(model, prompt, [seqs[i][len(prompt) :] for i in members])
+        for i, r in zip(members, rows, strict=True):
+            out[i] = r
+    for i, r in zip(plain, batch_logprobs(model, [seqs[i] for i in plain]), strict=True):
+        out[i] = r
+    return out
+
+
+@torch.no_grad()
+def prompt_shared_logprobs(
+    model: torch.nn.Module, prompt: Sequence[int], endings: Sequence[Sequence[int]]
+) -> list[torch.Tensor]:
+    """The rows ``[len(prompt) + len(e), V]`` (float64) of each ``prompt + e``, the prompt run once.
+
+    The prompt's keys and values are computed once and reused by every ending
+    (endings right-padded into batches; padding sits after every real token,
+    so causal attention never sees it). Scoring a fact's candidate answers or a
+    canary's alternatives this way costs one prompt and the endings, not one
+    whole sequence each. The rows agree with one forward of each whole
+    sequence to float rounding (a log-probability within about 1e-5).
+    """
+    import copy
+
+    p = len(prompt)
+    first = model(input_ids=torch.tensor([list(prompt)]), use_cache=True)
+    head = torch.log_softmax(first.logits[0].double(), dim=-1)
+    rows = []
+    for k in range(0, len(endings), _ENDINGS_BATCH):
+        group = endings[k : k + _ENDINGS_BATCH]
+        width = max(len(e) for e in group)
+        ids = torch.zeros((len(group), width), dtype=torch.long)
+        mask = torch.zeros((len(group), p + width), dtype=torch.long)
+        mask[:, :p] = 1
+        for row, e in enumerate(group):
+            ids[row, : len(e)] = torch.tensor(list(e))
+            mask[row, p : p + len(e)] = 1
+        past = copy.deepcopy(first.past_key_values)
+        past.batch_repeat_interleave(len(group))
+        positions = torch.arange(p, p + width).expand(len(group), -1)
+        logits = model(input_ids=ids, attention_mask=mask, past_key_values=past,
+                       position_ids=positions).logits  # fmt: skip
+        for row, e in enumerate(group):
+            rows.append(torch.cat([head, torch.log_softmax(logits[row, : len(e)].double(), -1)]))
+    return rows
+
+
 def load_component(model_dir: Path) -> Component:
-    """A released model as the verification sees it: a LoRA adapter merged into its base."""
-    return Component(load_model(Path(model_dir), merge=True), weights_digest(Path(model_dir)))
+    """A released model as the verification sees it: a LoRA adapter merged into its base.
+
+    Its activations run on torch's fused kernels (:func:`fused_activations`); the
+    weights, and so the component's key, are the released ones.
+    """
+    model = fused_activations(load_model(Path(model_dir), merge=True))
+    return Component(model, weights_digest(Path(model_dir)))
+
+
+def fused_activations(model: torch.nn.Module) -> torch.nn.Module:
+    """GPT-2's ``gelu_new``, computed by torch's fused tanh-GELU instead of op by op.
+
+    The same formula, ``0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))``, in one
+    kernel rather than seven: on CPU about a fifth of the verification's time
+    went to the op-by-op version. The two agree to float32 rounding (an element
+    differs by at most one or two units in the last place); a model is changed
+    in place and returned. Other activations are left as they are.
+    """
+    from transformers.activations import GELUTanh, NewGELUActivation
+
+    for module in list(model.modules()):
+        for name, child in module.named_children():
+            if type(child) is NewGELUActivation:
+                setattr(module, name, GELUTanh())
+    return model
 
 
 def transform(

@@ -79,16 +79,74 @@ def test_greedy_batch_refuses_prompts_of_different_lengths(models):
 
 
 @pytest.mark.parametrize("rule", ["bma", "mean"])
-def test_rows_from_a_start_are_the_same_rows_bit_for_bit(models, rule):
-    """``starts`` only spares rows nobody reads: each row is the one the full call gives."""
+def test_rows_from_a_start_are_the_same_rows(models, rule):
+    """``starts`` spares rows nobody reads: the ensemble's rows are the full call's, bit for
+    bit; a subject also runs each prompt once, so its rows agree to float rounding."""
     subject = Subject("s", [Component(m, f"m{i}") for i, m in enumerate(models)], rule=rule,
                       cache=ScoreCache())  # fmt: skip
     starts = [len(SEQS[0]) - 1, 5, 0]
-    for scorer in (Ensemble(models, TOK, rule=rule).next_token_logprobs_batch,
-                   subject.next_token_logprobs_batch):  # fmt: skip
+    ensemble = Ensemble(models, TOK, rule=rule).next_token_logprobs_batch
+    for scorer, exact in ((ensemble, True), (subject.next_token_logprobs_batch, False)):
         full = scorer(SEQS)
         for whole, part, k in zip(full, scorer(SEQS, starts), starts, strict=True):
-            assert part.shape[0] == len(whole) - k and torch.equal(whole[k:], part)
+            assert part.shape[0] == len(whole) - k
+            if exact:
+                assert torch.equal(whole[k:], part)
+            else:
+                torch.testing.assert_close(part, whole[k:], rtol=0, atol=1e-5)
+
+
+def _tiny_llama():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    return LlamaForCausalLM(LlamaConfig(
+        vocab_size=300, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
+    )).eval()  # fmt: skip
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_a_shared_prompt_is_run_once_and_scores_as_the_whole_sequences(models, family,
+                                                                        monkeypatch):  # fmt: skip
+    from training.ensemble import batch_logprobs
+    from verify import subjects
+
+    model = models[0] if family == "gpt2" else _tiny_llama()
+    prompt = TOK.encode("The account recovery code of Ann Lee is", eos=False)
+    endings = [list(TOK.encode(e, bos=False)) for e in ("123456.", "9.", "000111", "42", "7")]
+    monkeypatch.setattr(subjects, "_ENDINGS_BATCH", 2)  # three batches: padding and the copies
+    positions = []
+    hook = model.register_forward_pre_hook(
+        lambda m, args, kw: positions.append(kw["input_ids"].numel()), with_kwargs=True
+    )
+    try:
+        got = subjects.prompt_shared_logprobs(model, prompt, endings)
+    finally:
+        hook.remove()
+    want = batch_logprobs(model, [prompt + e for e in endings])
+    for a, b in zip(got, want, strict=True):
+        assert a.shape == b.shape
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
+    # the prompt once, then each ending padded to its batch's longest: not prompt + ending each
+    batches = [endings[k : k + 2] for k in range(0, len(endings), 2)]
+    assert sum(positions) == len(prompt) + sum(len(b) * max(map(len, b)) for b in batches)
+    assert sum(positions) < sum(len(prompt) + len(e) for e in endings) / 2
+
+
+def test_a_cache_keeps_rows_by_prompt_and_scores_the_rest_whole(models):
+    """Rows scored with a prompt and without it are kept apart (they agree to rounding); a
+    sequence that is all prompt is scored whole."""
+    cache, c = ScoreCache(), Component(models[0], "m0")
+    prompt = TOK.encode("Bo lives in", eos=False)
+    seqs = [prompt + TOK.encode(x, bos=False) for x in (" Rome.", " Oslo.")] + [prompt]
+    split = cache.logprobs(c, seqs, [len(prompt), len(prompt), len(prompt)])
+    whole = cache.logprobs(c, seqs)
+    assert cache.misses == 6 and cache.hits == 0
+    for a, b in zip(split, whole, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
+    again = cache.logprobs(c, seqs, [len(prompt)] * 3)
+    assert cache.hits == 3 and all(torch.equal(a, b) for a, b in zip(again, split, strict=True))
 
 
 def test_verification_parts_run_only_as_many_at_once_as_memory_holds(models, monkeypatch):
@@ -117,3 +175,38 @@ def test_available_memory_is_the_kernels_estimate_not_free_pages(tmp_path):
     assert _available(info) == 20971520 * 1024
     # no meminfo (not Linux): the free pages, a positive number of bytes
     assert _available(tmp_path / "absent") > 0
+
+
+def test_fused_activations_compute_the_same_model_on_one_kernel(tmp_path):
+    from transformers.activations import GELUTanh, NewGELUActivation
+
+    from verify.subjects import load_component, weights_digest
+
+    cfg = ModelConfig(n_layer=2, n_head=2, n_embd=32, n_positions=64)
+    stock = build_model(cfg, TOK, seed=5).eval()
+    stock.save_pretrained(tmp_path / "m")
+    ids = torch.tensor([TOK.encode("Ann was born in 1990; Bo lives in Rome.")])
+    with torch.no_grad():
+        want = stock(input_ids=ids).logits
+    kinds = {type(m) for m in stock.modules()}
+    assert NewGELUActivation in kinds and GELUTanh not in kinds  # what the test is about
+
+    c = load_component(tmp_path / "m")
+    kinds = {type(m) for m in c.model.modules()}
+    assert GELUTanh in kinds and NewGELUActivation not in kinds
+    assert c.key == weights_digest(tmp_path / "m")  # the released weights, untouched
+    with torch.no_grad():
+        got = c.model(input_ids=ids).logits
+    assert torch.allclose(got, want, rtol=0, atol=1e-5)
+    assert torch.equal(got.argmax(-1), want.argmax(-1))
+
+
+def test_fused_activations_leave_other_activations_alone():
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from verify.subjects import fused_activations
+
+    model = GPT2LMHeadModel(GPT2Config(n_layer=1, n_head=2, n_embd=16, vocab_size=40,
+                                       activation_function="relu"))  # fmt: skip
+    before = [type(m) for m in model.modules()]
+    assert [type(m) for m in fused_activations(model).modules()] == before
