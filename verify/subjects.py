@@ -212,66 +212,76 @@ class Subject:
         return [self.tokenizer.decode(row.tolist()) for row in new]
 
 
-_ENDINGS_BATCH = 32  # endings per forward pass after a shared prompt (bounds memory, not results)
+_PROMPT_BATCH = 32  # prompts per forward pass, and endings per forward pass after them
 
 
 def _score(model: torch.nn.Module, seqs: Sequence[Sequence[int]],
            prompts: Sequence[int]) -> list[torch.Tensor]:  # fmt: skip
     """Rows of every sequence: those with a prompt (``0 < p < len``, within the context)
-    grouped by it and scored with it run once, the rest as :func:`batch_logprobs` does."""
+    scored with each distinct prompt run once, the rest as :func:`batch_logprobs` does."""
     n, out = context_length(model), [None] * len(seqs)
-    groups: dict[tuple[int, ...], list[int]] = {}
-    plain = []
-    for i, (s, p) in enumerate(zip(seqs, prompts, strict=True)):
-        if 0 < p < len(s) <= n:
-            groups.setdefault(tuple(s[:p]), []).append(i)
-        else:
-            plain.append(i)
-    for prompt, members in groups.items():
-        rows = prompt_shared_logprobs(model, prompt, [seqs[i][len(prompt) :] for i in members])
-        for i, r in zip(members, rows, strict=True):
-            out[i] = r
+    split = [i for i, (s, p) in enumerate(zip(seqs, prompts, strict=True)) if 0 < p < len(s) <= n]
+    plain = sorted(set(range(len(seqs))) - set(split))
+    pairs = [(seqs[i][: prompts[i]], seqs[i][prompts[i] :]) for i in split]
+    for i, r in zip(split, prompt_shared_logprobs(model, pairs), strict=True):
+        out[i] = r
     for i, r in zip(plain, batch_logprobs(model, [seqs[i] for i in plain]), strict=True):
         out[i] = r
     return out
 
 
+def _padded(rows: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded ids and their attention mask."""
+    ids = torch.zeros((len(rows), max(len(r) for r in rows)), dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for k, r in enumerate(rows):
+        ids[k, : len(r)] = torch.tensor(list(r))
+        mask[k, : len(r)] = 1
+    return ids, mask
+
+
 @torch.no_grad()
 def prompt_shared_logprobs(
-    model: torch.nn.Module, prompt: Sequence[int], endings: Sequence[Sequence[int]]
+    model: torch.nn.Module, pairs: Sequence[tuple[Sequence[int], Sequence[int]]]
 ) -> list[torch.Tensor]:
-    """The rows ``[len(prompt) + len(e), V]`` (float64) of each ``prompt + e``, the prompt run once.
+    """Per ``(prompt, ending)``, the rows ``[len(prompt) + len(ending), V]`` (float64) of the
+    whole sequence, each distinct prompt run once.
 
-    The prompt's keys and values are computed once and reused by every ending
-    (endings right-padded into batches; padding sits after every real token,
-    so causal attention never sees it). Scoring a fact's candidate answers or a
-    canary's alternatives this way costs one prompt and the endings, not one
-    whole sequence each. The rows agree with one forward of each whole
+    The prompts run in batches, and their keys and values are reused by every
+    ending that follows them (endings batched too; all padding sits after a
+    row's real tokens and is masked). Scoring a fact's candidate answers or a
+    canary's alternatives this way costs each prompt once and the endings, not
+    one whole sequence each. The rows agree with one forward of each whole
     sequence to float rounding (a log-probability within about 1e-5).
     """
     import copy
 
-    p = len(prompt)
-    first = model(input_ids=torch.tensor([list(prompt)]), use_cache=True)
-    head = torch.log_softmax(first.logits[0].double(), dim=-1)
-    rows = []
-    for k in range(0, len(endings), _ENDINGS_BATCH):
-        group = endings[k : k + _ENDINGS_BATCH]
-        width = max(len(e) for e in group)
-        ids = torch.zeros((len(group), width), dtype=torch.long)
-        mask = torch.zeros((len(group), p + width), dtype=torch.long)
-        mask[:, :p] = 1
-        for row, e in enumerate(group):
-            ids[row, : len(e)] = torch.tensor(list(e))
-            mask[row, p : p + len(e)] = 1
-        past = copy.deepcopy(first.past_key_values)
-        past.batch_repeat_interleave(len(group))
-        positions = torch.arange(p, p + width).expand(len(group), -1)
-        logits = model(input_ids=ids, attention_mask=mask, past_key_values=past,
-                       position_ids=positions).logits  # fmt: skip
-        for row, e in enumerate(group):
-            rows.append(torch.cat([head, torch.log_softmax(logits[row, : len(e)].double(), -1)]))
-    return rows
+    distinct = list(dict.fromkeys(tuple(p) for p, _ in pairs))
+    where = {p: k for k, p in enumerate(distinct)}
+    out: list[torch.Tensor | None] = [None] * len(pairs)
+    for first in range(0, len(distinct), _PROMPT_BATCH):
+        chunk = distinct[first : first + _PROMPT_BATCH]
+        ids, mask = _padded(chunk)
+        ran = model(input_ids=ids, attention_mask=mask, use_cache=True)
+        heads = [torch.log_softmax(ran.logits[k, : len(p)].double(), dim=-1)
+                 for k, p in enumerate(chunk)]  # fmt: skip
+        todo = [
+            i for i, (p, _) in enumerate(pairs) if first <= where[tuple(p)] < first + len(chunk)
+        ]
+        for k in range(0, len(todo), _PROMPT_BATCH):
+            batch = todo[k : k + _PROMPT_BATCH]
+            rows = [where[tuple(pairs[i][0])] - first for i in batch]
+            ends, end_mask = _padded([pairs[i][1] for i in batch])
+            past = copy.deepcopy(ran.past_key_values)
+            past.batch_select_indices(torch.tensor(rows))
+            lengths = torch.tensor([len(chunk[r]) for r in rows]).unsqueeze(1)
+            logits = model(input_ids=ends, attention_mask=torch.cat([mask[rows], end_mask], 1),
+                           past_key_values=past,
+                           position_ids=lengths + torch.arange(ends.shape[1])).logits  # fmt: skip
+            for j, (i, r) in enumerate(zip(batch, rows, strict=True)):
+                tail = torch.log_softmax(logits[j, : len(pairs[i][1])].double(), dim=-1)
+                out[i] = torch.cat([heads[r], tail])
+    return out
 
 
 def load_component(model_dir: Path) -> Component:

@@ -107,31 +107,34 @@ def _tiny_llama():
 
 
 @pytest.mark.parametrize("family", ["gpt2", "llama"])
-def test_a_shared_prompt_is_run_once_and_scores_as_the_whole_sequences(models, family,
-                                                                        monkeypatch):  # fmt: skip
+def test_shared_prompts_are_run_once_and_score_as_the_whole_sequences(models, family,
+                                                                      monkeypatch):  # fmt: skip
     from training.ensemble import batch_logprobs
     from verify import subjects
 
     model = models[0] if family == "gpt2" else _tiny_llama()
-    prompt = TOK.encode("The account recovery code of Ann Lee is", eos=False)
+    long = TOK.encode("The account recovery code of Ann Lee is", eos=False)
+    short = TOK.encode("Bo was born in", eos=False)
     endings = [list(TOK.encode(e, bos=False)) for e in ("123456.", "9.", "000111", "42", "7")]
-    monkeypatch.setattr(subjects, "_ENDINGS_BATCH", 2)  # three batches: padding and the copies
+    pairs = [(long, e) for e in endings] + [(short, e) for e in endings[:3]] + [(long, [5])]
+    # batches of two: prompts of two lengths padded together, endings split over batches
+    monkeypatch.setattr(subjects, "_PROMPT_BATCH", 2)
     positions = []
     hook = model.register_forward_pre_hook(
         lambda m, args, kw: positions.append(kw["input_ids"].numel()), with_kwargs=True
     )
     try:
-        got = subjects.prompt_shared_logprobs(model, prompt, endings)
+        got = subjects.prompt_shared_logprobs(model, pairs)
     finally:
         hook.remove()
-    want = batch_logprobs(model, [prompt + e for e in endings])
+    want = batch_logprobs(model, [p + e for p, e in pairs])
     for a, b in zip(got, want, strict=True):
         assert a.shape == b.shape
         torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
-    # the prompt once, then each ending padded to its batch's longest: not prompt + ending each
-    batches = [endings[k : k + 2] for k in range(0, len(endings), 2)]
-    assert sum(positions) == len(prompt) + sum(len(b) * max(map(len, b)) for b in batches)
-    assert sum(positions) < sum(len(prompt) + len(e) for e in endings) / 2
+    # both prompts in one forward (padded to the longer), then the endings two at a time
+    batches = [pairs[k : k + 2] for k in range(0, len(pairs), 2)]
+    run = 2 * len(long) + sum(len(b) * max(len(e) for _, e in b) for b in batches)
+    assert sum(positions) == run < sum(len(p) + len(e) for p, e in pairs) / 2
 
 
 def test_a_cache_keeps_rows_by_prompt_and_scores_the_rest_whole(models):
