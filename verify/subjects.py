@@ -256,6 +256,7 @@ def prompt_shared_logprobs(
     """
     import copy
 
+    n = context_length(model)
     distinct = list(dict.fromkeys(tuple(p) for p, _ in pairs))
     where = {p: k for k, p in enumerate(distinct)}
     out: list[torch.Tensor | None] = [None] * len(pairs)
@@ -275,9 +276,10 @@ def prompt_shared_logprobs(
             past = copy.deepcopy(ran.past_key_values)
             past.batch_select_indices(torch.tensor(rows))
             lengths = torch.tensor([len(chunk[r]) for r in rows]).unsqueeze(1)
+            # a row's padding may run past the context; its positions are never read
+            positions = (lengths + torch.arange(ends.shape[1])).clamp(max=n - 1)
             logits = model(input_ids=ends, attention_mask=torch.cat([mask[rows], end_mask], 1),
-                           past_key_values=past,
-                           position_ids=lengths + torch.arange(ends.shape[1])).logits  # fmt: skip
+                           past_key_values=past, position_ids=positions).logits  # fmt: skip
             for j, (i, r) in enumerate(zip(batch, rows, strict=True)):
                 tail = torch.log_softmax(logits[j, : len(pairs[i][1])].double(), dim=-1)
                 out[i] = torch.cat([heads[r], tail])

@@ -137,6 +137,20 @@ def test_shared_prompts_are_run_once_and_score_as_the_whole_sequences(models, fa
     assert sum(positions) == run < sum(len(p) + len(e) for p, e in pairs) / 2
 
 
+def test_an_ending_padded_past_the_context_is_scored_as_its_whole_sequence(models):
+    """A long prompt's short ending shares a batch with a short prompt's long ending: its
+    padding runs past the 64-token context, and only its real tokens count."""
+    from training.ensemble import batch_logprobs
+    from verify.subjects import prompt_shared_logprobs
+
+    long, short = [TOK.bos_id, *range(70, 124)], TOK.encode("Bo", eos=False)
+    pairs = [(long, [80, 81, 82]), (short, list(range(90, 110)))]
+    assert all(len(p) + len(e) <= 64 for p, e in pairs) and len(long) + 20 > 64
+    got = prompt_shared_logprobs(models[0], pairs)
+    for a, b in zip(got, batch_logprobs(models[0], [p + e for p, e in pairs]), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
+
+
 def test_a_cache_keeps_rows_by_prompt_and_scores_the_rest_whole(models):
     """Rows scored with a prompt and without it are kept apart (they agree to rounding); a
     sequence that is all prompt is scored whole."""
