@@ -131,20 +131,27 @@ class Subject:
         self.name, self.components, self.rule = name, list(components), rule
         self._rule, self.cache, self.tokenizer = get_rule(rule), cache, tokenizer
 
+    shares_prompts = True  # next_token_logprobs_batch takes ``prompts`` (the extraction asks)
+
     def next_token_logprobs_batch(
-        self, seqs: Sequence[Sequence[int]], starts: Sequence[int] | None = None
+        self,
+        seqs: Sequence[Sequence[int]],
+        starts: Sequence[int] | None = None,
+        prompts: Sequence[int] | None = None,
     ) -> list[torch.Tensor]:
         """Combined rows per sequence; ``starts``: row i holds positions ``starts[i]..`` only.
 
-        With a cache, positions ``..starts[i]`` are taken as sequence i's prompt:
-        sequences sharing one (a probe's candidate answers, a canary's
-        alternatives) run it once. Their rows agree with the whole sequences'
-        to float rounding, not bit for bit.
+        With a cache, positions ``..starts[i]`` are taken as sequence i's prompt
+        unless ``prompts`` gives its length: sequences sharing one (a probe's
+        candidate answers, a canary's alternatives, the samples drawn from one
+        prompt) run it once. Their rows agree with the whole sequences' to
+        float rounding, not bit for bit.
         """
-        if self.cache is None:
-            per = [batch_logprobs(c.model, seqs) for c in self.components]
-        else:  # the positions before a start are a prompt, run once for all that share it
-            prompts = [k + 1 for k in starts] if starts else None
+        if prompts is None and starts and self.cache is not None:
+            prompts = [k + 1 for k in starts]
+        if self.cache is None:  # sampling: sequences seldom repeat, so nothing is kept
+            per = [_score(c.model, seqs, prompts or [0] * len(seqs)) for c in self.components]
+        else:
             per = [self.cache.logprobs(c, seqs, prompts) for c in self.components]
         starts = starts or [0] * len(seqs)
         return [
@@ -225,8 +232,10 @@ def _score(model: torch.nn.Module, seqs: Sequence[Sequence[int]],
     pairs = [(seqs[i][: prompts[i]], seqs[i][prompts[i] :]) for i in split]
     for i, r in zip(split, prompt_shared_logprobs(model, pairs), strict=True):
         out[i] = r
-    for i, r in zip(plain, batch_logprobs(model, [seqs[i] for i in plain]), strict=True):
-        out[i] = r
+    whole = list(dict.fromkeys(tuple(seqs[i]) for i in plain))  # each distinct sequence once
+    rows = dict(zip(whole, batch_logprobs(model, whole), strict=True))
+    for i in plain:
+        out[i] = rows[tuple(seqs[i])]
     return out
 
 

@@ -169,7 +169,8 @@ def _sample(prompts, model, n, limits, temperature, top_k, seed) -> list[list[st
     new: list[list[list[int]]] = [[[] for _ in range(n)] for _ in prompts]
     active = [(i, j) for i in range(len(prompts)) for j in range(n)]
     while active:
-        rows = _last_rows(model, [contexts[i] + new[i][j] for i, j in active])
+        rows = _last_rows(model, [contexts[i] + new[i][j] for i, j in active],
+                          [len(contexts[i]) for i, _ in active])  # fmt: skip
         tokens = _draw(_probs(rows, temperature, top_k, tok), [i for i, _ in active], gens)
         still = []
         for (i, j), token in zip(active, tokens, strict=True):
@@ -186,11 +187,13 @@ def _prompt_seed(seed: int, prompt: str) -> int:
     return int.from_bytes(digest[:8], "big") >> 1  # a non-negative 63-bit seed
 
 
-def _last_rows(model: NextTokenModel, seqs: list[list[int]]) -> torch.Tensor:
-    """The next-token log-probs after each sequence, ``[N, V]``."""
+def _last_rows(model: NextTokenModel, seqs: list[list[int]], prompts: list[int]) -> torch.Tensor:
+    """The next-token log-probs after each sequence, ``[N, V]``; ``prompts``: the length of
+    the prompt each was sampled from (a model that shares prompts runs each once)."""
     batch = getattr(model, "next_token_logprobs_batch", None)
     if callable(batch):
-        rows = [r[-1] for r in batch(seqs, starts=[len(x) - 1 for x in seqs])]
+        shared = {"prompts": prompts} if getattr(model, "shares_prompts", False) else {}
+        rows = [r[-1] for r in batch(seqs, starts=[len(x) - 1 for x in seqs], **shared)]
     else:
         rows = [model.next_token_logprobs(torch.tensor(s))[-1] for s in seqs]
     return torch.stack(rows).cpu()  # the generators live on the CPU

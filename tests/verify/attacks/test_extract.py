@@ -110,6 +110,33 @@ def test_batched_and_one_at_a_time_models_draw_the_same_samples(unseen):
     assert sample(OneAtATime(unseen), SECRET.prompt, n=6, max_new_tokens=8, seed=1) == batched
 
 
+def test_a_subject_draws_from_each_prompt_once_and_the_same_samples(memorized, unseen):
+    """A verification subject runs the prompt once per step for all its samples (not once per
+    sample); its rows agree with the ensemble's to float rounding, and so do the draws."""
+    from verify.subjects import Component, Subject
+
+    models = [*memorized.models, *unseen.models]
+    ensemble = Ensemble(models, TOK, rule="bma")
+    subject = Subject("s", [Component(m, f"m{i}") for i, m in enumerate(models)], rule="bma",
+                      cache=None)  # fmt: skip
+    probes = [SECRET, *strangers(3)]
+    positions = {"ensemble": [], "subject": []}
+    for name, model in (("ensemble", ensemble), ("subject", subject)):
+        hooks = [m.register_forward_pre_hook(
+            lambda _m, _a, kw, name=name: positions[name].append(kw["input_ids"].numel()),
+            with_kwargs=True) for m in models]  # fmt: skip
+        try:
+            got = extraction(model, probes, budget=12, seed=3)
+        finally:
+            for h in hooks:
+                h.remove()
+        if name == "ensemble":
+            want = got
+    assert got == want and got.probes[0].first_hit is not None
+    # (each distinct sequence once alone would be about 2.5x fewer; sharing prompts, about 9x)
+    assert sum(positions["subject"]) < sum(positions["ensemble"]) / 6
+
+
 class Peaked:
     """Every next token: ``favourite`` most likely, then BOS, then byte 'a', the rest flat."""
 
