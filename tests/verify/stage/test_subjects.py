@@ -117,7 +117,8 @@ def test_shared_prompts_are_run_once_and_score_as_the_whole_sequences(models, fa
     short = TOK.encode("Bo was born in", eos=False)
     endings = [list(TOK.encode(e, bos=False)) for e in ("123456.", "9.", "000111", "42", "7")]
     pairs = [(long, e) for e in endings] + [(short, e) for e in endings[:3]] + [(long, [5])]
-    # batches of two: prompts of two lengths padded together, endings split over batches
+    pairs.append(pairs[1])  # a pair asked twice is run once
+    # batches of two: each prompt alone (prompts of one length only), endings two at a time
     monkeypatch.setattr(subjects, "_PROMPT_BATCH", 2)
     positions = []
     hook = model.register_forward_pre_hook(
@@ -131,15 +132,38 @@ def test_shared_prompts_are_run_once_and_score_as_the_whole_sequences(models, fa
     for a, b in zip(got, want, strict=True):
         assert a.shape == b.shape
         torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
-    # both prompts in one forward (padded to the longer), then the endings two at a time
-    batches = [pairs[k : k + 2] for k in range(0, len(pairs), 2)]
-    run = 2 * len(long) + sum(len(b) * max(len(e) for _, e in b) for b in batches)
+    run = len(long) + len(short)
+    for prompt in (long, short):
+        ends = list(dict.fromkeys(tuple(e) for p, e in pairs if p == prompt))
+        run += sum(
+            len(b) * max(map(len, b)) for b in (ends[k : k + 2] for k in range(0, 9, 2)) if b
+        )
     assert sum(positions) == run < sum(len(p) + len(e) for p, e in pairs) / 2
 
 
+def test_a_sliding_window_model_scores_prompts_of_any_lengths_as_whole_sequences():
+    """A sliding-window cache keeps only its last slots: a short prompt padded beside a long
+    one would have lost its tokens, so prompts of different lengths never share a batch."""
+    from transformers import MistralConfig, MistralForCausalLM
+
+    from training.ensemble import batch_logprobs
+    from verify.subjects import prompt_shared_logprobs
+
+    torch.manual_seed(0)
+    model = MistralForCausalLM(MistralConfig(
+        vocab_size=300, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+        sliding_window=8,
+    )).eval()  # fmt: skip
+    pairs = [([1] * 12, [2]), ([5, 6, 7], [8, 9]), ([5, 6, 7], [10]), ([1] * 12, [3, 4, 5])]
+    got = prompt_shared_logprobs(model, pairs)
+    for a, b in zip(got, batch_logprobs(model, [p + e for p, e in pairs]), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
+
+
 def test_an_ending_padded_past_the_context_is_scored_as_its_whole_sequence(models):
-    """A long prompt's short ending shares a batch with a short prompt's long ending: its
-    padding runs past the 64-token context, and only its real tokens count."""
+    """A long prompt's short ending and a short prompt's long ending, near the 64-token
+    context: each scores as its whole sequence."""
     from training.ensemble import batch_logprobs
     from verify.subjects import prompt_shared_logprobs
 
@@ -159,11 +183,11 @@ def test_a_cache_keeps_rows_by_prompt_and_scores_the_rest_whole(models):
     seqs = [prompt + TOK.encode(x, bos=False) for x in (" Rome.", " Oslo.")] + [prompt]
     split = cache.logprobs(c, seqs, [len(prompt), len(prompt), len(prompt)])
     whole = cache.logprobs(c, seqs)
-    assert cache.misses == 6 and cache.hits == 0
+    assert cache.misses == 5 and cache.hits == 1  # all prompt: keyed as no prompt, found again
     for a, b in zip(split, whole, strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
     again = cache.logprobs(c, seqs, [len(prompt)] * 3)
-    assert cache.hits == 3 and all(torch.equal(a, b) for a, b in zip(again, split, strict=True))
+    assert cache.hits == 4 and all(torch.equal(a, b) for a, b in zip(again, split, strict=True))
 
 
 def test_verification_parts_run_only_as_many_at_once_as_memory_holds(models, monkeypatch):
