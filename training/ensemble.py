@@ -102,6 +102,16 @@ def shard_logprobs(model: torch.nn.Module, ids: torch.Tensor) -> torch.Tensor:
     return torch.log_softmax(torch.cat(logits).double(), dim=-1)
 
 
+def right_padded(rows: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Id rows right-padded with zeros into one ``[N, W]`` tensor, and their attention mask."""
+    ids = torch.zeros((len(rows), max(len(r) for r in rows)), dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for k, r in enumerate(rows):
+        ids[k, : len(r)] = torch.tensor(list(r))
+        mask[k, : len(r)] = 1
+    return ids, mask
+
+
 @torch.no_grad()
 def batch_logprobs(model: torch.nn.Module, seqs: Sequence[Sequence[int]]) -> list[torch.Tensor]:
     """:func:`shard_logprobs` for many sequences at once, right-padded into batches.
@@ -116,12 +126,7 @@ def batch_logprobs(model: torch.nn.Module, seqs: Sequence[Sequence[int]]) -> lis
         out[i] = shard_logprobs(model, torch.tensor(seqs[i]))
     for k in range(0, len(short), _WINDOW_BATCH):
         group = short[k : k + _WINDOW_BATCH]
-        width = max(len(seqs[i]) for i in group)
-        ids = torch.zeros((len(group), width), dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for row, i in enumerate(group):
-            ids[row, : len(seqs[i])] = torch.tensor(seqs[i])
-            mask[row, : len(seqs[i])] = 1
+        ids, mask = right_padded([seqs[i] for i in group])
         logits = model(input_ids=ids, attention_mask=mask).logits
         for row, i in enumerate(group):
             out[i] = torch.log_softmax(logits[row, : len(seqs[i])].double(), dim=-1)

@@ -22,6 +22,7 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lineage.corpus import play_chunks
 from lineage.errors import BadInputError
@@ -29,7 +30,9 @@ from lineage.layout import LAYOUT, Layout
 from lineage.records import Record
 from training.knowledge import Probe, probes_of, read_probes
 from training.partition import read_shard, shard_file
-from verify.config import VerifyParams
+
+if TYPE_CHECKING:  # params are only read here
+    from verify.config import VerifyParams
 
 
 class ForgetSetError(BadInputError):

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from training.ensemble import batch_logprobs, context_length, get_rule
+from training.ensemble import batch_logprobs, context_length, get_rule, right_padded
 from training.model import adapter_base, is_adapter, load_model
 from training.tokenizer import ByteTokenizer, Tokenizer
 
@@ -83,9 +83,7 @@ class ScoreCache:
         its prompt length, since the two ways of computing it agree only to
         float rounding.
         """
-        n = context_length(c.model)  # a prompt length that splits nothing keys as no prompt
-        prompts = [p if 0 < p < len(s) <= n else 0
-                   for s, p in zip(seqs, prompts or [0] * len(seqs), strict=True)]  # fmt: skip
+        prompts = _splitting(c.model, seqs, prompts)  # one that splits nothing keys as none
         keys = [(c.key, tuple(s), p) for s, p in zip(seqs, prompts, strict=True)]
         todo = [i for i, k in enumerate(keys) if k not in self.rows]
         out: dict[int, torch.Tensor] = {}
@@ -152,7 +150,7 @@ class Subject:
         if prompts is None and starts and self.cache is not None:
             prompts = [k + 1 for k in starts]
         if self.cache is None:  # sampling: sequences seldom repeat, so nothing is kept
-            per = [_score(c.model, seqs, prompts or [0] * len(seqs)) for c in self.components]
+            per = [_score(c.model, seqs, prompts) for c in self.components]
         else:
             per = [self.cache.logprobs(c, seqs, prompts) for c in self.components]
         starts = starts or [0] * len(seqs)
@@ -224,13 +222,21 @@ class Subject:
 _PROMPT_BATCH = 32  # prompts per forward pass, and endings per forward pass after them
 
 
+def _splitting(model, seqs: Sequence[Sequence[int]], prompts: Sequence[int] | None) -> list[int]:
+    """Each prompt length that splits its sequence (``0 < p < len``, the whole within the
+    context), else 0: that sequence is run whole."""
+    n = context_length(model)
+    return [p if 0 < p < len(s) <= n else 0
+            for s, p in zip(seqs, prompts or [0] * len(seqs), strict=True)]  # fmt: skip
+
+
 def _score(model: torch.nn.Module, seqs: Sequence[Sequence[int]],
-           prompts: Sequence[int]) -> list[torch.Tensor]:  # fmt: skip
+           prompts: Sequence[int] | None) -> list[torch.Tensor]:  # fmt: skip
     """Rows of every sequence: those with a prompt (``0 < p < len``, within the context)
     scored with each distinct prompt run once, the rest as :func:`batch_logprobs` does."""
-    n, out = context_length(model), [None] * len(seqs)
-    split = [i for i, (s, p) in enumerate(zip(seqs, prompts, strict=True)) if 0 < p < len(s) <= n]
-    plain = sorted(set(range(len(seqs))) - set(split))
+    prompts, out = _splitting(model, seqs, prompts), [None] * len(seqs)
+    split = [i for i, p in enumerate(prompts) if p]
+    plain = [i for i, p in enumerate(prompts) if not p]
     pairs = [(seqs[i][: prompts[i]], seqs[i][prompts[i] :]) for i in split]
     for i, r in zip(split, prompt_shared_logprobs(model, pairs), strict=True):
         out[i] = r
@@ -239,16 +245,6 @@ def _score(model: torch.nn.Module, seqs: Sequence[Sequence[int]],
     for i in plain:
         out[i] = rows[tuple(seqs[i])]
     return out
-
-
-def _padded(rows: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-padded ids and their attention mask."""
-    ids = torch.zeros((len(rows), max(len(r) for r in rows)), dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    for k, r in enumerate(rows):
-        ids[k, : len(r)] = torch.tensor(list(r))
-        mask[k, : len(r)] = 1
-    return ids, mask
 
 
 @torch.no_grad()
@@ -285,7 +281,7 @@ def prompt_shared_logprobs(
             for k in range(0, len(todo), _PROMPT_BATCH):
                 batch = todo[k : k + _PROMPT_BATCH]
                 rows = [where[p] for p, _ in batch]
-                ends, end_mask = _padded([e for _, e in batch])
+                ends, end_mask = right_padded([e for _, e in batch])
                 past = copy.deepcopy(ran.past_key_values)
                 past.batch_select_indices(torch.tensor(rows))
                 mask = torch.cat([torch.ones((len(batch), length), dtype=torch.long), end_mask], 1)
