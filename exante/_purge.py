@@ -52,7 +52,29 @@ def _purge_copies(root: Path) -> list[Path]:
     if (root / HF_CACHE).is_dir():
         shutil.rmtree(root / HF_CACHE)
         gone.append(root / HF_CACHE)
-    return gone
+    return gone + _purge_rows(root)
+
+
+def _purge_rows(root: Path) -> list[Path]:
+    """The verification's kept rows of every model that is gone (``verify.rows``).
+
+    The ``verify`` stage keeps only its own run's models' rows, and it ran in this
+    deletion's ``dvc repro``: its results name those models, and any other's rows
+    (a retrained shard's old model, one measured by hand) go. Without the stage,
+    or its results, nothing says which models are current: every row goes.
+    """
+    from verify.rows import prune_models
+
+    keep = None
+    results = root / LAYOUT.verification_files.results
+    if "verify" in stage_names(root) and results.is_file():
+        try:
+            got = json.loads(results.read_text())
+            keep = [*got["released_sha256"],
+                    *(s["forget_shard_sha256"] for s in got["subjects"].values())]  # fmt: skip
+        except (ValueError, KeyError, TypeError, AttributeError):
+            keep = None
+    return prune_models(root / LAYOUT.verify_rows, keep)
 
 
 def purge(root: Path, cfg) -> dict:

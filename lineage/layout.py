@@ -172,6 +172,7 @@ class Layout:
     logs = _Under("local", "logs")
     datasets_cache = _Under("local", "cache", "datasets")  # inside the project: purged with it
     verify_parts = _Under("local", "cache", "verify-parts")  # measured parts: ids, numbers
+    verify_rows = _Under("local", "cache", "verify-rows")  # components' rows: pruned every run
 
 
 LAYOUT = Layout()

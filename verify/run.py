@@ -13,7 +13,7 @@ import functools
 import json
 import statistics
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -37,6 +37,7 @@ from verify.measure import MeasureSettings, exposures, holdout_null, knowledge, 
 from verify.metrics import auc, forget_quality
 from verify.parts import PartStore, as_stored, part_key, shared_inputs
 from verify.policy import LoadedPolicy
+from verify.rows import RowStore, prune
 from verify.subjects import Component, ScoreCache, Subject, load_component, transform
 
 
@@ -146,7 +147,7 @@ def run(
     started = time.perf_counter()
     cfg, v = params.train, params.verify
     baselines.check_method_list(root, v.methods)
-    fs = fs or forget_set(root, v, paths)
+    given_fs, fs = fs, fs or forget_set(root, v, paths)
     names = subject_names(params, policy)
     loaded = load_subjects(root, params, policy, names, fs, paths)
     for name, path in (extra or {}).items():
@@ -168,9 +169,11 @@ def run(
     parts = ["none", *v.quantization, "extraction", "incontext", "relearn", SHARD]
     results: dict[str, dict[str, dict]] = {n: {} for n in names}
     timings: dict[str, float] = {}
-    null, hits, misses = {}, 0, 0
+    null, hits, misses, calls = {}, 0, 0, {"read": 0, "computed": 0}
     store = PartStore(root / paths.verify_parts)
-    outs = _measure_parts(parts, loaded, tuple(names), inputs, progress, store)
+    # a deletion's own forget set (``fs`` given) holds the deleted texts: no row of them is kept
+    rows_at = root / paths.verify_rows if given_fs is None else None
+    outs = _measure_parts(parts, loaded, tuple(names), inputs, progress, store, rows_at=rows_at)
     reused = {_label(p): out["key"] for p, out in zip(parts, outs, strict=True) if out["reused"]}
     for part, out in zip(parts, outs, strict=True):
         for name, r in out["results"].items():
@@ -178,6 +181,8 @@ def run(
         timings[_label(part)] = out["seconds"]
         null |= out["null"]
         hits, misses = hits + out["hits"], misses + out["misses"]
+        for k, n in (out.get("rows") or {}).items():
+            calls[k] += n
     results[REFERENCE]["none"]["examples"] |= {f"holdout_{k}": x for k, x in null.items()}
 
     t0 = time.perf_counter()
@@ -227,7 +232,8 @@ def run(
         "calibration": judged["calibration"],
         "timings_seconds": timings | {"total": time.perf_counter() - started},
         # parts whose every input matched a stored measurement (verify.parts): not re-measured
-        "cache": {"hits": hits, "misses": misses, "reused_parts": reused},
+        # and components' calls read back from an earlier run (verify.rows) or computed
+        "cache": {"hits": hits, "misses": misses, "reused_parts": reused, "row_calls": calls},
     }
 
 
@@ -247,7 +253,8 @@ class PartInputs:
 
 def _measure_parts(parts: list[str], loaded: Loaded, names: tuple[str, ...],
                    inputs: PartInputs, progress: Callable[[str], None],
-                   store: PartStore | None = None) -> list[dict]:  # fmt: skip
+                   store: PartStore | None = None, *,
+                   rows_at: Path | None = None) -> list[dict]:  # fmt: skip
     """Each part (an attack, the shard alone, relearning, in-context, extraction) measured.
 
     The parts are independent given the subjects' weights, so with ``train.workers``
@@ -255,7 +262,9 @@ def _measure_parts(parts: list[str], loaded: Loaded, names: tuple[str, ...],
     ``train.threads`` CPUs): each worker loads the subjects from their directories
     and prints its own progress lines. With one local worker they run here, in order.
     A part whose every input matches one in ``store`` is not measured again
-    (:mod:`verify.parts`); each output says ``reused`` and its ``key``.
+    (:mod:`verify.parts`); each output says ``reused`` and its ``key``. ``rows_at``: where
+    the components' rows are kept between runs (:mod:`verify.rows`); after measuring,
+    only this run's, of the models it measured, are left there.
     """
     from training.executor import pool_of
 
@@ -282,12 +291,16 @@ def _measure_parts(parts: list[str], loaded: Loaded, names: tuple[str, ...],
         if stored[k] is not None:
             progress(f"verify {_label(p)}: reused: every input is the same as when it was "
                      f"measured (key {k[:12]})")  # fmt: skip
-    fresh = dict(zip(todo, _measure(todo, loaded, names, inputs, progress, pool, workers, here),
-                     strict=True))  # fmt: skip
+    rows = (rows_at, shared) if rows_at is not None else None
+    measured = _measure(todo, loaded, names, inputs, progress, pool, workers, here, rows)
+    fresh = dict(zip(todo, measured, strict=True))
+    if rows_at is not None:
+        prune(rows_at, shared, [*released, *loaded.digests.values()])
     outs = []
     for p, k in zip(parts, keys, strict=True):
         if stored[k] is not None:
-            outs.append(stored[k] | {"seconds": 0.0, "hits": 0, "misses": 0, "reused": True})
+            outs.append(stored[k] | {"seconds": 0.0, "hits": 0, "misses": 0, "rows": None,
+                                     "reused": True})  # fmt: skip
             continue
         out = as_stored(fresh[p])
         try:
@@ -300,7 +313,7 @@ def _measure_parts(parts: list[str], loaded: Loaded, names: tuple[str, ...],
 
 def _measure(parts: list[str], loaded: Loaded, names: tuple[str, ...], inputs: PartInputs,
              progress: Callable[[str], None], pool: dict, workers: int,
-             here: bool) -> list[dict]:  # fmt: skip
+             here: bool, rows: tuple[Path, str] | None = None) -> list[dict]:  # fmt: skip
     from training.executor import run_units
 
     if not parts:
@@ -313,10 +326,10 @@ def _measure(parts: list[str], loaded: Loaded, names: tuple[str, ...], inputs: P
         before = torch.get_num_threads()
         torch.set_num_threads(pool["workers"] * inputs.cfg.threads)
         try:
-            return [measure_part(p, loaded.dirs, names, inputs, progress) for p in parts]
+            return [measure_part(p, loaded.dirs, names, inputs, progress, rows) for p in parts]
         finally:
             torch.set_num_threads(before)
-    jobs = [(p, loaded.dirs, names, inputs, None) for p in parts]
+    jobs = [(p, loaded.dirs, names, inputs, None, rows) for p in parts]
     return run_units(measure_part, jobs, names=[f"verify {p}" for p in parts],
                      **(pool | {"workers": workers}))  # fmt: skip
 
@@ -326,9 +339,8 @@ def part_bytes(loaded: Loaded) -> int:
     and a full score cache. Only bounds how many run at once; results never depend on it."""
     from verify.subjects import CACHE_BYTES
 
-    unique = {c.key: c.model for c in [*loaded.released, *loaded.forget_shard.values()]}
-    weights = sum(t.numel() * t.element_size() for m in unique.values()
-                  for t in m.state_dict().values())  # fmt: skip
+    unique = {c.key: c.nbytes for c in [*loaded.released, *loaded.forget_shard.values()]}
+    weights = sum(unique.values())
     return 2 * weights + CACHE_BYTES
 
 
@@ -360,11 +372,14 @@ def _gib(n: int) -> str:
 
 
 def measure_part(part: str, dirs: Dirs, names: tuple[str, ...], inputs: PartInputs,
-                 progress: Callable[[str], None] | None) -> dict:  # fmt: skip
+                 progress: Callable[[str], None] | None,
+                 rows: tuple[Path, str] | None = None) -> dict:  # fmt: skip
     """One part of the verification, every subject: ``{"results": {name: result}, ...}``.
 
     Subjects whose forget-shard weights are bit-identical are measured once (:class:`_Once`).
     In a worker (``progress`` None) the lines are printed, so they stream as they come.
+    ``rows``: where components' rows are kept between runs, and this run's scope
+    (:mod:`verify.rows`); a component whose rows are all read back is never built.
     """
     import torch
 
@@ -376,7 +391,8 @@ def measure_part(part: str, dirs: Dirs, names: tuple[str, ...], inputs: PartInpu
 
     loaded = dirs.load()
     fs, cfg, v, s = inputs.fs, inputs.cfg, inputs.v, inputs.s
-    cache, once, t0 = ScoreCache(), _Once(loaded.digests), time.perf_counter()
+    store = RowStore(*rows) if rows is not None else None
+    cache, once, t0 = ScoreCache(store=store), _Once(loaded.digests), time.perf_counter()
     got: dict[str, dict] = {}
     null: dict = {}
     if part == "none" or part in ATTACKS:
@@ -417,7 +433,8 @@ def measure_part(part: str, dirs: Dirs, names: tuple[str, ...], inputs: PartInpu
     else:
         raise ValueError(f"unknown verification part {part!r}")
     return {"results": got, "seconds": time.perf_counter() - t0, "null": null,
-            "hits": cache.hits, "misses": cache.misses}  # fmt: skip
+            "hits": cache.hits, "misses": cache.misses,
+            "rows": {"read": store.hits, "computed": store.misses} if store else None}  # fmt: skip
 
 
 class _Once:
@@ -527,14 +544,19 @@ def _relearn(name, loaded, fs, split, cfg, v, s, cache) -> dict:
 
     Judged at the curve's worst point (the budget where it knows most), not its last.
     """
-    curve = []
-    base = loaded.forget_shard[name].model
-    for k, model in relearn_curve(base, split.relearn_texts, ks=v.relearn.ks, lr=v.relearn.lr,
-                                  batch_size=v.relearn.batch_size, seed=v.seed,
-                                  n_positions=cfg.model.n_positions,
-                                  tokenizer=tokenizer_for(cfg.model)):  # fmt: skip
+    curve, base = [], loaded.forget_shard[name]
+    tuned = _Curve(lambda: relearn_curve(base.model, split.relearn_texts, ks=v.relearn.ks,
+                                         lr=v.relearn.lr, batch_size=v.relearn.batch_size,
+                                         seed=v.seed, n_positions=cfg.model.n_positions,
+                                         tokenizer=tokenizer_for(cfg.model)))  # fmt: skip
+    for k in v.relearn.ks:
         comps = list(loaded.released)
-        comps[fs.shard] = Component(model, f"{loaded.forget_shard[name].key}+relearn{k}")
+        comps[fs.shard] = Component(
+            None,
+            f"{base.key}+relearn{k}",
+            load=functools.partial(tuned.at, k),
+            context=base.context,
+        )
         subj = Subject(name, comps, rule=cfg.ensemble, cache=cache,
                        tokenizer=tokenizer_for(cfg.model))  # fmt: skip
         know = knowledge(subj, split.measured, {})
@@ -553,6 +575,27 @@ def _relearn(name, loaded, fs, split, cfg, v, s, cache) -> dict:
     return {"metrics": {"relearn_em": worst["em"], "relearn_exposure_bits": max(bits, default=None),
                         "relearn_steps": worst["k"]},
             "curve": curve}  # fmt: skip
+
+
+class _Curve:
+    """A relearning curve trained only when one of its models is first needed.
+
+    Its models are asked for in ascending ``k``; training goes on from the last
+    one asked for, so the model at ``k`` is the same whichever were skipped
+    (their rows were read back).
+    """
+
+    def __init__(self, start: Callable[[], Iterator]) -> None:
+        self.start, self.steps, self.last = start, None, None
+
+    def at(self, k: int):
+        if self.steps is None:
+            self.steps = self.start()
+        while self.last is None or self.last[0] < k:
+            self.last = next(self.steps)
+        if self.last[0] != k:
+            raise ValueError(f"relearning model {k} asked for after {self.last[0]}")
+        return self.last[1]
 
 
 def _records_by_subject(fs: ForgetSet) -> dict[str, dict[str, str]]:

@@ -22,6 +22,7 @@ import torch
 from training.ensemble import batch_logprobs, context_length, get_rule, right_padded
 from training.model import adapter_base, is_adapter, load_model
 from training.tokenizer import ByteTokenizer, Tokenizer
+from verify.rows import RowStore
 
 TOKENIZER = ByteTokenizer()
 
@@ -43,12 +44,50 @@ def weights_digest(model_dir: Path) -> str:
     return h.hexdigest()
 
 
-@dataclass
 class Component:
-    """One shard model; ``key`` names its weights (digest, plus any attack applied)."""
+    """One shard model; ``key`` names its weights (digest, plus any attack applied).
 
-    model: torch.nn.Module
-    key: str
+    A lazy one (``load``) builds its model on first use of :attr:`model`: in a
+    run whose rows are stored (:mod:`verify.rows`), a component whose every
+    call is read back is never loaded, quantized or relearned. ``context`` (its
+    positions) and ``nbytes`` (its weights) are then known without it.
+    """
+
+    def __init__(self, model: torch.nn.Module | None, key: str, *,
+                 load: Callable[[], torch.nn.Module] | None = None,
+                 context: int | None = None, nbytes: int | None = None) -> None:  # fmt: skip
+        self._model, self._load, self.key = model, load, key
+        self._context, self._nbytes = context, nbytes
+
+    @property
+    def model(self) -> torch.nn.Module:
+        if self._model is None and self._load is not None:
+            self._model, self._load = self._load(), None
+        return self._model
+
+    @property
+    def built(self) -> bool:
+        """Whether the model exists yet (a lazy one not yet used does not)."""
+        return self._model is not None
+
+    @property
+    def context(self) -> int:
+        if self._context is None:
+            self._context = context_length(self.model)
+        return self._context
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of its weights (of the files, for a lazy one not yet built)."""
+        if self._nbytes is None or self.built:
+            self._nbytes = sum(t.numel() * t.element_size()
+                               for t in self.model.state_dict().values())  # fmt: skip
+        return self._nbytes
+
+    def derived(self, key: str, fn: Callable[[torch.nn.Module], torch.nn.Module]) -> Component:
+        """``fn`` of this component's model, built when it is first used."""
+        return Component(None, key, load=lambda: fn(self.model), context=self._context,
+                         nbytes=self._nbytes)  # fmt: skip
 
 
 CACHE_BYTES = 2 << 30  # per process; a row is T x vocabulary floats
@@ -68,6 +107,7 @@ class ScoreCache:
         default_factory=OrderedDict
     )
     max_bytes: int = CACHE_BYTES
+    store: RowStore | None = None  # rows kept between runs (verify.rows): read before computing
     nbytes: int = 0
     hits: int = 0
     misses: int = 0
@@ -83,14 +123,18 @@ class ScoreCache:
         its prompt length, since the two ways of computing it agree only to
         float rounding.
         """
-        prompts = _splitting(c.model, seqs, prompts)  # one that splits nothing keys as none
+        prompts = _splitting(c.context, seqs, prompts)  # one that splits nothing keys as none
         keys = [(c.key, tuple(s), p) for s, p in zip(seqs, prompts, strict=True)]
         todo = [i for i, k in enumerate(keys) if k not in self.rows]
         out: dict[int, torch.Tensor] = {}
         if todo:
-            for i, rows in zip(todo, _score(c.model, [seqs[i] for i in todo],
-                                            [prompts[i] for i in todo]), strict=True):  # fmt: skip
-                out[i] = rows.float()
+            call = [seqs[i] for i in todo], [prompts[i] for i in todo]
+            got = self.store.get(c.key, *call) if self.store is not None else None
+            if got is None:
+                got = [rows.float() for rows in _score(c.model, *call)]
+                if self.store is not None:
+                    self.store.put(c.key, *call, got)
+            out |= dict(zip(todo, got, strict=True))
         for i, k in enumerate(keys):
             if i not in out:
                 out[i] = self.rows[k]
@@ -168,7 +212,7 @@ class Subject:
         return self._rule(torch.stack(per), torch.tensor(seq).long())
 
     def context_length(self) -> int:
-        return min(context_length(c.model) for c in self.components)
+        return min(c.context for c in self.components)
 
     @torch.no_grad()
     def greedy_batch(self, prompts: Sequence[Sequence[int]], max_new_tokens: int) -> list[str]:
@@ -176,7 +220,9 @@ class Subject:
 
         Each component keeps its key/value cache, so a step costs one token's
         forward per component; the rule still sees every row since BOS (BMA
-        weights shards by the whole prefix), exactly as in scoring.
+        weights shards by the whole prefix), exactly as in scoring. With a row
+        store, a component's steps are read back while the tokens fed to it are
+        the ones stored (:class:`_Steps`).
         """
         if len({len(p) for p in prompts}) > 1:
             raise ValueError("greedy_batch needs prompts of one length (no padding)")
@@ -186,16 +232,15 @@ class Subject:
                 f"of {self.context_length()}"
             )
         ids = torch.tensor([list(p) for p in prompts])
-        outs = [c.model(input_ids=ids, use_cache=True) for c in self.components]
-        past = [out.past_key_values for out in outs]
+        store = self.cache.store if self.cache is not None else None
+        steps = [_Steps(c, ids, max_new_tokens, store) for c in self.components]
+        first = [s.first() for s in steps]
         # every row since BOS, written in place as the sequences grow (no copy per step)
-        width, vocab = ids.shape[1] + max_new_tokens, outs[0].logits.shape[-1]
-        full = outs[0].logits.new_empty(
-            (len(outs), len(prompts), width, vocab), dtype=torch.float64
-        )
-        for k, out in enumerate(outs):
-            full[k, :, : ids.shape[1]] = torch.log_softmax(out.logits.double(), dim=-1)
-        del outs
+        width, vocab = ids.shape[1] + max_new_tokens, first[0].shape[-1]
+        full = first[0].new_empty((len(steps), len(prompts), width, vocab), dtype=torch.float64)
+        for k, logits in enumerate(first):
+            full[k, :, : ids.shape[1]] = torch.log_softmax(logits.double(), dim=-1)
+        del first
         new = torch.empty((len(prompts), 0), dtype=torch.long)
         done = torch.zeros(len(prompts), dtype=torch.bool)
         for _ in range(max_new_tokens):
@@ -212,20 +257,98 @@ class Subject:
             done |= step == self.tokenizer.eos_id
             if bool(done.all()):
                 break
-            for k, c in enumerate(self.components):
-                out = c.model(input_ids=step.unsqueeze(1), past_key_values=past[k], use_cache=True)
-                full[k, :, n] = torch.log_softmax(out.logits[:, -1].double(), dim=-1)
-                past[k] = out.past_key_values
+            for k, s in enumerate(steps):
+                full[k, :, n] = torch.log_softmax(s.feed(step).double(), dim=-1)
+        for s in steps:
+            s.keep()
         return [self.tokenizer.decode(row.tolist()) for row in new]
+
+
+class _Steps:
+    """One component's share of a greedy generation: its logits, computed or read back.
+
+    A component computes its prompt's logits, then one token's per step, on its
+    key/value cache. With a row store holding this component's run of the same
+    generation, the stored logits are used while each step feeds the token the
+    stored run fed. At the first token that differs (another component changed
+    the ensemble's choice), the model is run over the prompt and the stored
+    steps again, exactly as the stored run did, and goes on live: so every
+    logit is the one a run without the store computes, bit for bit.
+    """
+
+    def __init__(self, c: Component, ids: torch.Tensor, max_new_tokens: int,
+                 store: RowStore | None) -> None:  # fmt: skip
+        from verify.rows import generation
+
+        self.c, self.ids, self.store = c, ids, store
+        self.call = generation(ids, max_new_tokens)
+        self.stored = store.get_named(c.key, self.call) if store is not None else None
+        if self.stored is not None and not self._fits(self.stored):
+            self.stored = None
+        self.fed: list[torch.Tensor] = []
+        self.logits: list[torch.Tensor] = []
+        self.past = None
+
+    def _fits(self, stored: dict) -> bool:
+        head, fed = stored.get("prompt"), stored.get("fed")
+        return (head is not None and fed is not None and head.shape[:2] == self.ids.shape
+                and fed.shape[1:] == self.ids.shape[:1]
+                and stored.get("steps") is not None
+                and stored["steps"].shape[:2] == fed.shape)  # fmt: skip
+
+    def first(self) -> torch.Tensor:
+        """The prompt's logits ``[batch, prompt, vocabulary]`` (float32)."""
+        if self.stored is not None:
+            self.head = self.stored["prompt"]
+            return self.head
+        return self._run()
+
+    def _run(self) -> torch.Tensor:
+        """The model over the prompt, then over every token fed so far: as a fresh run did."""
+        out = self.c.model(input_ids=self.ids, use_cache=True)
+        self.head, self.past = out.logits, out.past_key_values
+        for token in self.fed:
+            self.past = self.c.model(input_ids=token.unsqueeze(1), past_key_values=self.past,
+                                     use_cache=True).past_key_values  # fmt: skip
+        return self.head
+
+    def feed(self, token: torch.Tensor) -> torch.Tensor:
+        """The next position's logits ``[batch, vocabulary]`` after ``token`` (one per row)."""
+        j = len(self.fed)
+        if self.past is None:
+            fed = self.stored["fed"]
+            if j < fed.shape[0] and torch.equal(fed[j], token):
+                self.fed.append(token)
+                self.logits.append(self.stored["steps"][j])
+                return self.logits[-1]
+            self._run()  # a token the stored run did not feed: from here on, live
+        out = self.c.model(input_ids=token.unsqueeze(1), past_key_values=self.past,
+                           use_cache=True)  # fmt: skip
+        self.past = out.past_key_values
+        self.fed.append(token)
+        self.logits.append(out.logits[:, -1].clone())
+        return self.logits[-1]
+
+    def keep(self) -> None:
+        """Store what was computed live (a run read back whole is stored already)."""
+        if self.store is None or self.past is None:
+            return
+        vocab = self.head.shape[-1]
+        self.store.put_named(self.c.key, self.call, {
+            "prompt": self.head,
+            "fed": torch.stack(self.fed) if self.fed else torch.zeros((0, len(self.ids)),
+                                                                     dtype=torch.long),
+            "steps": torch.stack(self.logits) if self.logits else self.head.new_zeros(
+                (0, len(self.ids), vocab)),
+        })  # fmt: skip
 
 
 _PROMPT_BATCH = 32  # prompts per forward pass, and endings per forward pass after them
 
 
-def _splitting(model, seqs: Sequence[Sequence[int]], prompts: Sequence[int] | None) -> list[int]:
+def _splitting(n: int, seqs: Sequence[Sequence[int]], prompts: Sequence[int] | None) -> list[int]:
     """Each prompt length that splits its sequence (``0 < p < len``, the whole within the
-    context), else 0: that sequence is run whole."""
-    n = context_length(model)
+    context of ``n`` positions), else 0: that sequence is run whole."""
     return [p if 0 < p < len(s) <= n else 0
             for s, p in zip(seqs, prompts or [0] * len(seqs), strict=True)]  # fmt: skip
 
@@ -234,7 +357,7 @@ def _score(model: torch.nn.Module, seqs: Sequence[Sequence[int]],
            prompts: Sequence[int] | None) -> list[torch.Tensor]:  # fmt: skip
     """Rows of every sequence: those with a prompt (``0 < p < len``, within the context)
     scored with each distinct prompt run once, the rest as :func:`batch_logprobs` does."""
-    prompts, out = _splitting(model, seqs, prompts), [None] * len(seqs)
+    prompts, out = _splitting(context_length(model), seqs, prompts), [None] * len(seqs)
     split = [i for i, p in enumerate(prompts) if p]
     plain = [i for i, p in enumerate(prompts) if not p]
     pairs = [(seqs[i][: prompts[i]], seqs[i][prompts[i] :]) for i in split]
@@ -301,8 +424,27 @@ def load_component(model_dir: Path) -> Component:
     Its activations run on torch's fused kernels (:func:`fused_activations`); the
     weights, and so the component's key, are the released ones.
     """
-    model = fused_activations(load_model(Path(model_dir), merge=True))
-    return Component(model, weights_digest(Path(model_dir)))
+    model_dir = Path(model_dir)
+    return Component(None, weights_digest(model_dir),
+                     load=lambda: fused_activations(load_model(model_dir, merge=True)),
+                     context=_positions(model_dir), nbytes=_weight_bytes(model_dir))  # fmt: skip
+
+
+def _positions(model_dir: Path) -> int:
+    """The context a checkpoint's config gives (an adapter's is its base's), without its weights."""
+    import json
+
+    if is_adapter(model_dir):
+        model_dir = adapter_base(model_dir)
+    config = json.loads((model_dir / "config.json").read_text())
+    return config.get("n_positions") or config["max_position_embeddings"]
+
+
+def _weight_bytes(model_dir: Path) -> int:
+    files = [model_dir / "model.safetensors"]
+    if is_adapter(model_dir):
+        files = [model_dir / "adapter_model.safetensors", adapter_base(model_dir) / files[0].name]
+    return sum(f.stat().st_size for f in files)
 
 
 def fused_activations(model: torch.nn.Module) -> torch.nn.Module:
@@ -330,5 +472,5 @@ def transform(
     """``fn`` applied to a component, once per (weights, transform) in one verification."""
     key = f"{c.key}+{name}"
     if key not in memo:
-        memo[key] = Component(fn(c.model), key)
+        memo[key] = c.derived(key, fn)
     return memo[key]

@@ -20,7 +20,7 @@ def measured(monkeypatch):
     """The parts each run measured; each measurement's numbers are new (a counter)."""
     calls: list[str] = []
 
-    def fake(part, dirs, names, inputs, progress):
+    def fake(part, dirs, names, inputs, progress, rows=None):
         calls.append(part)
         return {"results": {n: {"metrics": {"n": len(calls)}, "ids": ("a", "b")} for n in names},
                 "seconds": 1.5, "null": {}, "hits": 3, "misses": 4}  # fmt: skip
