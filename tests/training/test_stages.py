@@ -191,3 +191,15 @@ def test_a_held_out_fraction_is_keyed_by_the_seed_and_takes_people_whole():
     assert held == held_out(list(reversed(records)), {"crm": 0.25, "docs": 0.1}, seed=1)
     assert held != held_out(records, {"crm": 0.25, "docs": 0.1}, seed=2)
     assert held_out(records, {}, seed=1) == set()
+
+
+def test_a_shard_whose_slices_were_all_reused_is_not_called_untrained(capsys):
+    """Its console line says its slices were reused, not that it was built untrained."""
+    from exante.cli import _say_trained
+
+    reused = {"kind": "shard", "trained_slices": [], "reused_slices": [0, 1, 2, 3], "dp": None,
+              "epochs": [], "wall_seconds": 0.0}  # fmt: skip
+    _say_trained("shard 1", reused)
+    assert capsys.readouterr().out == "shard 1: slices trained [], reused [0, 1, 2, 3]\n"
+    _say_trained("base", {"kind": "base", "epochs": [], "wall_seconds": 0.0})
+    assert "base: not trained (the model as built" in capsys.readouterr().out
