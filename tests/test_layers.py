@@ -91,3 +91,23 @@ def test_the_unlearning_registry_loads_every_method_on_first_use():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["['ga',", "'gd',", "'npo',", "'npo_rt']", "unlearn",
                                   "verify.unlearn.ga", "True"]  # fmt: skip
+
+
+def test_the_attacks_registry_loads_optimum_quanto_only_to_quantize():
+    """Every verification process imports the attacks; quanto's 1.8 s of imports are paid only
+    by one that quantizes a model with it (a run whose quantized rows are stored never does)."""
+    code = (
+        "import sys, torch\nfrom verify.attacks import ATTACKS\n"
+        "assert 'optimum.quanto' not in sys.modules, 'quanto at import'\n"
+        "m = ATTACKS['quantize_quanto_int8'](torch.nn.Sequential(torch.nn.Linear(4, 4)))\n"
+        "print(type(m[0]).__name__, 'optimum.quanto' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["Linear", "True"]
+
+
+def test_the_verification_parent_loads_no_transformers_until_it_builds_a_model():
+    """The verify stage's parent hands model directories to its workers: it loads no model
+    library at import (transformers alone took 1 s of every verification process's start)."""
+    assert loaded_roots(("verify.stage", "verify.run", "training.model"),
+                        {"transformers", "optimum", "peft"}) == []  # fmt: skip

@@ -12,18 +12,14 @@ import json
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel
-from transformers.utils import logging as hf_logging
 
 from lineage.errors import ParamsError
+from training._hf import transformers as _transformers
 from training._pretrained import locate
 from training.config import ModelConfig, TrainConfig
 from training.tokenizer import Tokenizer
 
 ADAPTER_CONFIG = "adapter_config.json"
-
-hf_logging.disable_progress_bar()  # per-checkpoint bars drown the per-shard progress
-hf_logging.set_verbosity_error()  # config chatter (e.g. loss_type=None) is not news to a user
 
 
 def device_of(cfg: TrainConfig) -> torch.device:
@@ -54,7 +50,8 @@ def build_model(cfg: ModelConfig, tokenizer: Tokenizer, *, seed: int) -> torch.n
     if cfg.local_path:
         return load_pretrained(cfg, tokenizer)
     torch.manual_seed(seed)
-    config = GPT2Config(
+    hf = _transformers()
+    config = hf.GPT2Config(
         vocab_size=tokenizer.vocab_size,
         n_positions=cfg.n_positions,
         n_embd=cfg.n_embd,
@@ -67,13 +64,13 @@ def build_model(cfg: ModelConfig, tokenizer: Tokenizer, *, seed: int) -> torch.n
         embd_pdrop=0.0,
         attn_pdrop=0.0,
     )
-    return GPT2LMHeadModel(config)
+    return hf.GPT2LMHeadModel(config)
 
 
 def load_pretrained(cfg: ModelConfig, tokenizer: Tokenizer) -> torch.nn.Module:
     """``train.model.local_path``'s model, in float32, checked against its tokenizer and window."""
     where = locate(cfg.local_path)
-    model = AutoModelForCausalLM.from_pretrained(
+    model = _transformers().AutoModelForCausalLM.from_pretrained(
         where.directory, dtype=torch.float32, **where.kwargs()
     )
     if where.gguf_file:  # dequantized on load: from here on the plain float32 model it now is
@@ -104,7 +101,7 @@ def _plain(model: torch.nn.Module) -> torch.nn.Module:
     config = model.config
     if hasattr(config, "quantization_config"):
         del config.quantization_config
-    plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    plain = _transformers().AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     plain.load_state_dict(model.state_dict())
     return plain
 
@@ -142,6 +139,8 @@ def load_model(
         if merge:  # peft froze the base; a merged model is trainable, as any loaded one
             model = model.merge_and_unload().requires_grad_(True)
     else:
-        model = AutoModelForCausalLM.from_pretrained(directory, local_files_only=True)
+        model = _transformers().AutoModelForCausalLM.from_pretrained(
+            directory, local_files_only=True
+        )
     model.eval()
     return model

@@ -108,11 +108,10 @@ def tokenizer_for(cfg: ModelConfig) -> Tokenizer:
 @lru_cache(maxsize=4)
 def _pretrained_tokenizer(local_path: str) -> PretrainedTokenizer:
     """Loaded once per process: a GGUF tokenizer takes seconds to rebuild."""
-    from transformers import AutoTokenizer
-
+    from training._hf import transformers
     from training._pretrained import locate
 
     where = locate(local_path)
     return PretrainedTokenizer.wrap(
-        AutoTokenizer.from_pretrained(where.directory, **where.kwargs())
+        transformers().AutoTokenizer.from_pretrained(where.directory, **where.kwargs())
     )

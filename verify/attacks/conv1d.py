@@ -15,9 +15,12 @@ match a GPT-2 checkpoint, so do not ``save_pretrained`` it.
 from __future__ import annotations
 
 import copy
+from typing import TYPE_CHECKING
 
 import torch
-from transformers.pytorch_utils import Conv1D
+
+if TYPE_CHECKING:
+    from transformers.pytorch_utils import Conv1D
 
 
 def conv1d_to_linear(model: torch.nn.Module) -> torch.nn.Module:
@@ -33,6 +36,10 @@ def conv1d_to_linear(model: torch.nn.Module) -> torch.nn.Module:
 
 
 def _conv1d_children(model: torch.nn.Module) -> list[tuple[torch.nn.Module, str, Conv1D]]:
+    from transformers.pytorch_utils import (
+        Conv1D,  # here: the attacks' registry loads no transformers
+    )
+
     return [
         (parent, name, child)
         for parent in model.modules()

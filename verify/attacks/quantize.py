@@ -38,8 +38,6 @@ weight-only tools (GPTQ, AWQ) keep the head in full precision by default.
 from __future__ import annotations
 
 import torch
-from optimum.quanto import freeze, qint4, qint8
-from optimum.quanto import quantize as quanto_quantize
 
 from verify.attacks._errors import NothingToQuantizeError, QuantizationSettingsError
 from verify.attacks._registry import register
@@ -47,7 +45,14 @@ from verify.attacks.conv1d import conv1d_to_linear
 
 SUPPORTED_BITS = (4, 8)
 DEFAULT_GROUP_SIZE = 128
-_QUANTO_TYPES = {8: qint8, 4: qint4}
+
+
+def _quanto():
+    """optimum-quanto, imported when a model is first quantized with it (1.8 s of imports
+    that a verification whose quantized rows are all stored never needs)."""
+    from optimum import quanto
+
+    return quanto
 
 
 def rtn(weight: torch.Tensor, *, bits: int, group_size: int, symmetric: bool) -> torch.Tensor:
@@ -116,8 +121,10 @@ def quantize_quanto(model: torch.nn.Module, *, bits: int, dense: bool = True) ->
     _check_settings(bits, DEFAULT_GROUP_SIZE)
     attacked = conv1d_to_linear(model)
     _quantizable_linears(attacked)  # refuses a model with nothing to quantize
-    quanto_quantize(attacked, weights=_QUANTO_TYPES[bits], exclude=_head_names(attacked))
-    freeze(attacked)
+    quanto = _quanto()
+    weights = {8: quanto.qint8, 4: quanto.qint4}[bits]
+    quanto.quantize(attacked, weights=weights, exclude=_head_names(attacked))
+    quanto.freeze(attacked)
     return dequantized(attacked) if dense else attacked
 
 
@@ -128,8 +135,9 @@ def build_kernels() -> None:
     it unpacks in an environment (about 30 s on 2 cores), then reuses the build.
     """
     layer = torch.nn.Sequential(torch.nn.Linear(8, 8))
-    quanto_quantize(layer, weights=qint4)
-    freeze(layer)
+    quanto = _quanto()
+    quanto.quantize(layer, weights=quanto.qint4)
+    quanto.freeze(layer)
     layer[0].qweight.dequantize()
 
 
