@@ -460,7 +460,6 @@ def run_report(root: Path, cfg: TrainConfig, paths: Layout = LAYOUT, *, samples:
         probes_of,
         read_probes,
     )
-    from training.model import load_model
     from training.tokenizer import tokenizer_for
 
     root = Path(root)
@@ -495,10 +494,10 @@ def run_report(root: Path, cfg: TrainConfig, paths: Layout = LAYOUT, *, samples:
         probes = probes_of(every, records=shard_of, subjects=subject_shard)
         known = exact_match(ensemble_scorer(ensemble), probes, tokenizer=tok)
         per_shard = {}
-        for s, d in enumerate(dirs):
+        for s, model in enumerate(ensemble.models):  # the ensemble's own, loaded from dirs
             own = [p for p in probes
                    if shard_of.get(p.of, subject_shard.get(p.subject_id)) == s]  # fmt: skip
-            scorer = model_scorer(load_model(d, base=base))
+            scorer = model_scorer(model)
             per_shard[shard_name(s)] = exact_match(scorer, own, tokenizer=tok).exact_match
         report["knowledge"] = known.summary() | {"people": len({p.subject_id for p in probes}),
                                                  "shards_own_people": per_shard}  # fmt: skip
