@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from lineage.layout import LAYOUT
 from tests.conftest import merge_into
 from tests.test_pipeline import SMALL_VERIFY, build_project, run
 
@@ -239,9 +240,13 @@ def test_an_auditor_brings_a_model_of_their_own(project, tmp_path):
 
     model = tmp_path / "mine"
     shutil.copytree(model_dir(project, "retrain"), model)
+    rows = sorted(p.relative_to(project) for p in (project / LAYOUT.verify_rows).rglob("*"))
+    assert rows  # the stage kept its components' rows
     ok = run(["exante", "verify", "subject", str(model), "--name", "clean-copy", "--quiet"],
              project, check=False)  # fmt: skip
     assert ok.returncode == 0, ok.stdout[-2000:] + ok.stderr
+    # measured without the row store: the rows the pipeline's next run reuses are untouched
+    assert sorted(p.relative_to(project) for p in (project / LAYOUT.verify_rows).rglob("*")) == rows
     assert "external:clean-copy: pass" in ok.stdout
     report = project / "data/verification-subjects/clean-copy/report.dsse.json"
     assert run(["exante", "verify", "check", str(report)], project, check=False).returncode == 0

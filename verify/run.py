@@ -171,8 +171,10 @@ def run(
     timings: dict[str, float] = {}
     null, hits, misses, calls = {}, 0, 0, {"read": 0, "computed": 0}
     store = PartStore(root / paths.verify_parts)
-    # a deletion's own forget set (``fs`` given) holds the deleted texts: no row of them is kept
-    rows_at = root / paths.verify_rows if given_fs is None else None
+    # a deletion's own forget set (``fs`` given) holds the deleted texts: no row of them is
+    # kept; an auditor's model (``extra``) is measured without the store, so its run neither
+    # reads nor prunes the rows the pipeline's next run reuses
+    rows_at = root / paths.verify_rows if given_fs is None and not extra else None
     outs = _measure_parts(parts, loaded, tuple(names), inputs, progress, store, rows_at=rows_at)
     reused = {_label(p): out["key"] for p, out in zip(parts, outs, strict=True) if out["reused"]}
     for part, out in zip(parts, outs, strict=True):

@@ -97,6 +97,8 @@ CACHE_BYTES = 2 << 30  # per process; a row is T x vocabulary floats
 class ScoreCache:
     """Per-sequence log-probs of components, keyed by (component key, token ids).
 
+    With a ``store`` (:mod:`verify.rows`), a component's call is read from it
+    when an earlier run made the same call, and kept there when computed.
     Bounded: past ``max_bytes`` the least recently used rows are dropped and,
     if asked for again, computed again. The byte-level demo's rows never come
     near it; with a 49,152-token vocabulary one 30-token sequence holds 5.9 MB,
