@@ -348,11 +348,10 @@ def _say_trained(name: str, m: dict) -> None:
         print(f"{name}: slices trained {m['trained_slices']}, reused {m['reused_slices']}")
         if m["dp"]:
             print(f"{name}: DP epsilon {m['dp']['epsilon']:.3f} (delta {m['dp']['delta']:g})")
-    if not m["epochs"] and m["kind"] == "shard" and m["reused_slices"]:
-        return  # every slice it needs was trained before: the line above says it was reused
-    if not m["epochs"]:
-        print(f"{name}: not trained (the model as built: train.base.max_epochs 0, or no "
-              f"records), saved in {m['wall_seconds']:.1f} s")  # fmt: skip
+    if not m["epochs"]:  # nothing trained now: reused (the line above says so), or built as is
+        if not m.get("reused_slices"):
+            print(f"{name}: not trained (the model as built: train.base.max_epochs 0, or no "
+                  f"records), saved in {m['wall_seconds']:.1f} s")  # fmt: skip
         return
     last = m["epochs"][-1]["loss"]
     print(

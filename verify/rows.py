@@ -65,17 +65,13 @@ class RowStore:
     def get(self, key: str, seqs: Sequence[Sequence[int]],
             prompts: Sequence[int]) -> list[torch.Tensor] | None:  # fmt: skip
         """The rows of this call as stored, or None (not stored, or unreadable: computed again)."""
-        stored = self.get_named(key, _scoring(seqs, prompts))
-        rows = [None if stored is None else stored.get(str(i)) for i in range(len(seqs))]
-        if (
-            stored is None
-            or len(stored) != len(seqs)
-            or any(r is None or r.shape[0] != len(s) for r, s in zip(rows, seqs, strict=True))
-        ):
-            self.misses += 1
-            return None
-        self.hits += 1
-        return rows
+        stored = self.get_named(key, _scoring(seqs, prompts)) or {}
+        rows = [stored.get(str(i)) for i in range(len(seqs))]
+        whole = len(stored) == len(seqs) and all(
+            r is not None and r.shape[0] == len(s) for r, s in zip(rows, seqs, strict=True)
+        )
+        self.hits, self.misses = self.hits + whole, self.misses + (not whole)
+        return rows if whole else None
 
     def put(self, key: str, seqs: Sequence[Sequence[int]], prompts: Sequence[int],
             rows: Sequence[torch.Tensor]) -> None:  # fmt: skip
@@ -133,31 +129,27 @@ def prune(where: Path, scope: str | None, keep: Iterable[str]) -> list[Path]:
 
     ``scope`` None removes every scope: nothing stored can be read again.
     """
-    where, keep = Path(where), set(keep)
-    if not where.is_dir():
-        return []
-    gone = []
-    for run_dir in sorted(p for p in where.iterdir() if p.is_dir()):
-        if run_dir.name != scope:
-            gone.append(run_dir)
-            continue
-        gone += [d for d in sorted(run_dir.iterdir()) if d.name not in keep]
-    for p in gone:
-        shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
-    return gone
+    keep = set(keep)
+    runs = _dirs(Path(where))
+    gone = [r for r in runs if r.name != scope]
+    gone += [d for r in runs if r.name == scope for d in _dirs(r) if d.name not in keep]
+    return _removed(gone)
 
 
 def prune_models(where: Path, keep: Iterable[str] | None) -> list[Path]:
     """In every scope, the rows of every model but ``keep`` (digests); None: all of them."""
     where = Path(where)
-    if not where.is_dir():
-        return []
     if keep is None:
-        shutil.rmtree(where, ignore_errors=True)
-        return [where]
-    keep, gone = set(keep), []
-    for run_dir in sorted(p for p in where.iterdir() if p.is_dir()):
-        gone += [d for d in sorted(run_dir.iterdir()) if d.name not in keep]
-    for p in gone:
-        shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
-    return gone
+        return _removed([where] if where.is_dir() else [])
+    keep = set(keep)
+    return _removed([d for r in _dirs(where) for d in _dirs(r) if d.name not in keep])
+
+
+def _dirs(where: Path) -> list[Path]:
+    return sorted(p for p in where.iterdir() if p.is_dir()) if where.is_dir() else []
+
+
+def _removed(paths: list[Path]) -> list[Path]:
+    for p in paths:
+        shutil.rmtree(p, ignore_errors=True)
+    return paths

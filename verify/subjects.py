@@ -22,7 +22,7 @@ import torch
 from training.ensemble import batch_logprobs, context_length, get_rule, right_padded
 from training.model import adapter_base, is_adapter, load_model
 from training.tokenizer import ByteTokenizer, Tokenizer
-from verify.rows import RowStore
+from verify.rows import RowStore, generation
 
 TOKENIZER = ByteTokenizer()
 
@@ -280,8 +280,6 @@ class _Steps:
 
     def __init__(self, c: Component, ids: torch.Tensor, max_new_tokens: int,
                  store: RowStore | None) -> None:  # fmt: skip
-        from verify.rows import generation
-
         self.c, self.ids, self.store = c, ids, store
         self.call = generation(ids, max_new_tokens)
         self.stored = store.get_named(c.key, self.call) if store is not None else None

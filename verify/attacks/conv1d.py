@@ -36,9 +36,8 @@ def conv1d_to_linear(model: torch.nn.Module) -> torch.nn.Module:
 
 
 def _conv1d_children(model: torch.nn.Module) -> list[tuple[torch.nn.Module, str, Conv1D]]:
-    from transformers.pytorch_utils import (
-        Conv1D,  # here: the attacks' registry loads no transformers
-    )
+    # imported here, not at the top: loading the attacks' registry loads no transformers
+    from transformers.pytorch_utils import Conv1D
 
     return [
         (parent, name, child)
