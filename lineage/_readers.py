@@ -30,6 +30,8 @@ from lineage.layout import LAYOUT
 from lineage.sources import Source
 
 BATCH = 65_536
+ARROW_BATCH = 32_768  # rows per batch of a parquet or datasets source: see lineage.ingest.in_order
+DECAY_MS = 250  # how long jemalloc keeps a freed page while a columnar source is read
 HF_CACHE = LAYOUT.datasets_cache  # relative to the project root; purge with the project
 MISSING = object()  # a key a JSON row lacks (a column absent from one row only)
 _HF_BUILDERS = {".parquet": "parquet", ".csv": "csv", ".json": "json", ".jsonl": "json"}
@@ -180,6 +182,10 @@ def _warm_allocator(reader):
     ingest of a million parquet rows took 1.6x as long (bench/bench_ingest.py).
     jemalloc keeps them about a second, and its peak memory stayed flatter
     than the system allocator's (used where a pyarrow build lacks jemalloc).
+    It keeps a freed page ``DECAY_MS``: long enough for the next batches to
+    reuse it, short enough that an ingest of a second or two (two batches
+    mapped at once) does not keep every page it ever used, which made peak
+    memory grow with the rows read.
     The previous default is restored once the reader is done (or dropped).
     """
 
@@ -189,6 +195,8 @@ def _warm_allocator(reader):
 
         pool = pa.default_memory_pool()
         warm = "jemalloc" if "jemalloc" in pa.supported_memory_backends() else "system"
+        if warm == "jemalloc":
+            pa.jemalloc_set_decay_ms(DECAY_MS)
         pa.set_memory_pool(getattr(pa, f"{warm}_memory_pool")())
         try:
             yield from reader(source, root, columns)
@@ -208,7 +216,8 @@ def _parquet(source: Source, root: Path, columns: tuple[str, ...]) -> Iterator[B
     except _arrow_errors() as exc:
         raise MalformedRecordError(f"{path}: not a readable Parquet file ({exc})") from None
     _missing(source, pf.schema_arrow.names, columns, path)
-    yield from _guarded(pf.iter_batches(batch_size=BATCH, columns=list(columns)), columns, path)
+    batches = pf.iter_batches(batch_size=ARROW_BATCH, columns=list(columns))
+    yield from _guarded(batches, columns, path)
 
 
 def _guarded(batches, columns: tuple[str, ...], path: Path) -> Iterator[ArrowBatch]:
@@ -257,7 +266,7 @@ def _hf(source: Source, root: Path, columns: tuple[str, ...]) -> Iterator[Batch]
     path = source.path(root)
     ds = _saved_dataset(source, path) if _is_saved(path) else _streamed(source, root, path)
     _missing(source, _column_names(ds), columns, path)
-    batches = ds.select_columns(list(columns)).with_format("arrow").iter(batch_size=BATCH)
+    batches = ds.select_columns(list(columns)).with_format("arrow").iter(batch_size=ARROW_BATCH)
     yield from _guarded(iter(batches), columns, path)
 
 

@@ -61,9 +61,9 @@ def loaded_roots(modules: tuple[str, ...], roots: set[str]) -> list[str]:
 
 
 def test_ingest_and_the_signing_core_load_no_reader_library():
-    """pyarrow and `datasets` load only when a source of their format is read."""
+    """pyarrow, polars and `datasets` load only when a source of their format is read."""
     core = ("lineage.ingest", "lineage.manifest", "lineage.gate", "lineage.admission")
-    assert loaded_roots(core, {"pyarrow", "datasets"}) == []
+    assert loaded_roots(core, {"pyarrow", "datasets", "polars", "polars_hash"}) == []
 
 
 def test_importing_lineage_loads_no_ml_framework():

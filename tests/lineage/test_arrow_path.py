@@ -14,6 +14,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import lineage._arrow_rows as arrow_rows_module
 from lineage._arrow_rows import ArrowLines, ArrowRows, arrow_rows
@@ -188,3 +190,151 @@ def test_parquet_ingest_writes_the_bytes_of_the_same_rows_as_jsonl(project) -> N
     parquet, jsonl = (out / "pq.jsonl").read_bytes(), (out / "js.jsonl").read_bytes()
     assert parquet.replace(b'"pq/', b'"js/').replace(b'"pq"', b'"js"') == jsonl
     assert parquet.count(b"\n") == n - 1 - len([i for i in range(n) if i % 97 == 5])
+
+
+# -- the NFC shortcut, native hashing, batches mapped on threads --------------------
+
+
+def test_the_nfc_table_is_what_this_python_s_unicodedata_gives() -> None:
+    import unicodedata
+
+    from lineage import _nfc_stable
+
+    if unicodedata.unidata_version != _nfc_stable.UNIDATA_VERSION:
+        assert _nfc_stable.pattern() is None  # another Unicode: every non-ASCII text in Python
+        pytest.skip(f"Unicode {unicodedata.unidata_version}: the table is for another version")
+    assert _nfc_stable.unstable_ranges() == list(_nfc_stable.RANGES)
+    assert _nfc_stable._source() == Path(_nfc_stable.__file__).read_text(encoding="utf-8")
+
+
+def _stable(cp: int) -> bool:
+    from lineage._nfc_stable import RANGES
+
+    return not any(a <= cp <= b for a, b in RANGES)
+
+
+def test_texts_of_stable_characters_are_their_own_nfc() -> None:
+    """Every stable character alone, and random texts of them, are unchanged by NFC."""
+    import unicodedata
+
+    stable = [chr(c) for c in range(0x110000) if not 0xD800 <= c < 0xE000 and _stable(c)]
+    assert all(unicodedata.normalize("NFC", c) == c for c in stable)
+    rng = random.Random(3)
+    latin = [c for c in stable if ord(c) < 0x3000]  # dense in letters that do compose
+    for _ in range(20_000):
+        text = "".join(rng.choice(latin if rng.random() < 0.8 else stable) for _ in range(6))
+        assert unicodedata.normalize("NFC", text) == text, ascii(text)
+
+
+@given(st.lists(st.text(st.characters(exclude_categories=("Cs",)), min_size=1), min_size=1))
+@settings(max_examples=300, deadline=None)
+def test_random_unicode_gives_the_per_row_bytes_in_arrow(texts: list[str]) -> None:
+    texts = [f"x{t}" for t in texts]  # never blank: the blank check has its own test
+    cols = {"k": [f"k{i}" for i in range(len(texts))], "t": texts}
+    per_row, arrow = _both(cols, {"id": "k", "text": "t"})
+    assert isinstance(arrow, ArrowRows)
+    assert arrow.lines().pairs() == per_row.lines()
+
+
+def test_a_decomposed_accent_in_a_latin_text_is_still_composed() -> None:
+    """The shortcut skips only texts NFC leaves alone: one combining mark sends a row to Python."""
+    texts = ["Zürich café", "Zu\u0308rich cafe\u0301", "Ζεύς", "Ζευ\u0301ς", "한국"]
+    texts.append("\u1112\u1161n")  # Hangul jamo that compose
+    m = mapping_of(_source({"id": "k", "text": "t"}))
+    rows = arrow_rows(m, _arrow({"k": [f"k{i}" for i in range(len(texts))], "t": texts}))
+    import unicodedata
+
+    assert rows.texts.to_pylist() == [unicodedata.normalize("NFC", t) for t in texts]
+    assert rows.texts.to_pylist()[1] == "Zürich café" and rows.texts.to_pylist()[3] == "Ζεύς"
+
+
+def test_native_sha256_is_hashlib_s() -> None:
+    import hashlib
+
+    texts = [*TRICKY, "", "x" * 100_000, "\u00e9" * 3]
+    digests = arrow_rows_module._sha256_hex(pa.array(texts, pa.string())).to_pylist()
+    assert digests == [hashlib.sha256(t.encode()).hexdigest() for t in texts]
+
+
+def test_in_order_keeps_the_order_looks_ahead_a_bounded_way_and_raises_in_place() -> None:
+    import threading
+    import time
+
+    from lineage.ingest import in_order
+
+    pulled = []
+
+    def items():
+        for i in range(40):
+            pulled.append(i)
+            yield i
+
+    def slow_first(i):  # later items finish first
+        time.sleep(0.02 if i % 3 == 0 else 0)
+        return i * 10, threading.current_thread().name
+
+    out = in_order(slow_first, items(), 2)
+    first = next(out)
+    assert first[0] == 0 and len(pulled) <= 3  # workers + the one yielded: bounded look-ahead
+    rest = list(out)
+    assert [v for v, _ in [first, *rest]] == [i * 10 for i in range(40)]
+    assert {name for _, name in [first, *rest]} <= {f"exante-map_{i}" for i in range(2)}
+
+    def fails_at_7(i):
+        if i == 7:
+            raise ValueError("row 7 is bad")
+        time.sleep(0.01 if i < 7 else 0)
+        return i
+
+    got = []
+    with pytest.raises(ValueError, match="row 7 is bad"):
+        for v in in_order(fails_at_7, iter(range(40)), 2):
+            got.append(v)
+    assert got == list(range(7))  # every batch before the bad one, none after it
+
+    def unreadable_after(n):
+        yield from range(n)
+        raise OSError("unreadable after row n")
+
+    got = []
+    with pytest.raises(OSError, match="unreadable"):
+        for v in in_order(lambda i: i, unreadable_after(5), 2):
+            got.append(v)
+    assert got == list(range(5))  # the batches read before the error come first
+    with pytest.raises(ValueError, match="row 7 is bad"):  # a bad row before it comes first
+        list(in_order(fails_at_7, unreadable_after(9), 2))
+
+
+def test_a_bad_row_in_a_later_batch_of_a_threaded_ingest_is_named_as_without_threads(
+    project, monkeypatch
+) -> None:
+    import lineage._readers
+    import lineage.ingest
+
+    n = 2000
+    ids = [f"r{i:05d}" for i in range(n)]
+    texts = [TRICKY[i % len(TRICKY)] + f" {i}" for i in range(n)]
+    raw = project.root / "data" / "raw"
+    pq.write_table(pa.table({"id": ids, "text": texts}), raw / "many.parquet")
+    register(project, "many", location="data/raw/many.parquet", format="parquet",
+             fields={"id": "id", "text": "text"})  # fmt: skip
+    monkeypatch.setattr(lineage._readers, "ARROW_BATCH", 64)  # 32 batches
+    out = project.root / "data" / "records"
+    results = {}
+    for workers in (1, 2):
+        monkeypatch.setattr(lineage.ingest, "WORKERS", workers)
+        registry = load_registry(project.root / "data" / "sources.yaml")
+        ingest(registry, project.root, out, only="many")
+        results[workers] = (out / "many.jsonl").read_bytes()
+    assert results[1] == results[2] and results[1].count(b"\n") == n
+    ids[1300] = "bad id"
+    pq.write_table(pa.table({"id": ids, "text": texts}), raw / "many.parquet")
+    errors = {}
+    for workers in (1, 2):
+        monkeypatch.setattr(lineage.ingest, "WORKERS", workers)
+        registry = load_registry(project.root / "data" / "sources.yaml")
+        with pytest.raises(BadInputError) as caught:
+            ingest(registry, project.root, out, only="many")
+        errors[workers] = str(caught.value)
+        assert (out / "many.jsonl").read_bytes() == results[1]  # the last good records stay
+    assert errors[1] == errors[2] and "row 1301" in errors[2]
