@@ -7,7 +7,7 @@ need Python get it: texts holding a character NFC may change (``_nfc_stable``:
 not a plain accented letter, which is already NFC) or a ``\\r``, and texts with
 characters JSON escapes. Every text is hashed in native code (polars-hash) and
 the lines are joined by Arrow, so a batch holds the GIL little and
-:func:`lineage.ingest.in_order` maps two at once. Imported only by the columnar
+:func:`lineage.ingest.in_order` maps one per core at once. Imported only by the columnar
 readers' path, so pyarrow and polars stay out of the hashing and signing core.
 
 The fast path takes only what it reproduces exactly: an ``id`` column and an

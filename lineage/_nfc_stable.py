@@ -1,9 +1,10 @@
 """The characters whose presence may make NFC change a text, for this Python's Unicode data.
 
 A text made only of characters outside this set is its own NFC form: each such
-character has combining class 0, is its own NFC, and is never the second half of
-a canonical composition, so normalization can neither reorder, decompose nor
-compose anything. Columnar ingest matches this class over a column (RE2) and
+character has combining class 0, is its own NFC, is never the second half of
+a canonical composition, and its full decomposition starts with a character
+that is none of these either, so normalization can neither reorder, decompose
+nor compose anything across two of them. Columnar ingest matches this class over a column (RE2) and
 sends only the texts that hold one of these characters through
 ``unicodedata.normalize``. The set is a superset (every second half of a
 two-character canonical decomposition, composition exclusions included), which
@@ -97,15 +98,15 @@ RANGES = (
 def unstable_ranges() -> list[tuple[int, int]]:
     """The set from this interpreter's ``unicodedata``, as inclusive code point ranges."""
     unstable = set(range(0x1161, 0x1176)) | set(range(0x11A8, 0x11C3))  # Hangul V, T jamo
-    for cp in range(0x110000):
-        if 0xD800 <= cp < 0xE000:  # surrogates: never in a text read from UTF-8
-            continue
+    for cp in _code_points():  # no surrogates: never in a text read from UTF-8
         c = chr(cp)
         if unicodedata.combining(c) or unicodedata.normalize("NFC", c) != c:
             unstable.add(cp)
         d = unicodedata.decomposition(c).split()
         if len(d) == 2 and not d[0].startswith("<"):  # a canonical pair: its second half
             unstable.add(int(d[1], 16))
+    while more := {cp for cp in _code_points() if cp not in unstable and _leads(cp, unstable)}:
+        unstable |= more  # until no decomposition starts with what may join its left neighbour
     ranges: list[list[int]] = []
     for cp in sorted(unstable):
         if ranges and ranges[-1][1] == cp - 1:
@@ -113,6 +114,16 @@ def unstable_ranges() -> list[tuple[int, int]]:
         else:
             ranges.append([cp, cp])
     return [(a, b) for a, b in ranges]
+
+
+def _code_points():
+    return (cp for cp in range(0x110000) if not 0xD800 <= cp < 0xE000)
+
+
+def _leads(cp: int, unstable: set[int]) -> bool:
+    """Whether ``cp``'s full decomposition starts with a character that may join its left."""
+    first = unicodedata.normalize("NFD", chr(cp))[0]
+    return ord(first) in unstable or unicodedata.combining(first) != 0
 
 
 def pattern() -> str | None:

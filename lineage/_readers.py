@@ -183,9 +183,10 @@ def _warm_allocator(reader):
     jemalloc keeps them about a second, and its peak memory stayed flatter
     than the system allocator's (used where a pyarrow build lacks jemalloc).
     It keeps a freed page ``DECAY_MS``: long enough for the next batches to
-    reuse it, short enough that an ingest of a second or two (two batches
-    mapped at once) does not keep every page it ever used, which made peak
-    memory grow with the rows read.
+    reuse it, short enough that an ingest of a second or two (batches mapped
+    on every core at once) does not keep every page it ever used, which made
+    peak memory grow with the rows read. The decay is process-wide and applies
+    to jemalloc arenas made after it is set: in an ingest process, all of them.
     The previous default is restored once the reader is done (or dropped).
     """
 

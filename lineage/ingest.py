@@ -28,7 +28,8 @@ from lineage.records import Record, check_unique
 from lineage.sources import Registry, Source, check_locations
 
 COLUMNAR = frozenset({"parquet", "csv", "hf"})  # read as Arrow batches: mapped on threads
-WORKERS = min(4, os.cpu_count() or 1)
+_CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+WORKERS = min(4, _CORES or 1)  # threads mapping columnar batches: the cores this process may use
 
 
 def iter_rows(source: Source, root: Path) -> Iterator[Rows]:
@@ -45,36 +46,41 @@ def in_order(fn: Callable, items: Iterable, workers: int) -> Iterator:
     """``fn`` of each item on ``workers`` threads, yielded in the items' order.
 
     A columnar batch is mapped almost entirely in Arrow, polars and numpy,
-    which release the GIL, so two batches map at once on two cores while this
+    which release the GIL, so batches map on every core at once while this
     thread reads the next one and writes the last. At most ``workers`` items
     are in flight beside the one the caller holds, so memory stays bounded
-    (with ``ARROW_BATCH`` rows a batch, a million-row ingest peaked about 70 MiB
-    lower at 32k rows than at 64k, and no slower: bench/bench_ingest.py).
-    Errors come in the order one thread would meet them: a bad row where its
-    batch comes, a read error after the batches read before it; what is still
-    queued is cancelled.
+    (with ``ARROW_BATCH`` rows a batch, a million-row ingest on two cores peaked
+    about 70 MiB lower at 32k rows than at 64k, and no slower:
+    bench/bench_ingest.py). Errors come in the order one thread would meet
+    them: a bad row where its batch comes, a read error after the batches read
+    before it. On any exit what is still queued is cancelled and ``items`` is
+    closed (a reader restores its allocator then).
     """
+    items = iter(items)
     with ThreadPoolExecutor(workers, thread_name_prefix="exante-map") as pool:
         pending: collections.deque = collections.deque()
-        items = iter(items)
         try:
-            while True:
+            unreadable = None
+            while unreadable is None:
                 try:
                     item = next(items)
                 except StopIteration:
                     break
-                except Exception:  # reading failed: what was read before it comes first
-                    while pending:
-                        yield pending.popleft().result()
-                    raise
+                except Exception as exc:  # what was read before it comes first
+                    unreadable = exc
+                    break
                 pending.append(pool.submit(fn, item))
                 if len(pending) >= workers:
                     yield pending.popleft().result()
             while pending:
                 yield pending.popleft().result()
+            if unreadable is not None:
+                raise unreadable
         finally:
             for future in pending:
                 future.cancel()
+            if hasattr(items, "close"):
+                items.close()
 
 
 def iter_source(source: Source, root: Path) -> Iterator[Record]:

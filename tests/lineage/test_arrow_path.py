@@ -8,6 +8,7 @@ over ``(key, line)`` pairs) gives, on texts chosen to break a shortcut.
 
 from __future__ import annotations
 
+import functools
 import random
 from pathlib import Path
 
@@ -208,9 +209,14 @@ def test_the_nfc_table_is_what_this_python_s_unicodedata_gives() -> None:
 
 
 def _stable(cp: int) -> bool:
+    return cp not in _unstable()
+
+
+@functools.cache
+def _unstable() -> frozenset[int]:
     from lineage._nfc_stable import RANGES
 
-    return not any(a <= cp <= b for a, b in RANGES)
+    return frozenset(cp for a, b in RANGES for cp in range(a, b + 1))
 
 
 def test_texts_of_stable_characters_are_their_own_nfc() -> None:
@@ -219,6 +225,10 @@ def test_texts_of_stable_characters_are_their_own_nfc() -> None:
 
     stable = [chr(c) for c in range(0x110000) if not 0xD800 <= c < 0xE000 and _stable(c)]
     assert all(unicodedata.normalize("NFC", c) == c for c in stable)
+    assert not any(map(unicodedata.combining, stable))
+    # what starts a stable character's decomposition can join nothing on its left either
+    leads = {unicodedata.normalize("NFD", c)[0] for c in stable}
+    assert all(_stable(ord(c)) and not unicodedata.combining(c) for c in leads)
     rng = random.Random(3)
     latin = [c for c in stable if ord(c) < 0x3000]  # dense in letters that do compose
     for _ in range(20_000):
@@ -301,8 +311,40 @@ def test_in_order_keeps_the_order_looks_ahead_a_bounded_way_and_raises_in_place(
         for v in in_order(lambda i: i, unreadable_after(5), 2):
             got.append(v)
     assert got == list(range(5))  # the batches read before the error come first
-    with pytest.raises(ValueError, match="row 7 is bad"):  # a bad row before it comes first
+    with pytest.raises(ValueError, match="row 7 is bad") as caught:  # a bad row before it first
         list(in_order(fails_at_7, unreadable_after(9), 2))
+    assert caught.value.__context__ is None  # not chained to the read error it came before
+
+
+def test_in_order_maps_on_several_threads_and_cleans_up_when_the_caller_stops() -> None:
+    import threading
+
+    from lineage.ingest import in_order
+
+    both = threading.Barrier(2, timeout=10)  # broken (an error) unless two items map at once
+    assert list(in_order(lambda i: both.wait() >= 0 and i, iter(range(4)), 2)) == [0, 1, 2, 3]
+
+    closed, started = [], []
+
+    def items():
+        try:
+            yield from range(100)
+        finally:
+            closed.append(True)
+
+    def slow(i):
+        started.append(i)
+        threading.Event().wait(0.01)
+        return i
+
+    reader = items()  # held here too, so only an explicit close runs its finally
+    out = in_order(slow, reader, 2)
+    assert [next(out), next(out)] == [0, 1]
+    out.close()  # the caller stops early, e.g. on a duplicate id
+    assert closed == [True] and len(started) <= 4  # reader closed, nothing more queued
+    done = len(started)
+    threading.Event().wait(0.05)
+    assert len(started) == done  # and nothing ran after the close returned
 
 
 def test_a_bad_row_in_a_later_batch_of_a_threaded_ingest_is_named_as_without_threads(
