@@ -7,8 +7,9 @@ need Python get it: texts holding a character NFC may change (``_nfc_stable``:
 not a plain accented letter, which is already NFC) or a ``\\r``, and texts with
 characters JSON escapes. Every text is hashed in native code (polars-hash) and
 the lines are joined by Arrow, so a batch holds the GIL little and
-:func:`lineage.ingest.in_order` maps one per core at once. Imported only by the columnar
-readers' path, so pyarrow and polars stay out of the hashing and signing core.
+:func:`lineage.ingest.in_order` maps one per core at once. Imported only by the
+columnar readers' path, so pyarrow and polars stay out of the hashing and
+signing core.
 
 The fast path takes only what it reproduces exactly: an ``id`` column and an
 optional single-id ``subjects`` column of strings all matching ``RAW_ID``,
@@ -154,11 +155,12 @@ def _canonical_and_escaped(texts: pa.Array) -> tuple[pa.Array, pa.Array]:
     own answer.
     """
     canon, escape = _scan(texts)
+    taken = texts.take(canon)
     if len(canon) and _UNSTABLE is not None:  # only texts NFC may change: see _nfc_stable
-        may_change = pc.match_substring_regex(texts.take(canon), _UNSTABLE)
-        canon = canon[may_change.to_numpy(zero_copy_only=False)]
+        may_change = pc.match_substring_regex(taken, _UNSTABLE)
+        canon, taken = canon[may_change.to_numpy(zero_copy_only=False)], taken.filter(may_change)
     if len(canon):
-        raw = texts.take(canon).to_pylist()
+        raw = taken.to_pylist()
         canonical = list(map(canonical_text, raw))  # the same object where already canonical
         changed = np.fromiter(map(operator.is_not, canonical, raw), bool, len(raw))
         if changed.any():  # look for escapes again in what is written, for changed rows

@@ -18,6 +18,7 @@ differs) the table is not used and every non-ASCII text goes through Python.
 from __future__ import annotations
 
 import unicodedata
+from pathlib import Path
 
 UNIDATA_VERSION = "14.0.0"
 # fmt: off
@@ -136,8 +137,6 @@ def pattern() -> str | None:
 
 def _source() -> str:
     """This module's text with the table regenerated."""
-    from pathlib import Path
-
     text = Path(__file__).read_text(encoding="utf-8")
     head, rest = text.split("# fmt: off\n", 1)
     _, tail = rest.split("# fmt: on\n", 1)
@@ -150,6 +149,4 @@ def _source() -> str:
 
 
 if __name__ == "__main__":
-    from pathlib import Path
-
     Path(__file__).write_text(_source(), encoding="utf-8")

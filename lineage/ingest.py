@@ -25,9 +25,8 @@ from lineage._readers import read_batches
 from lineage._runs import stage_sorted
 from lineage.gate import Denials
 from lineage.records import Record, check_unique
-from lineage.sources import Registry, Source, check_locations
+from lineage.sources import TABULAR, Registry, Source, check_locations
 
-COLUMNAR = frozenset({"parquet", "csv", "hf"})  # read as Arrow batches: mapped on threads
 _CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
 WORKERS = min(4, _CORES or 1)  # threads mapping columnar batches: the cores this process may use
 
@@ -36,7 +35,7 @@ def iter_rows(source: Source, root: Path) -> Iterator[Rows]:
     """The records of one source, a batch at a time (not yet checked for duplicates)."""
     m = mapping_of(source)
     batches = read_batches(source, root, m.fields.columns())
-    if source.format in COLUMNAR and WORKERS > 1:
+    if source.format in TABULAR and WORKERS > 1:  # Arrow batches: mapped on threads
         yield from in_order(functools.partial(map_batch, m), batches, WORKERS)
     else:
         yield from (map_batch(m, batch) for batch in batches)

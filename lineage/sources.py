@@ -56,7 +56,7 @@ class Acquisition(_Frozen):
 
 
 Format = Literal["jsonl", "text", "parquet", "csv", "dir", "hf"]
-_TABULAR = ("parquet", "csv", "hf")  # formats with no column names exante could assume
+TABULAR = frozenset({"parquet", "csv", "hf"})  # no column names exante could assume; read in Arrow
 _TERMS_FIELDS = ("license", "consent_basis", "tdm_opt_out", "retention_start")
 
 
@@ -154,7 +154,7 @@ class Source(_Frozen):
 
     @model_validator(mode="after")
     def _mapping_fits_format(self) -> Source:
-        if self.format in _TABULAR and self.fields is None:
+        if self.format in TABULAR and self.fields is None:
             raise ValueError(
                 f"a {self.format} source needs 'fields' naming its id (or id_from) and text columns"
             )

@@ -553,12 +553,7 @@ def _relearn(name, loaded, fs, split, cfg, v, s, cache) -> dict:
                                          tokenizer=tokenizer_for(cfg.model)))  # fmt: skip
     for k in v.relearn.ks:
         comps = list(loaded.released)
-        comps[fs.shard] = Component(
-            None,
-            f"{base.key}+relearn{k}",
-            load=functools.partial(tuned.at, k),
-            context=base.context,
-        )
+        comps[fs.shard] = base.derived(f"{base.key}+relearn{k}", lambda _, k=k: tuned.at(k))
         subj = Subject(name, comps, rule=cfg.ensemble, cache=cache,
                        tokenizer=tokenizer_for(cfg.model))  # fmt: skip
         know = knowledge(subj, split.measured, {})
