@@ -334,8 +334,13 @@ def cmd_train(args) -> int:
         shards = list(range(cfg.shards))
         show = _progress_on(args)
         jobs = [(str(Path(".").resolve()), cfg.model_dump(mode="json"), s, show) for s in shards]
-        done = run_units(_units.train_shard, jobs, names=[f"shard {s}" for s in shards],
-                         **pool_of(cfg))  # fmt: skip
+        pool = pool_of(cfg)
+        if pool["executor"] == "local" and pool["workers"] > 1:
+            from training.stages import shards_to_train
+
+            if len(shards_to_train(Path("."), cfg)) <= 1:  # after a deletion: usually one
+                pool["workers"] = 1  # here, one after another: no pool to start and import
+        done = run_units(_units.train_shard, jobs, names=[f"shard {s}" for s in shards], **pool)
         for s, m in zip(shards, done, strict=True):
             _say_trained(f"shard {s}", m)
         return 0

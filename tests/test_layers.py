@@ -111,3 +111,17 @@ def test_the_verification_parent_loads_no_transformers_until_it_builds_a_model()
     library at import (transformers alone took 1 s of every verification process's start)."""
     assert loaded_roots(("verify.stage", "verify.run", "training.model"),
                         {"transformers", "optimum", "peft"}) == []  # fmt: skip
+
+
+def test_a_shard_without_dp_loads_no_opacus():
+    """The policy's DP checks import Opacus (about 3 s) only when a source needs DP: a shard
+    trained or looked up without it, in the stage's process or a worker, never pays for it."""
+    code = (
+        "import sys\nfrom training.config import TrainConfig\n"
+        "from training.stages import check_privacy_config, check_privacy_spent\n"
+        "import training.sisa\ncheck_privacy_config(TrainConfig(), None, 'shard 0')\n"
+        "check_privacy_spent(None, None, 'shard 0')\nprint('opacus' in sys.modules)\n"
+        "check_privacy_spent({'epsilon': 1.0}, 2.0, 'shard 0')\nprint('opacus' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "True"]  # and loaded where a budget is checked

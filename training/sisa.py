@@ -143,16 +143,9 @@ def train_shard(
             f"shard {shard}: DP-SGD needs the DP secret, which keys its noise and sampling; "
             "create it with `exante keys init --if-missing` (or point $EXANTE_DP_SECRET at yours)"
         )
-    cdigest = config_digest(cfg, cfg.shard, dp_commitment=dp_secret.commitment() if keyed else None)
-    start = checkpoints.dir_digest(base) if base else "init"
     result = ShardResult(shard, [], dp_noise=dp_noise_entry(cfg, dp_secret))
     previous: checkpoints.Checkpoint | None = None
-    for r in range(cfg.slices):
-        address = checkpoints.seen_digest(
-            [(s, rec.record_id, rec.sha256) for s, rec in placed if s <= r],
-            config_digest=cdigest,
-            start_digest=start,
-        )
+    for r, address in enumerate(slice_addresses(placed, cfg, base=base, dp_secret=dp_secret)):
         ckpt = checkpoints.Checkpoint(Path(out_dir) / "ckpt" / address[:32])
         if not ckpt.exists():
             _train_slice(
@@ -170,6 +163,43 @@ def train_shard(
         Path(out_dir) / SLICES_FILE, canonical_json({"shard": shard, "slices": result.slices})
     )
     return result
+
+
+def slice_addresses(
+    placed: Sequence[tuple[int, Record]],
+    cfg: TrainConfig,
+    *,
+    base: Path | None,
+    dp_secret: DPSecret | None = None,
+) -> list[str]:
+    """The content address of each slice's checkpoint: what it saw, its config, its start."""
+    keyed = cfg.dp.enabled and not cfg.dp.secure_mode
+    commitment = dp_secret.commitment() if keyed and dp_secret is not None else None
+    cdigest = config_digest(cfg, cfg.shard, dp_commitment=commitment)
+    start = checkpoints.dir_digest(base) if base else "init"
+    seen = [[(s, rec.record_id, rec.sha256) for s, rec in placed if s <= r]
+            for r in range(cfg.slices)]  # fmt: skip
+    return [checkpoints.seen_digest(x, config_digest=cdigest, start_digest=start) for x in seen]
+
+
+def missing_slices(
+    placed: Sequence[tuple[int, Record]],
+    cfg: TrainConfig,
+    *,
+    base: Path | None,
+    out_dir: Path,
+    dp_secret: DPSecret | None = None,
+) -> list[int]:
+    """The slices :func:`train_shard` would train now: those whose checkpoint is not there.
+
+    Without the DP secret that keyed DP-SGD needs, every slice (training then
+    stops with the secret's own message).
+    """
+    if cfg.dp.enabled and not cfg.dp.secure_mode and dp_secret is None:
+        return list(range(cfg.slices))
+    addresses = slice_addresses(placed, cfg, base=base, dp_secret=dp_secret)
+    return [r for r, a in enumerate(addresses)
+            if not checkpoints.Checkpoint(Path(out_dir) / "ckpt" / a[:32]).exists()]  # fmt: skip
 
 
 def _train_slice(

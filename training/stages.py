@@ -15,7 +15,7 @@ from pathlib import Path
 
 from lineage._canonical import atomic_write, file_sha256, sha256_hex
 from lineage.admission import verify_training_input
-from lineage.errors import ArtifactDigestError, BadInputError, ParamsError
+from lineage.errors import ArtifactDigestError, BadInputError, LineageError, ParamsError
 from lineage.layout import LAYOUT, Layout, shard_name
 from lineage.records import read_all
 from lineage.signing import (
@@ -151,10 +151,10 @@ def _admitted_file(root: Path, name: Path, paths: Layout):
 
 def check_privacy_config(cfg: TrainConfig, max_epsilon: float | None, unit: str) -> None:
     """Refuse to start a run the policy's DP requirement would reject anyway."""
+    if max_epsilon is None:  # before importing training.dp: Opacus takes seconds to import
+        return
     from training.dp import PrivacyBudgetError
 
-    if max_epsilon is None:
-        return
     need = f"{unit}: the policy requires DP-SGD with epsilon ≤ {max_epsilon} for its sources"
     if not cfg.dp.enabled or not cfg.dp.poisson_sampling:
         raise PrivacyBudgetError(
@@ -168,10 +168,10 @@ def check_privacy_config(cfg: TrainConfig, max_epsilon: float | None, unit: str)
 
 def check_privacy_spent(spent: dict | None, max_epsilon: float | None, unit: str) -> None:
     """After training: the composed epsilon of the whole shard must meet the policy."""
-    from training.dp import PrivacyBudgetError
-
     if max_epsilon is None:
         return
+    from training.dp import PrivacyBudgetError
+
     if not spent or spent.get("epsilon") is None or not spent["epsilon"] <= max_epsilon:
         got = "no epsilon" if not spent or spent.get("epsilon") is None else spent["epsilon"]
         raise PrivacyBudgetError(
@@ -281,6 +281,33 @@ def run_train_shard(
     }
     return _write_unit(root, paths, paths.shard_dir(shard), shard_name(shard), facts,
                        _timings(result.epochs, wall) | run)  # fmt: skip
+
+
+def shards_to_train(root: Path, cfg: TrainConfig, paths: Layout = LAYOUT) -> list[int]:
+    """The shards that would train a slice now; the others find every checkpoint.
+
+    A shard whose file cannot be read counts as one to train: its own run then
+    reports the problem. Imports torch (a checkpoint's address binds the device).
+    """
+    from training.sisa import dp_secret_for, missing_slices
+
+    root = Path(root)
+    base = root / paths.base / "model"
+    try:
+        secret = dp_secret_for(cfg, root)
+    except LineageError:
+        return list(range(cfg.shards))  # each shard's run says what is missing
+    out = []
+    for s in range(cfg.shards):
+        try:
+            placed = read_shard(root / shard_file(paths.shards, s))
+        except (OSError, LineageError):
+            out.append(s)
+            continue
+        if missing_slices(placed, cfg, base=base if base.is_dir() else None,
+                          out_dir=root / paths.shard_dir(s), dp_secret=secret):  # fmt: skip
+            out.append(s)
+    return out
 
 
 # -- ensemble and attestation -------------------------------------------------------

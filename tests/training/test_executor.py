@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 
 import pytest
+import yaml
 
 from exante import _units
 from lineage.errors import BadInputError
@@ -58,3 +59,40 @@ def test_one_worker_runs_the_units_here_as_a_loop():
     assert run_units(_fails, [("a",), ("b",)], workers=1) == ["a", "b"]
     with pytest.raises(BadInputError):  # not wrapped: the unit's own error
         run_units(_fails, [("bad",)], workers=1)
+
+
+def test_train_shards_starts_no_pool_when_at_most_one_shard_has_slices_to_train(
+    project: Project, monkeypatch
+):
+    """After a deletion one shard retrains: here, not in a pool whose workers import torch."""
+    from exante.cli import main
+    from training import executor
+    from training.stages import shards_to_train
+
+    root = project.root
+    cfg = TINY.model_copy(update={"threads": 1, "workers": 2})
+    run_partition(root, cfg, project.signer)
+    run_train_base(root, cfg)
+    assert shards_to_train(root, cfg) == [0, 1]
+    for s in range(cfg.shards):
+        run_train_shard(root, cfg, s)
+    assert shards_to_train(root, cfg) == []
+    shutil.rmtree(slice_dirs(root, 1, Paths())[-1])  # shard 1's last slice must train again
+    assert shards_to_train(root, cfg) == [1]
+
+    calls = []
+    real = executor.run_units
+
+    def counted(fn, jobs, **kw):
+        calls.append(kw["workers"])
+        return real(fn, jobs, **kw)
+
+    monkeypatch.setattr(executor, "run_units", counted)
+    (root / "params.yaml").write_text(yaml.safe_dump({"train": cfg.model_dump(mode="json")}))
+    monkeypatch.chdir(root)
+    assert main(["train", "shards"]) == 0
+    assert calls == [1]  # one shard to train: this process, no pool
+    assert shards_to_train(root, cfg) == []
+    shutil.rmtree(root / "models" / "shards")
+    assert main(["train", "shards"]) == 0
+    assert calls == [1, 2]  # both shards to train: the pool of train.workers

@@ -12,7 +12,7 @@ from training.checkpoints import Checkpoint
 from training.config import DPConfig, ModelConfig, Schedule, TrainConfig
 from training.loop import replayed
 from training.partition import assign, read_shard, shard_file, subject_groups, write_shards
-from training.sisa import final_checkpoint, train_shard
+from training.sisa import final_checkpoint, missing_slices, train_shard
 
 TINY = TrainConfig(
     shards=2,
@@ -98,13 +98,19 @@ def test_training_a_shard_twice_gives_identical_weights(tmp_path):
 def test_slices_are_reused_and_deletion_retrains_from_the_clean_slice_exactly(tmp_path):
     recs = people(12)
     data = placed(recs)
-    first = train_shard(0, data, TINY, base=None, out_dir=tmp_path / "shard")
+    out = tmp_path / "shard"
+    assert missing_slices(data, TINY, base=None, out_dir=out) == [0, 1, 2]
+    first = train_shard(0, data, TINY, base=None, out_dir=out)
     assert first.trained == [0, 1, 2]
-    assert train_shard(0, data, TINY, base=None, out_dir=tmp_path / "shard").trained == []
+    assert missing_slices(data, TINY, base=None, out_dir=out) == []
+    assert train_shard(0, data, TINY, base=None, out_dir=out).trained == []
 
     victim_slice, victim = max(data, key=lambda x: x[0])  # a record of the last slice
     kept = [x for x in data if x[1] != victim]
-    again = train_shard(0, kept, TINY, base=None, out_dir=tmp_path / "shard")
+    # the lookup without training names exactly the slices the deletion then retrains
+    retrain = list(range(victim_slice, TINY.slices))
+    assert missing_slices(kept, TINY, base=None, out_dir=out) == retrain
+    again = train_shard(0, kept, TINY, base=None, out_dir=out)
     assert again.trained == list(range(victim_slice, TINY.slices))
     assert again.slices[:victim_slice] == first.slices[:victim_slice]
 
