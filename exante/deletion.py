@@ -7,10 +7,10 @@ The flow, under the ledger lock (:func:`lineage.ledger.ledger_lock`):
 2. append the requests (``received``) and rewrite the deny set
    (:mod:`lineage.erasure`), then ``retraining`` with the model digests before;
 3. erase the records from the raw files they were read from (:mod:`lineage.scrub`),
-   then run ``dvc repro``: the deny set re-runs corpus and ingest, so the records
-   leave the record files, the manifest gets a new version, and only the
-   shards that held them retrain, from their last clean slice (found by lookup);
-   the ensemble is re-signed and attested;
+   then run ``dvc repro``: the deny set re-runs the corpus, and the rewritten raw
+   files the ingest of their sources, so the records leave the record files, the
+   manifest gets a new version, and only the shards that held them retrain, from
+   their last clean slice (found by lookup); the ensemble is re-signed and attested;
 4. delete the slice checkpoints that saw a denied record, then purge the DVC
    cache and the default remote of the old file versions (``purged``);
 5. verify (``verified``); 6. sign a receipt (``complete``).

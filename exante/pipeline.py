@@ -41,7 +41,10 @@ _NOTES = {
 The embedded demo's raw files (fictitious people, public-domain plays, ...), for the
 sources the registry declares generated_by: corpus. Rows the deletion ledger denies
 are never written (the deny set is a dep).""",
-    "ingest": "One stage per source: editing one source re-runs only its ingest and what follows.",
+    "ingest": """\
+One stage per source: editing one source re-runs only its ingest and what follows.
+A deletion re-runs the ingest of the sources whose raw files it rewrote (the corpus
+for generated ones); every ingest leaves out what the deletion ledger denies.""",
     "partition": """\
 Base corpus + S shards × R slices. Unchanged shards keep byte-identical files,
 so only the training stages of changed shards re-run.""",
@@ -138,7 +141,7 @@ def _front(raw: str | None, L: Layout, registry_: Registry | None = None) -> dic
         "foreach": "${sources}",
         "do": {
             "cmd": "exante ingest --source ${key}",
-            "deps": ["lineage", "${item.location}", denied],
+            "deps": ["lineage", "${item.location}"],
             "params": [{registry: ["sources.${key}"]}],
             "outs": [_n(L.records_file("${key}"))],
         },

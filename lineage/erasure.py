@@ -2,11 +2,15 @@
 
 The ledger (:mod:`lineage.ledger`) is the authority; :func:`denials` reads it.
 ``data/ledger.denied.json`` is the deny set alone (sorted record and subject
-ids), rewritten by each deletion: the corpus and ingest stages depend on it
-in ``dvc.yaml``, so a new request re-runs them while a status change does not.
-Both stages refuse to run when the file disagrees with the ledger, so a
-record named in the ledger never comes back through a re-generated corpus or
-a re-ingest.
+ids), rewritten by each deletion: the corpus stage depends on it in
+``dvc.yaml``, so a new request re-generates the demo's files while a status
+change does not. An ingest stage depends on its source's raw files only: a
+deletion rewrites the raw files that hold a denied row (:mod:`lineage.scrub`;
+the corpus for generated sources), so exactly the sources it touched ingest
+again, and the deletion then checks that no record file holds a denied record.
+Both stages refuse to run when the file disagrees with the ledger, and every
+ingest leaves out what it denies, so a record named in the ledger never comes
+back through a re-generated corpus, a re-ingest or a restored raw file.
 """
 
 from __future__ import annotations

@@ -108,7 +108,7 @@ class Layout:
     # deletion: the ledger, the deny set derived from it, receipts, acknowledgements
     ledger = _Under("data", "ledger.jsonl")
     ledger_head = _Under("data", "ledger.head.dsse.json")
-    ledger_denied = _Under("data", "ledger.denied.json")  # a dep of ingest and the corpus
+    ledger_denied = _Under("data", "ledger.denied.json")  # a dep of the corpus
     receipts = _Under("data", "receipts")
     acks = _Under("data", "acks")
     request_verifications = _Under("receipts", "verification")  # delete --verify, per request

@@ -85,6 +85,9 @@ def test_delete_a_person_retrains_one_shard_and_purges_every_copy(deletion: Dele
     (log,) = [p.read_text() for p in (root / ".exante/logs").glob("repro-*.log")]
     assert "Running stage 'train'" in log  # the deletion's own dvc repro, kept
     assert "Running stage 'audit'" not in log  # the bundle is built once, after the receipt
+    # only the sources that held the person re-ingest: the others' raw files did not change
+    ingested = set(re.findall(r"Running stage 'ingest@([\w-]+)'", log))
+    assert ingested == {r["source_id"] for r in records}, ingested
 
     for s in range(4):
         now = (root / f"models/shards/s{s:02d}/metrics.json").read_bytes()
