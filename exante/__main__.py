@@ -1,3 +1,3 @@
-from exante.cli import main
+from exante.cli import entry
 
-raise SystemExit(main())
+entry()
