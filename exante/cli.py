@@ -1163,11 +1163,14 @@ def entry(argv: list[str] | None = None) -> NoReturn:
     (MLflow's, logging's, temporary directories' finalizers) run first and the
     output is flushed; only the module teardown is skipped. While a library's
     non-daemon thread is still running, the exit is the normal one, which
-    waits for it. An exception out of :func:`main` exits normally too.
+    waits for it; so it is under a profiler or a debugger (``python -m cProfile``
+    writes its output after the script returns). An exception out of
+    :func:`main` exits normally too.
     """
     code = main(argv)
-    if any(t.is_alive() and not t.daemon for t in threading.enumerate()
-           if t is not threading.main_thread()):  # fmt: skip
+    watched = sys.getprofile() is not None or sys.gettrace() is not None
+    if watched or any(t.is_alive() and not t.daemon for t in threading.enumerate()
+                      if t is not threading.main_thread()):  # fmt: skip
         sys.exit(code)
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):

@@ -43,3 +43,14 @@ def test_entry_waits_for_a_running_thread_by_exiting_normally():
     assert out.returncode == 7, out.stderr
     assert out.stdout.startswith("x" * 100_000)
     assert "thread done" in out.stdout and "exit handler ran" in out.stdout
+
+
+def test_entry_exits_normally_under_a_profiler(tmp_path):
+    """``python -m cProfile -o`` writes its output after the script: the exit must let it."""
+    script = tmp_path / "fake.py"
+    script.write_text("THREAD = False\n" + FAKE)
+    prof = tmp_path / "out.prof"
+    out = subprocess.run([sys.executable, "-m", "cProfile", "-o", str(prof), str(script)],
+                         capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert "exit handler ran\n" in out.stdout, out.stderr  # cProfile swallows the exit code
+    assert prof.is_file() and prof.stat().st_size > 0
