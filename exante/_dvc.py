@@ -69,16 +69,41 @@ def repro(
 
 
 def _targets(root: Path, skip: Sequence[str]) -> list[str]:
-    """Every stage but ``skip``; none (all of them) where dvc.yaml is absent or unreadable,
-    so that ``dvc repro`` itself says what is wrong with it."""
+    """The targets that make ``dvc repro`` run every stage but ``skip``: the stages whose
+    outputs no other of them reads (``dvc repro`` runs a target's upstream too); none
+    (all of them) where dvc.yaml is absent or unreadable, so that ``dvc repro`` itself
+    says what is wrong with it.
+
+    Naming every stage instead cost about 3 s of ``dvc repro`` start-up (DVC
+    collects each target on its own).
+    """
     import yaml
 
     if not skip:
         return []
     try:
-        return sorted(stage_names(root) - set(skip))
+        stages = yaml.safe_load((Path(root) / LAYOUT.dvc_file).read_text()).get("stages", {})
+        kept = {n: stages[n].get("do", stages[n]) for n in stages if n not in set(skip)}
     except (OSError, yaml.YAMLError, AttributeError):
         return []
+    outs = {n: _paths(s, "outs", "metrics", "plots") for n, s in kept.items()}
+    deps = {n: _paths(s, "deps") for n, s in kept.items()}
+    return sorted(n for n in kept
+                  if not any(_reads(deps[m], outs[n]) for m in kept if m != n))  # fmt: skip
+
+
+def _paths(stage: dict, *fields: str) -> list[str]:
+    """The paths a stage lists under ``fields`` (an entry may be a path or ``{path: options}``)."""
+    out = []
+    for field in fields:
+        for entry in stage.get(field) or []:
+            out += list(entry) if isinstance(entry, dict) else [entry]
+    return [str(p).rstrip("/") for p in out]
+
+
+def _reads(deps: list[str], outs: list[str]) -> bool:
+    """Whether a dep is one of the outputs, or a directory holding one, or inside one."""
+    return any(d == o or o.startswith(d + "/") or d.startswith(o + "/") for d in deps for o in outs)
 
 
 def track_ledger(root: Path) -> None:

@@ -176,7 +176,7 @@ def test_a_flush_that_fails_leaves_every_request_pending_for_the_next(project: P
     assert exante(root, "ledger", "verify").code == 0
 
 
-def test_a_deletions_repro_names_every_stage_but_the_audit(tmp_path):
+def test_a_deletions_repro_reaches_every_stage_but_the_audit(tmp_path):
     from exante._dvc import _targets
 
     assert _targets(tmp_path, ("audit",)) == []  # no dvc.yaml: a plain `dvc repro` says so
@@ -185,5 +185,25 @@ def test_a_deletions_repro_names_every_stage_but_the_audit(tmp_path):
     (tmp_path / "dvc.yaml").write_text(
         "stages:\n  train: {cmd: t}\n  audit: {cmd: a}\n  ingest: {foreach: [1], do: {cmd: i}}\n"
     )
-    assert _targets(tmp_path, ("audit",)) == ["ingest", "train"]
+    assert _targets(tmp_path, ("audit",)) == ["ingest", "train"]  # unconnected: both named
     assert _targets(tmp_path, ()) == []  # nothing skipped: every stage, as `dvc repro` does
+
+
+def test_the_repro_targets_are_the_stages_no_other_reads_and_reach_every_stage():
+    """``dvc repro`` of the targets runs their upstream: on the repository's pipeline, every
+    stage but the audit is upstream of (or is) a target, and the audit is not."""
+    from exante._dvc import _paths, _reads, _targets
+
+    root = Path(__file__).resolve().parents[1]
+    targets = _targets(root, ("audit",))
+    assert targets == ["report", "verify"]
+    stages = yaml.safe_load((root / "dvc.yaml").read_text())["stages"]
+    body = {n: s.get("do", s) for n, s in stages.items()}
+    outs = {m: _paths(s, "outs", "metrics", "plots") for m, s in body.items()}
+    reached, todo = set(), list(targets)
+    while todo:  # walk upstream: a stage whose outputs a reached stage reads
+        n = todo.pop()
+        reached.add(n)
+        deps = _paths(body[n], "deps")
+        todo += [m for m in body if m not in reached and m != n and _reads(deps, outs[m])]
+    assert reached == set(stages) - {"audit"}
