@@ -75,7 +75,10 @@ def _targets(root: Path, skip: Sequence[str]) -> list[str]:
     says what is wrong with it.
 
     Naming every stage instead cost about 3 s of ``dvc repro`` start-up (DVC
-    collects each target on its own).
+    collects each target on its own). Where paths alone cannot tell what DVC
+    links (a frozen stage cuts its upstream off; ``wdir`` and stage ``vars``
+    move paths), every stage but ``skip`` is named, as it is when no stage
+    comes out unread.
     """
     import yaml
 
@@ -84,12 +87,16 @@ def _targets(root: Path, skip: Sequence[str]) -> list[str]:
     try:
         stages = yaml.safe_load((Path(root) / LAYOUT.dvc_file).read_text()).get("stages", {})
         kept = {n: stages[n].get("do", stages[n]) for n in stages if n not in set(skip)}
+        unsure = any(x.get(k) for n in kept for x in (stages[n], kept[n])
+                     for k in ("frozen", "wdir", "vars"))  # fmt: skip
     except (OSError, yaml.YAMLError, AttributeError):
         return []
+    if unsure:
+        return sorted(kept)
     outs = {n: _paths(s, "outs", "metrics", "plots") for n, s in kept.items()}
     deps = {n: _paths(s, "deps") for n, s in kept.items()}
-    return sorted(n for n in kept
-                  if not any(_reads(deps[m], outs[n]) for m in kept if m != n))  # fmt: skip
+    unread = [n for n in kept if not any(_reads(deps[m], outs[n]) for m in kept if m != n)]
+    return sorted(unread or kept)
 
 
 def _paths(stage: dict, *fields: str) -> list[str]:

@@ -333,18 +333,14 @@ def cmd_train(args) -> int:
             close()
     else:  # every shard, train.workers at a time; unchanged ones find their checkpoints
         from exante import _units
-        from training.executor import pool_of, run_units
+        from training.executor import run_units
+        from training.stages import shard_pool
 
         shards = list(range(cfg.shards))
         show = _progress_on(args)
         jobs = [(str(Path(".").resolve()), cfg.model_dump(mode="json"), s, show) for s in shards]
-        pool = pool_of(cfg)
-        if pool["executor"] == "local" and pool["workers"] > 1:
-            from training.stages import shards_to_train
-
-            if len(shards_to_train(Path("."), cfg)) <= 1:  # after a deletion: usually one
-                pool["workers"] = 1  # here, one after another: no pool to start and import
-        done = run_units(_units.train_shard, jobs, names=[f"shard {s}" for s in shards], **pool)
+        done = run_units(_units.train_shard, jobs, names=[f"shard {s}" for s in shards],
+                         **shard_pool(Path("."), cfg))  # fmt: skip
         for s, m in zip(shards, done, strict=True):
             _say_trained(f"shard {s}", m)
         return 0
@@ -1173,8 +1169,8 @@ def entry(argv: list[str] | None = None) -> NoReturn:
                       if t is not threading.main_thread()):  # fmt: skip
         sys.exit(code)
     atexit._run_exitfuncs()
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(OSError, ValueError):
+    for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
+        with contextlib.suppress(OSError, ValueError, AttributeError):  # closed, or None
             stream.flush()
     os._exit(code)
 

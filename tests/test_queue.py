@@ -187,6 +187,18 @@ def test_a_deletions_repro_reaches_every_stage_but_the_audit(tmp_path):
     )
     assert _targets(tmp_path, ("audit",)) == ["ingest", "train"]  # unconnected: both named
     assert _targets(tmp_path, ()) == []  # nothing skipped: every stage, as `dvc repro` does
+    chain = ("stages:\n  up: {cmd: u, outs: [a]}\n  mid: {cmd: m, deps: [a], outs: [b]%s}\n"
+             "  leaf: {cmd: l, deps: [b], outs: [c]}\n  audit: {cmd: x, deps: [c]}\n")  # fmt: skip
+    (tmp_path / "dvc.yaml").write_text(chain % "")
+    assert _targets(tmp_path, ("audit",)) == ["leaf"]  # up and mid are its upstream
+    (tmp_path / "dvc.yaml").write_text(chain % ", frozen: true")
+    # DVC cuts a frozen stage's upstream off: `dvc repro leaf` would not reach up
+    assert _targets(tmp_path, ("audit",)) == ["leaf", "mid", "up"]
+    (tmp_path / "dvc.yaml").write_text(chain % ", wdir: sub")  # paths move: no guessing
+    assert _targets(tmp_path, ("audit",)) == ["leaf", "mid", "up"]
+    loop = "stages:\n  p: {cmd: p, deps: [b], outs: [a]}\n  q: {cmd: q, deps: [a], outs: [b]}\n"
+    (tmp_path / "dvc.yaml").write_text(loop + "  audit: {cmd: x}\n")
+    assert _targets(tmp_path, ("audit",)) == ["p", "q"]  # none unread: every stage named
 
 
 def test_the_repro_targets_are_the_stages_no_other_reads_and_reach_every_stage():

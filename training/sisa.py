@@ -171,12 +171,16 @@ def slice_addresses(
     *,
     base: Path | None,
     dp_secret: DPSecret | None = None,
+    start: str | None = None,
 ) -> list[str]:
-    """The content address of each slice's checkpoint: what it saw, its config, its start."""
+    """The content address of each slice's checkpoint: what it saw, its config, its start.
+
+    ``start``: the base's digest where the caller has it (it is the same for every shard).
+    """
     keyed = cfg.dp.enabled and not cfg.dp.secure_mode
     commitment = dp_secret.commitment() if keyed and dp_secret is not None else None
     cdigest = config_digest(cfg, cfg.shard, dp_commitment=commitment)
-    start = checkpoints.dir_digest(base) if base else "init"
+    start = start or (checkpoints.dir_digest(base) if base else "init")
     seen = [[(s, rec.record_id, rec.sha256) for s, rec in placed if s <= r]
             for r in range(cfg.slices)]  # fmt: skip
     return [checkpoints.seen_digest(x, config_digest=cdigest, start_digest=start) for x in seen]
@@ -189,6 +193,7 @@ def missing_slices(
     base: Path | None,
     out_dir: Path,
     dp_secret: DPSecret | None = None,
+    start: str | None = None,
 ) -> list[int]:
     """The slices :func:`train_shard` would train now: those whose checkpoint is not there.
 
@@ -197,7 +202,7 @@ def missing_slices(
     """
     if cfg.dp.enabled and not cfg.dp.secure_mode and dp_secret is None:
         return list(range(cfg.slices))
-    addresses = slice_addresses(placed, cfg, base=base, dp_secret=dp_secret)
+    addresses = slice_addresses(placed, cfg, base=base, dp_secret=dp_secret, start=start)
     return [r for r, a in enumerate(addresses)
             if not checkpoints.Checkpoint(Path(out_dir) / "ckpt" / a[:32]).exists()]  # fmt: skip
 

@@ -287,7 +287,8 @@ def shards_to_train(root: Path, cfg: TrainConfig, paths: Layout = LAYOUT) -> lis
     """The shards that would train a slice now; the others find every checkpoint.
 
     A shard whose file cannot be read counts as one to train: its own run then
-    reports the problem. Imports torch (a checkpoint's address binds the device).
+    reports the problem (a digest mismatch, a malformed line). Imports torch (a
+    checkpoint's address binds the device).
     """
     from training.sisa import dp_secret_for, missing_slices
 
@@ -297,17 +298,34 @@ def shards_to_train(root: Path, cfg: TrainConfig, paths: Layout = LAYOUT) -> lis
         secret = dp_secret_for(cfg, root)
     except LineageError:
         return list(range(cfg.shards))  # each shard's run says what is missing
+    start = checkpoints.dir_digest(base) if base.is_dir() else "init"
     out = []
     for s in range(cfg.shards):
         try:
             placed = read_shard(root / shard_file(paths.shards, s))
-        except (OSError, LineageError):
+        except (OSError, LineageError, ValueError, KeyError, TypeError):
             out.append(s)
             continue
-        if missing_slices(placed, cfg, base=base if base.is_dir() else None,
+        if missing_slices(placed, cfg, base=base if base.is_dir() else None, start=start,
                           out_dir=root / paths.shard_dir(s), dp_secret=secret):  # fmt: skip
             out.append(s)
     return out
+
+
+def shard_pool(root: Path, cfg: TrainConfig, paths: Layout = LAYOUT) -> dict:
+    """How ``exante train shards`` runs its units (:func:`training.executor.run_units`).
+
+    ``train.workers`` processes, except where at most one shard has a slice to
+    train (after a deletion, usually): then this process, which spares the
+    pool's start and every worker's imports. Ray runs as asked.
+    """
+    from training.executor import pool_of
+
+    pool = pool_of(cfg)
+    local = pool["executor"] == "local" and pool["workers"] > 1
+    if local and len(shards_to_train(root, cfg, paths)) <= 1:
+        pool["workers"] = 1
+    return pool
 
 
 # -- ensemble and attestation -------------------------------------------------------

@@ -79,6 +79,11 @@ def test_train_shards_starts_no_pool_when_at_most_one_shard_has_slices_to_train(
     assert shards_to_train(root, cfg) == []
     shutil.rmtree(slice_dirs(root, 1, Paths())[-1])  # shard 1's last slice must train again
     assert shards_to_train(root, cfg) == [1]
+    shard0 = root / "data/shards/s00.jsonl"
+    kept = shard0.read_bytes()
+    shard0.write_bytes(kept[: len(kept) // 2])  # cut mid-line: the shard's own run says so
+    assert shards_to_train(root, cfg) == [0, 1]
+    shard0.write_bytes(kept)
 
     calls = []
     real = executor.run_units
