@@ -37,13 +37,15 @@ def repro(
     *,
     progress: Callable[[str], None] | None,
     skip: Sequence[str] = (),
+    force: Sequence[str] = (),
 ) -> None:
     """``dvc repro``, its output streamed line by line into a log under ``.exante/logs``.
 
     The shard retrain runs inside it as a child process: its per-epoch lines
     (slice, epoch, loss, time left) go to the log always, and to stderr with
     progress on, instead of minutes of silence. The stages in ``skip`` (leaves
-    of the pipeline that the caller builds and commits itself) are left out.
+    of the pipeline that the caller builds and commits itself) are left out;
+    those in ``force`` run first, even where DVC finds them up to date.
     """
     from datetime import UTC, datetime
 
@@ -61,8 +63,11 @@ def repro(
         progress(f"step 1/4: retraining {todo or 'nothing (no shard holds the records)'} "
                  f"in dvc repro; log: {log.relative_to(root)}")  # fmt: skip
     targets = _targets(root, skip)
-    code, tail = run_streamed([sys.executable, "-m", "dvc", "repro", *targets], root, log=log,
-                              echo=progress, env={PROGRESS_ENV: "1"})  # fmt: skip
+    for args in ([["repro", "-f", "-s", *force]] if force else []) + [["repro", *targets]]:
+        code, tail = run_streamed([sys.executable, "-m", "dvc", *args], root, log=log,
+                                  echo=progress, env={PROGRESS_ENV: "1"})  # fmt: skip
+        if code != 0:
+            break
     if code != 0:
         raise DeletionFailedError(f"the pipeline (dvc repro) failed (exit {code}); "
                                   f"the whole output is in {log}:", problems=tail)  # fmt: skip

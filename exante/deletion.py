@@ -233,6 +233,31 @@ def _repro(ctx: Context, removed: Mapping[str, str]) -> None:
     once, after the receipt is signed (:func:`_refresh_audit`), not also here.
     """
     _dvc.repro(ctx.root, ctx.cfg, removed, progress=ctx.progress, skip=("audit",))
+    if stale := _still_ingested(ctx.root, removed):
+        # their raw files changed where DVC does not look (a file .dvcignore hides), so
+        # their ingest stages were not re-run: run them, then what depends on them
+        _tell(ctx, f"the records of {', '.join(stale)} still hold removed records: "
+                   "ingesting again")  # fmt: skip
+        _dvc.repro(ctx.root, ctx.cfg, removed, progress=ctx.progress, skip=("audit",),
+                   force=[f"ingest@{s}" for s in stale])  # fmt: skip
+
+
+def _still_ingested(root: Path, removed: Mapping[str, str]) -> list[str]:
+    """The sources whose records file still holds a removed record (ids name their source).
+
+    A line scan: a record line is canonical JSON, its ``record_id`` first (what
+    this misses, :func:`verify_deleted` still finds, after the pipeline).
+    """
+    out = []
+    for source in sorted({rid.partition("/")[0] for rid in removed}):
+        path = root / LAYOUT.records_file(source)
+        heads = tuple(b'{"record_id":"%s"' % rid.encode() for rid in removed
+                      if rid.startswith(source + "/"))  # fmt: skip
+        if path.is_file():
+            with open(path, "rb") as f:
+                if any(line.startswith(heads) for line in f):
+                    out.append(source)
+    return out
 
 
 def _refresh_audit(ctx: Context) -> None:

@@ -412,3 +412,31 @@ def test_delete_verify_refuses_records_in_two_shards_before_writing(deletion: De
     assert (root / "data/ledger.jsonl").read_bytes() == ledger
     usage = run(["exante", "delete", "--resume", "--verify"], root, check=False)
     assert usage.returncode == 2 and "--verify" in usage.stderr
+
+
+def test_a_source_still_holding_a_removed_record_is_ingested_again_by_force(tmp_path, monkeypatch):
+    """A raw change DVC does not see (a file .dvcignore hides) leaves ingest cached: the
+    deletion finds the record still there and forces that source's ingest, then the rest."""
+    from exante import _cost, _stream, deletion
+    from lineage.records import Record, write_records
+
+    kept, gone = (Record.make(f"crm/p0001-{f}", "crm", ["p0001"], f"{f} text") for f in "ab")
+    (tmp_path / "data/records").mkdir(parents=True)
+    write_records(tmp_path / "data/records/crm.jsonl", [kept, gone])
+    (tmp_path / "dvc.yaml").write_text("stages:\n  ingest: {foreach: [crm], do: {cmd: i}}\n"
+                                       "  audit: {cmd: a}\n")  # fmt: skip
+    cmds = []
+
+    def dvc(cmd, *args, **kwargs):  # `python -m dvc ...`: what it was asked to run
+        cmds.append(cmd[3:])
+        return 0, []
+
+    monkeypatch.setattr(_stream, "run_streamed", dvc)
+    monkeypatch.setattr(_cost, "plan", lambda *a: {"shards": {}})
+    ctx = deletion.Context(root=tmp_path, cfg=None, signer=None, trusted={}, progress=None)
+    deletion._repro(ctx, {gone.record_id: gone.sha256})
+    assert cmds == [["repro", "ingest"], ["repro", "-f", "-s", "ingest@crm"], ["repro", "ingest"]]
+    cmds.clear()
+    write_records(tmp_path / "data/records/crm.jsonl", [kept])  # gone, as a deletion leaves it
+    deletion._repro(ctx, {gone.record_id: gone.sha256})
+    assert cmds == [["repro", "ingest"]]
