@@ -259,8 +259,11 @@ def _start_model(shard, cfg: TrainConfig, tok, previous, base) -> torch.nn.Modul
         model = get_peft_model(load_model(base), lora_config(cfg, base))
         return model
     if previous is not None:
-        return load_model(previous.path)
+        return load_model(previous.path)  # its optimizer state restores the generator
     if base is not None:
+        # dropout draws from torch's global generator: seeded here, as an init is, so the
+        # first slice's bits do not depend on what this process (a pool worker) ran before
+        torch.manual_seed(_seed(cfg.seed, "init", shard))
         return load_model(base)
     return build_model(cfg.model, tok, seed=_seed(cfg.seed, "init", shard))
 

@@ -266,3 +266,23 @@ def test_min_steps_trains_the_floor_and_deletes_exactly(tmp_path):
     for r in range(cfg.slices):
         assert steps(plain, r) < 20 <= steps(result, r), r  # target_loss 0: each runs its cap
     assert_a_slice_1_deletion_is_exact(data, cfg, tmp_path)
+
+
+def test_a_first_slice_from_the_base_starts_from_a_generator_seeded_by_seed_and_shard(tmp_path):
+    """Dropout draws from torch's global generator. A shard's first slice trained from the
+    base seeds it as an init is, so its bits do not depend on what its process ran before
+    (a pool worker trains several shards; a deletion retrains one alone)."""
+    from training.sisa import _start_model, train_base
+    from training.tokenizer import tokenizer_for
+
+    cfg = TINY
+    train_base([], cfg, tmp_path / "base")  # no records: the model as built, saved
+    tok = tokenizer_for(cfg.model)
+    draws = []
+    for shard, before in ((0, 5), (0, 9), (1, 5)):
+        torch.manual_seed(before)
+        torch.rand(before)  # what an earlier shard in the same process left behind
+        _start_model(shard, cfg, tok, None, tmp_path / "base")
+        draws.append(torch.rand(4))
+    assert torch.equal(draws[0], draws[1])  # the same shard: the same stream, whatever came first
+    assert not torch.equal(draws[0], draws[2])  # another shard: its own
