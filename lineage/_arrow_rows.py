@@ -35,7 +35,7 @@ import pyarrow.compute as pc
 
 from lineage._canonical import canonical_text
 from lineage._ids import RAW_ID
-from lineage._nfc_stable import pattern as _unstable_pattern
+from lineage._nfc_stable import starts_and_ends
 from lineage.records import Record
 
 MAX_BYTES = 1 << 28  # of a batch's column: so its lines (escaping may grow a text 6x) < 2 GiB
@@ -44,7 +44,7 @@ _VISIBLE = "[!-~]"  # a printable ASCII character: the text is surely not blank
 _json_str = json.encoder.encode_basestring
 _SCAN = 1 << 16  # bytes of a text column scanned at once
 _ESCAPED = re.compile(r'[\x00-\x1f"\\]').search  # what JSON escapes (non-ASCII it keeps)
-_UNSTABLE = _unstable_pattern()  # texts matching it may change under NFC (or hold "\r")
+_UNSTABLE = starts_and_ends()  # code points NFC may change; None: every one may (see _nfc_stable)
 
 
 @dataclass(frozen=True)
@@ -148,19 +148,16 @@ def _no_blank(texts: pa.Array | None) -> bool:
 def _canonical_and_escaped(texts: pa.Array) -> tuple[pa.Array, pa.Array]:
     """The canonical texts, and each as it goes between a JSON string's quotes.
 
-    Only a text with a byte >= 0x80 or a ``\\r`` can change when canonicalized,
-    and only one with a control character, a quote or a backslash when escaped:
-    those rows, found in one pass over the column's bytes, are done in Python
+    Only a text with a ``\\r`` or a character NFC may change can change when
+    canonicalized, and only one with a control character, a quote or a
+    backslash when escaped: those rows, found in one pass over the column's
+    bytes (:func:`_scan`), are done in Python
     (and only the texts that do change are replaced). Every other row is its
     own answer.
     """
     canon, escape = _scan(texts)
-    taken = texts.take(canon)
-    if len(canon) and _UNSTABLE is not None:  # only texts NFC may change: see _nfc_stable
-        may_change = pc.match_substring_regex(taken, _UNSTABLE)
-        canon, taken = canon[may_change.to_numpy(zero_copy_only=False)], taken.filter(may_change)
     if len(canon):
-        raw = taken.to_pylist()
+        raw = texts.take(canon).to_pylist()
         canonical = list(map(canonical_text, raw))  # the same object where already canonical
         changed = np.fromiter(map(operator.is_not, canonical, raw), bool, len(raw))
         if changed.any():  # look for escapes again in what is written, for changed rows
@@ -183,10 +180,11 @@ def _replaced(texts: pa.Array, rows: np.ndarray, values) -> pa.Array:
 def _scan(texts: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     """The rows (ascending) that may change when canonicalized, and those JSON escapes.
 
-    The first hold a byte >= 0x80 (a non-ASCII character) or a ``\\r``; the
-    second a control character, a quote or a backslash. Scanned a slice at a
-    time, so the scratch arrays stay small and warm: fresh megabytes cost a
-    page fault each, on every batch.
+    The first hold a ``\\r`` or a character NFC may change (:func:`_may_change`:
+    not a plain accented letter, which is already NFC); the second a control
+    character, a quote or a backslash. Scanned a slice at a time, so the
+    scratch arrays stay small and warm: fresh megabytes cost a page fault
+    each, on every batch.
     """
     n = len(texts)
     if n == 0:
@@ -199,13 +197,34 @@ def _scan(texts: pa.Array) -> tuple[np.ndarray, np.ndarray]:
         part = raw[i : i + _SCAN]
         canon.append(np.flatnonzero((part >= 0x80) | (part == 0x0D)) + i)
         escape.append(np.flatnonzero((part < 0x20) | (part == 0x22) | (part == 0x5C)) + i)
-    return _rows_of(at, canon), _rows_of(at, escape)
+    hits = np.concatenate(canon)
+    return _rows_of(at, hits[_may_change(raw, hits)]), _rows_of(at, np.concatenate(escape))
 
 
-def _rows_of(at: np.ndarray, hits: list[np.ndarray]) -> np.ndarray:
-    """The rows that the byte positions ``hits`` (relative to the first row) fall in."""
-    found = np.concatenate(hits) + at[0]
-    return np.unique(np.searchsorted(at, found, side="right") - 1)
+def _may_change(raw: np.ndarray, hits: np.ndarray) -> np.ndarray:
+    """Which of the bytes at ``hits`` (``\\r`` or >= 0x80) may make canonicalization change a text.
+
+    A ``\\r``, and each UTF-8 lead byte whose character is in the NFC table
+    (:mod:`lineage._nfc_stable`), decoded here from the bytes that follow it;
+    never a continuation byte. Without a table for this Python's Unicode data,
+    every hit. Work in proportion to the non-ASCII bytes only.
+    """
+    if _UNSTABLE is None or not len(hits):
+        return np.ones(len(hits), bool)
+    b0 = raw[hits].astype(np.int64)
+    after = [raw[np.minimum(hits + k, len(raw) - 1)].astype(np.int64) & 0x3F for k in (1, 2, 3)]
+    cp = np.where(b0 >= 0xF0, (b0 & 0x07) << 18 | after[0] << 12 | after[1] << 6 | after[2],
+         np.where(b0 >= 0xE0, (b0 & 0x0F) << 12 | after[0] << 6 | after[1],
+                  (b0 & 0x1F) << 6 | after[0]))  # fmt: skip
+    starts, ends = _UNSTABLE
+    i = np.searchsorted(starts, cp, side="right") - 1
+    unstable = (i >= 0) & (cp <= ends[np.maximum(i, 0)])
+    return (b0 == 0x0D) | ((b0 >= 0xC0) & unstable)
+
+
+def _rows_of(at: np.ndarray, found: np.ndarray) -> np.ndarray:
+    """The rows that the byte positions ``found`` (relative to the first row) fall in."""
+    return np.unique(np.searchsorted(at, found + at[0], side="right") - 1)
 
 
 def _json_inner(text: str) -> str:

@@ -4,7 +4,8 @@ A text made only of characters outside this set is its own NFC form: each such
 character has combining class 0, is its own NFC, is never the second half of
 a canonical composition, and its full decomposition starts with a character
 that is none of these either, so normalization can neither reorder, decompose
-nor compose anything across two of them. Columnar ingest matches this class over a column (RE2) and
+nor compose anything across two of them. Columnar ingest looks the non-ASCII
+characters of a column up in this table (``lineage._arrow_rows._may_change``) and
 sends only the texts that hold one of these characters through
 ``unicodedata.normalize``. The set is a superset (every second half of a
 two-character canonical decomposition, composition exclusions included), which
@@ -127,12 +128,17 @@ def _leads(cp: int, unstable: set[int]) -> bool:
     return ord(first) in unstable or unicodedata.combining(first) != 0
 
 
-def pattern() -> str | None:
-    """An RE2 class matching ``\\r`` or any unstable character; None under other Unicode data."""
+def starts_and_ends():
+    """The table as two arrays (first and last code point of each range).
+
+    None under another Unicode version than the table's: every non-ASCII text
+    then goes through Python.
+    """
     if unicodedata.unidata_version != UNIDATA_VERSION:
         return None
-    parts = (f"\\x{{{a:X}}}" if a == b else f"\\x{{{a:X}}}-\\x{{{b:X}}}" for a, b in RANGES)
-    return "[\\r" + "".join(parts) + "]"
+    import numpy as np
+
+    return np.array([a for a, _ in RANGES]), np.array([b for _, b in RANGES])
 
 
 def _source() -> str:
