@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from lineage._runs import _disjoint, raise_duplicates
+from lineage._writer import BackgroundWriter
 
 BLOCK = 16_384  # rows per spilled key batch, so per run in memory while merging
 COPY = 8 << 20  # bytes per read when copying a spilled run's lines
@@ -132,6 +133,16 @@ class _Sorter:
 
 
 def write_sorted(out, batches, run_bytes: int, spill_dir: Path, runs: list) -> None:
+    """The lines of ``batches`` written to ``out`` in key order (see the module doc).
+
+    ``out`` is written on a thread of its own (:mod:`lineage._writer`), so the
+    copies into the page cache overlap the reading and mapping of the next batches.
+    """
+    with BackgroundWriter(out) as background:
+        _write_sorted(background, batches, run_bytes, spill_dir, runs)
+
+
+def _write_sorted(out, batches, run_bytes: int, spill_dir: Path, runs: list) -> None:
     sorter = _Sorter(out, spill_dir, runs)
     parts, size = [], 0
     for arrow in map(_as_batch, batches):
