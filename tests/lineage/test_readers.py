@@ -516,3 +516,29 @@ def test_hf_over_csv_data_files_knows_its_columns(project: Project) -> None:
     assert [r["text"] for r in lines(project.root, "csvs")] == sorted(
         ROWS["body"], key=lambda t: ROWS["doc_key"][ROWS["body"].index(t)]
     )
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads RssFile from /proc")
+def test_a_parquet_file_is_read_not_mapped_into_memory(project: Project) -> None:
+    """Every batch read, the file's pages are not in the process's resident set (RssFile)."""
+    from lineage._readers import read_batches
+
+    def rss_file_mib() -> float:
+        lines = Path("/proc/self/status").read_text().splitlines()
+        return int(next(x.split()[1] for x in lines if x.startswith("RssFile:"))) / 1024
+
+    rng = random.Random(4)
+    texts = ["".join(rng.choices("abcdefghij", k=600)) for _ in range(40_000)]  # ~24 MB
+    path = project.root / "data" / "raw" / "big.parquet"
+    pq.write_table(pa.table({"id": [f"r{i}" for i in range(len(texts))], "t": texts}), path)
+    size = path.stat().st_size / (1 << 20)
+    assert size > 16
+    register(project, "big", format="parquet", location="data/raw/big.parquet",
+             fields={"id": "id", "text": "t"})  # fmt: skip
+    source = load_registry(project.root / "data" / "sources.yaml").get("big")
+    before, grown, rows = rss_file_mib(), [], 0
+    for batch in read_batches(source, project.root, ("id", "t")):  # the file open throughout
+        rows += batch.arrow.num_rows
+        grown.append(rss_file_mib() - before)
+    assert rows == len(texts)
+    assert max(grown) < size / 4, f"{size:.0f} MiB file: RssFile grew {max(grown):.0f} MiB"
