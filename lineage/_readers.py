@@ -211,15 +211,17 @@ def _warm_allocator(reader):
 def _parquet(source: Source, root: Path, columns: tuple[str, ...]) -> Iterator[Batch]:
     """The file's row groups read a batch at a time, its mapped columns only.
 
-    Read, not memory-mapped: a mapped file's pages stay in the process's
-    resident set as they are read, so an ingest's RSS grew with the size of
-    the file (by about its size), though nothing of it was held.
+    Neither memory-mapped nor pre-buffered: pyarrow's pre-buffering (on by
+    default) keeps every column chunk it has read until the file is closed,
+    in the mapped file's pages (counted in the process's RSS) or, unmapped,
+    in memory of its own, so an ingest's RSS grew by about half the file's
+    size though nothing of it was used again.
     """
     import pyarrow.parquet as pq
 
     path = source.path(root)
     try:
-        pf = pq.ParquetFile(path, memory_map=False)
+        pf = pq.ParquetFile(path, memory_map=False, pre_buffer=False)
     except _arrow_errors() as exc:
         raise MalformedRecordError(f"{path}: not a readable Parquet file ({exc})") from None
     _missing(source, pf.schema_arrow.names, columns, path)
