@@ -3,7 +3,7 @@
 One run generates ``--rows`` rows (``id``, a ``text`` of 100–200 characters, a
 ``subject`` column and two columns the mapping leaves out) into a temporary
 directory, then times, each in a fresh interpreter that reports its own peak
-RSS (``VmHWM``), best of ``--repeat``:
+RSS (``VmHWM``), best of ``--repeat`` (5):
 
 * **arrow**: ``ParquetFile.iter_batches`` over the three mapped columns, each
   column turned into Python objects (``to_pylist``) — what any Python reader of
@@ -52,7 +52,7 @@ ACCENTED = ["café", "naïve", "Zürich", "façade"]
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--rows", type=int, default=1_000_000)
-    p.add_argument("--repeat", type=int, default=2, help="best of this many runs")
+    p.add_argument("--repeat", type=int, default=5, help="best of this many runs")
     p.add_argument(
         "--order", choices=["sorted", "shuffled"], default="sorted",
         help="ids in the file in id order (default), or shuffled: the sort then merges runs",
