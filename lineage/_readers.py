@@ -334,6 +334,13 @@ def _streamed(source: Source, root: Path, path: Path):
 
     files = _data_files(source, path)
     builder = _HF_BUILDERS[files[0].suffix]
+    options = {}
+    if builder == "parquet":  # no pre-buffering: it keeps what it read (see _parquet)
+        import pyarrow.dataset
+
+        options["fragment_scan_options"] = pyarrow.dataset.ParquetFragmentScanOptions(
+            pre_buffer=False
+        )
     try:
         return datasets.load_dataset(
             builder,
@@ -341,6 +348,7 @@ def _streamed(source: Source, root: Path, path: Path):
             split=(source.read and source.read.split) or "train",
             streaming=True,
             cache_dir=str(root / HF_CACHE),
+            **options,
         )
     except (FileNotFoundError, ValueError, OSError) as exc:
         raise MalformedRecordError(f"{path}: not readable as {builder} files ({exc})") from None
