@@ -45,6 +45,9 @@ _json_str = json.encoder.encode_basestring
 _SCAN = 1 << 16  # bytes of a text column scanned at once
 _ESCAPED = re.compile(r'[\x00-\x1f"\\]').search  # what JSON escapes (non-ASCII it keeps)
 _UNSTABLE = starts_and_ends()  # code points NFC may change; None: every one may (see _nfc_stable)
+# the least UTF-8 lead byte of a character in that table (0xCC: U+0300 and up); a text
+# whose other bytes are below it (ASCII, Latin-1, most accented Latin) needs no lookup
+_FIRST_LEAD = 0x80 if _UNSTABLE is None else chr(int(_UNSTABLE[0][0])).encode()[0]
 
 
 @dataclass(frozen=True)
@@ -183,8 +186,8 @@ def _scan(texts: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     The first hold a ``\\r`` or a character NFC may change (:func:`_may_change`:
     not a plain accented letter, which is already NFC); the second a control
     character, a quote or a backslash. Scanned a slice at a time, so the
-    scratch arrays stay small and warm: fresh megabytes cost a page fault
-    each, on every batch.
+    scratch arrays stay small and warm (fresh megabytes cost a page fault
+    each, on every batch) whatever the share of non-ASCII text.
     """
     n = len(texts)
     if n == 0:
@@ -195,24 +198,25 @@ def _scan(texts: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     canon, escape = [], []
     for i in range(0, len(raw), _SCAN):
         part = raw[i : i + _SCAN]
-        canon.append(np.flatnonzero((part >= 0x80) | (part == 0x0D)) + i)
+        hits = np.flatnonzero((part >= _FIRST_LEAD) | (part == 0x0D)) + i
+        canon.append(hits[_may_change(raw, hits)])
         escape.append(np.flatnonzero((part < 0x20) | (part == 0x22) | (part == 0x5C)) + i)
-    hits = np.concatenate(canon)
-    return _rows_of(at, hits[_may_change(raw, hits)]), _rows_of(at, np.concatenate(escape))
+    return _rows_of(at, np.concatenate(canon)), _rows_of(at, np.concatenate(escape))
 
 
 def _may_change(raw: np.ndarray, hits: np.ndarray) -> np.ndarray:
-    """Which of the bytes at ``hits`` (``\\r`` or >= 0x80) may make canonicalization change a text.
+    """Which of the bytes at ``hits`` may make canonicalization change a text.
 
-    A ``\\r``, and each UTF-8 lead byte whose character is in the NFC table
-    (:mod:`lineage._nfc_stable`), decoded here from the bytes that follow it;
-    never a continuation byte. Without a table for this Python's Unicode data,
-    every hit. Work in proportion to the non-ASCII bytes only.
+    ``hits`` are ``\\r`` or bytes from ``_FIRST_LEAD`` up (never an ASCII byte
+    but ``\\r``); what counts is a ``\\r`` and each UTF-8 lead byte whose
+    character is in the NFC table (:mod:`lineage._nfc_stable`), decoded here
+    from the bytes that follow it (in ``raw``, past the slice if need be).
+    Without a table for this Python's Unicode data, every hit.
     """
     if _UNSTABLE is None or not len(hits):
         return np.ones(len(hits), bool)
-    b0 = raw[hits].astype(np.int64)
-    after = [raw[np.minimum(hits + k, len(raw) - 1)].astype(np.int64) & 0x3F for k in (1, 2, 3)]
+    b0 = raw[hits].astype(np.int32)
+    after = [raw[np.minimum(hits + k, len(raw) - 1)].astype(np.int32) & 0x3F for k in (1, 2, 3)]
     cp = np.where(b0 >= 0xF0, (b0 & 0x07) << 18 | after[0] << 12 | after[1] << 6 | after[2],
          np.where(b0 >= 0xE0, (b0 & 0x0F) << 12 | after[0] << 6 | after[1],
                   (b0 & 0x1F) << 6 | after[0]))  # fmt: skip

@@ -128,7 +128,7 @@ def _leads(cp: int, unstable: set[int]) -> bool:
     return ord(first) in unstable or unicodedata.combining(first) != 0
 
 
-def starts_and_ends():
+def starts_and_ends() -> tuple | None:
     """The table as two arrays (first and last code point of each range).
 
     None under another Unicode version than the table's: every non-ASCII text
@@ -138,7 +138,7 @@ def starts_and_ends():
         return None
     import numpy as np
 
-    return np.array([a for a, _ in RANGES]), np.array([b for _, b in RANGES])
+    return np.array([a for a, _ in RANGES], np.int32), np.array([b for _, b in RANGES], np.int32)
 
 
 def _source() -> str:

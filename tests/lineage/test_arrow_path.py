@@ -255,11 +255,30 @@ def test_the_byte_scan_finds_exactly_the_texts_with_an_unstable_character(texts)
     if starts_and_ends() is None:
         pytest.skip("another Unicode version: every non-ASCII text goes to Python")
     texts = [*texts, "caf\u00e9 \U0001d11e", "x\u0301", "\r", "\u037e", "\U0002f800", "\u1161"]
-    canon, _ = arrow_rows_module._scan(pa.array(texts, pa.string()).slice(0))
+    canon, _ = arrow_rows_module._scan(pa.array(texts, pa.string()))
     expected = [i for i, t in enumerate(texts) if any(c == "\r" or not _stable(ord(c)) for c in t)]
     assert canon.tolist() == expected
-    sliced = pa.array(["\u0301", *texts], pa.string()).slice(1)  # a non-zero array offset
-    assert arrow_rows_module._scan(sliced)[0].tolist() == expected
+    both_ends = pa.array(["\u0301", *texts, "\u0301"], pa.string()).slice(1, len(texts))
+    assert arrow_rows_module._scan(both_ends)[0].tolist() == expected  # offsets at both ends
+
+
+def test_without_a_table_every_text_with_a_non_ascii_character_goes_to_python(monkeypatch):
+    monkeypatch.setattr(arrow_rows_module, "_UNSTABLE", None)
+    monkeypatch.setattr(arrow_rows_module, "_FIRST_LEAD", 0x80)
+    texts = ["plain", "caf\u00e9", "\u0416", "a\rb", "x\u0301", "\U0001d11e", "done"]
+    assert arrow_rows_module._scan(pa.array(texts, pa.string()))[0].tolist() == [1, 2, 3, 4, 5]
+
+
+def test_a_column_of_non_latin_text_is_scanned_a_slice_at_a_time(monkeypatch) -> None:
+    """Cyrillic and CJK (every byte non-ASCII): the rows that hold a combining mark, exactly."""
+    rng = random.Random(8)
+    letters = [chr(c) for c in (*range(0x410, 0x450), *range(0x4E00, 0x4E40))]
+    texts = ["".join(rng.choices(letters, k=400)) for _ in range(300)]
+    marked = sorted(rng.sample(range(300), 20))
+    for i in marked:
+        texts[i] += "\u0301"  # a combining acute: NFC may change it
+    monkeypatch.setattr(arrow_rows_module, "_SCAN", 1000)  # many slices; characters cross them
+    assert arrow_rows_module._scan(pa.array(texts, pa.string()))[0].tolist() == marked
 
 
 def test_a_decomposed_accent_in_a_latin_text_is_still_composed() -> None:
