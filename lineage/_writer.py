@@ -3,8 +3,8 @@
 Ingest's main thread reads a columnar source while worker threads map its
 batches; writing the mapped lines on the main thread held the next read back
 by the time the kernel takes to copy them into the page cache. Here the
-writes go to a thread of their own, a bounded number of buffers queued (so
-memory stays bounded), and every ``WRITEBACK`` bytes the kernel is asked to
+writes go to a thread of their own, a bounded number of buffers and bytes
+queued (so memory stays bounded), and every ``WRITEBACK`` bytes the kernel is asked to
 start writing the pages out (``sync_file_range``, Linux), so the ``fsync``
 that publishes the file waits for the last few MiB instead of all of it.
 Nothing about what is written or when it is durable changes: the caller still
@@ -14,12 +14,12 @@ fsyncs before it renames the file into place.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import queue
 import threading
 
-DEPTH = 4  # buffers queued at most (a mapped batch's lines each: a few MiB)
+DEPTH = 4  # buffers queued at most (a mapped batch's lines each: a few MiB) ...
+BUDGET = 64 << 20  # ... and bytes queued at most, beyond one buffer (a merge step's may be more)
 WRITEBACK = 16 << 20  # bytes written between two requests to start writeback
 _START_WRITE = 2  # SYNC_FILE_RANGE_WRITE: start writeback of dirty pages, do not wait
 
@@ -29,7 +29,7 @@ def _sync_file_range():
     if os.uname().sysname != "Linux":
         return None
     try:
-        fn = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True).sync_file_range
+        fn = ctypes.CDLL(None, use_errno=True).sync_file_range  # the process's own libc
     except (OSError, AttributeError):
         return None
     fn.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
@@ -54,6 +54,8 @@ class BackgroundWriter:
     def __init__(self, out) -> None:
         self._out = out
         self._queue: queue.Queue = queue.Queue(DEPTH)
+        self._queued = 0  # bytes in the queue, under _room
+        self._room = threading.Condition()
         self._error: BaseException | None = None
         self._written = self._started = out.tell()
         self._thread = threading.Thread(target=self._run, name="exante-write", daemon=True)
@@ -75,12 +77,15 @@ class BackgroundWriter:
                     self._write(buf)
                 except BaseException as exc:  # raised in the caller's thread
                     self._error = exc
+            with self._room:
+                self._queued -= memoryview(buf).nbytes
+                self._room.notify()
             self._queue.task_done()
         self._queue.task_done()
 
     def _write(self, buf) -> None:
         self._out.write(buf)
-        self._written += len(memoryview(buf))
+        self._written += memoryview(buf).nbytes
         if _SYNC_FILE_RANGE is not None and self._written - self._started >= WRITEBACK:
             self._out.flush()
             _SYNC_FILE_RANGE(
@@ -99,6 +104,10 @@ class BackgroundWriter:
 
     def write(self, buf) -> None:
         self._raise()
+        size = memoryview(buf).nbytes
+        with self._room:  # one buffer may always wait, whatever its size
+            self._room.wait_for(lambda: not self._queued or self._queued + size <= BUDGET)
+            self._queued += size
         self._queue.put(buf)
 
     def flush(self) -> None:

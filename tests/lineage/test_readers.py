@@ -519,15 +519,13 @@ def test_hf_over_csv_data_files_knows_its_columns(project: Project) -> None:
 
 
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads RSS from /proc")
-@pytest.mark.parametrize("fmt", ["parquet", "hf"])  # hf: streamed through datasets
-def test_reading_a_parquet_file_keeps_nothing_of_what_it_read(project: Project, fmt) -> None:
-    """The resident set (anonymous and file pages) stays flat while batch after batch is read."""
-    from lineage._readers import ARROW_BATCH, read_batches
+def test_reading_a_parquet_file_keeps_nothing_of_what_it_read(project: Project) -> None:
+    """The resident set (anonymous and file pages) stays flat while batch after batch is read.
 
-    def rss_mib() -> float:
-        lines = Path("/proc/self/status").read_text().splitlines()
-        kib = [int(x.split()[1]) for x in lines if x.startswith(("RssAnon:", "RssFile:"))]
-        return sum(kib) / 1024
+    The file is written, and read, each in a process of its own: memory a
+    process freed before would hide what the reader keeps.
+    """
+    from lineage._readers import ARROW_BATCH
 
     rows, path = 32 * ARROW_BATCH, project.root / "data" / "raw" / "big.parquet"
     write = f"""if True:
@@ -536,16 +534,32 @@ def test_reading_a_parquet_file_keeps_nothing_of_what_it_read(project: Project, 
         texts = [os.urandom(50).hex() for _ in range(rows)]  # 100 characters, incompressible
         cols = {{"id": [f"r{{i}}" for i in range(rows)], "t": texts, "unmapped": [0.5] * rows}}
         pq.write_table(pa.table(cols), {str(path)!r}, row_group_size=2 * {ARROW_BATCH})
-    """  # in a process of its own: memory this one freed would hide what the reader keeps
+    """
     subprocess.run([sys.executable, "-c", write], check=True)
     size = path.stat().st_size / (1 << 20)
-    register(project, "big", format=fmt, location="data/raw/big.parquet",
+    register(project, "big", format="parquet", location="data/raw/big.parquet",
              fields={"id": "id", "text": "t"})  # fmt: skip
-    source = load_registry(project.root / "data" / "sources.yaml").get("big")
-    seen = []
-    for batch in read_batches(source, project.root, ("id", "t")):  # the file open throughout
-        seen.append((batch.arrow.num_rows, rss_mib()))
-        del batch
+    read = f"""if True:
+        import json
+        from pathlib import Path
+        from lineage._readers import read_batches
+        from lineage.sources import load_registry
+
+        def rss_mib():
+            lines = Path("/proc/self/status").read_text().splitlines()
+            kib = [int(x.split()[1]) for x in lines if x.startswith(("RssAnon:", "RssFile:"))]
+            return sum(kib) / 1024
+
+        root = Path({str(project.root)!r})
+        source = load_registry(root / "data" / "sources.yaml").get("big")
+        seen = []
+        for batch in read_batches(source, root, ("id", "t")):  # the file open throughout
+            seen.append((batch.arrow.num_rows, rss_mib()))
+            del batch
+        print(json.dumps(seen))
+    """
+    out = subprocess.run([sys.executable, "-c", read], check=True, capture_output=True, text=True)
+    seen = json.loads(out.stdout.splitlines()[-1])
     assert sum(n for n, _ in seen) == rows and len(seen) == 32
     first = max(mib for _, mib in seen[:16])  # the reader's and the allocator's working set
     grew = max(mib for _, mib in seen[16:]) - first

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import io
 import os
+import time
 from pathlib import Path
 
 import pyarrow as pa
@@ -99,6 +101,39 @@ def test_a_write_failing_mid_ingest_leaves_no_file(tmp_path: Path, monkeypatch, 
         self._out.write(buf)
 
     monkeypatch.setattr(BackgroundWriter, "_write", failing)
+    fds = _open_files()
     with pytest.raises(OSError, match="Input/output error"):
         stage_sorted(tmp_path / "r.jsonl", map(_as_lines, chunks), run_bytes=20_000)
-    assert list(tmp_path.iterdir()) == []
+    assert list(tmp_path.iterdir()) == []  # the staged file
+    assert _open_files() == fds  # the runs: anonymous files, gone once closed
+
+
+def _open_files() -> set[str]:
+    """What this process's descriptors point at, where Linux shows them."""
+    fd_dir = Path("/proc/self/fd")
+    if not fd_dir.is_dir():
+        return set()
+    out = set()
+    for fd in fd_dir.iterdir():
+        with contextlib.suppress(OSError):  # closed while listed (the listing's own descriptor)
+            out.add(os.readlink(fd))
+    return out
+
+
+def test_queued_bytes_stay_within_the_budget(monkeypatch) -> None:
+    """Many buffers, a slow disk: never more than the budget waits, unless one buffer alone."""
+    monkeypatch.setattr(writer_module, "BUDGET", 1000)
+    seen = []
+
+    class Slow(io.BytesIO):
+        def write(self, buf) -> int:
+            seen.append(w._queued)  # includes the buffer being written
+            time.sleep(0.001)
+            return super().write(buf)
+
+    out = Slow()
+    with BackgroundWriter(out) as w:
+        for size in [300] * 20 + [2500] + [300] * 5:
+            w.write(b"x" * size)
+    assert out.getvalue() == b"x" * (300 * 25 + 2500)
+    assert max(seen) == 2500 and all(q <= 1000 for q in seen if q != 2500)
