@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import random
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -173,23 +174,26 @@ def child(kind: str, root: Path) -> None:
     print(n, time.perf_counter() - t, _peak_rss_kib())
 
 
-def measure(kind: str, root: Path, repeat: int) -> tuple[int, float, float, float]:
-    """(rows, best seconds, lowest and highest peak RSS MiB) of ``kind`` in fresh interpreters.
+def measure(kind: str, root: Path, repeat: int) -> tuple[int, float, float, float, float]:
+    """(rows, best seconds, lowest and highest peak RSS MiB, median seconds) of ``kind``.
+
+    Each run in a fresh interpreter.
 
     Both sizes of the memory check run ``repeat`` times and are compared by their
     lowest peaks: a maximum over two runs against one run at the other size
     would count the run-to-run noise as growth.
     """
-    best, peaks, n = float("inf"), [], 0
+    times, peaks, n = [], [], 0
     for _ in range(repeat):
         out = subprocess.run(
             [sys.executable, __file__, "--child", kind, str(root)],
             check=True, capture_output=True, text=True,
         )  # fmt: skip
         rows, seconds, kib = out.stdout.split()
-        n, best = int(rows), min(best, float(seconds))
+        n = int(rows)
+        times.append(float(seconds))
         peaks.append(int(kib) / 1024)
-    return n, best, min(peaks), max(peaks)
+    return n, min(times), min(peaks), max(peaks), statistics.median(times)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -224,7 +228,7 @@ def records_mib(root: Path) -> float:
 
 def report(args, results: dict, half: tuple, written: list[float]) -> int:
     print(f"\n{'reader':<34}{'rows':>10}{'seconds':>9}{'rows/s':>12}{'peak RSS':>12}")
-    for kind, (n, s, _, rss) in results.items():
+    for kind, (n, s, _, rss, _) in results.items():
         print(f"{kind:<34}{n:>10,}{s:>9.2f}{n / s:>12,.0f}{rss:>9.0f} MiB")
     assert len({r[0] for r in results.values()}) == 1, "readers disagree on the row count"
     rate = {k: r[0] / r[1] for k, r in results.items()}
@@ -235,6 +239,8 @@ def report(args, results: dict, half: tuple, written: list[float]) -> int:
     print(f"\nexante / arrow (to Python objects): {ratio:.2f}x   target >= 0.5x  "
           f"{'ok' if ok_ratio else 'MISSED'}")  # fmt: skip
     print(f"exante / arrow (Arrow memory only): {raw_ratio:.2f}x   (for scale)")
+    median = results["arrow"][4] / results["exante"][4]
+    print(f"exante / arrow, medians of {args.repeat} runs: {median:.2f}x   (for the spread)")
     verdict = ("ok" if ok_rss else "MISSED") if spills else "n/a: no run spilled at this size"
     print(f"exante peak RSS (lowest of {args.repeat} runs; highest): "
           f"{half[2]:.0f} MiB ({half[3]:.0f}) at {half[0]:,} rows, "
