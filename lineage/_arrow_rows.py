@@ -223,7 +223,7 @@ def _may_change(raw: np.ndarray, hits: np.ndarray) -> np.ndarray:
     starts, ends = _UNSTABLE
     i = np.searchsorted(starts, cp, side="right") - 1
     unstable = (i >= 0) & (cp <= ends[np.maximum(i, 0)])
-    return (b0 == 0x0D) | ((b0 >= 0xC0) & unstable)
+    return (b0 == 0x0D) | unstable  # every other hit is a lead byte (>= _FIRST_LEAD)
 
 
 def _rows_of(at: np.ndarray, found: np.ndarray) -> np.ndarray:

@@ -13,13 +13,13 @@ fsyncs before it renames the file into place.
 
 from __future__ import annotations
 
+import collections
 import ctypes
 import os
-import queue
 import threading
 
 DEPTH = 4  # buffers queued at most (a mapped batch's lines each: a few MiB) ...
-BUDGET = 64 << 20  # ... and bytes queued at most, beyond one buffer (a merge step's may be more)
+BUDGET = 64 << 20  # ... and bytes (a merge step's buffer may be more: one may always wait)
 WRITEBACK = 16 << 20  # bytes written between two requests to start writeback
 _START_WRITE = 2  # SYNC_FILE_RANGE_WRITE: start writeback of dirty pages, do not wait
 
@@ -44,18 +44,21 @@ class BackgroundWriter:
     """``out`` (a binary file) written by a thread; use as a context manager.
 
     ``write`` queues a buffer (the caller must not change it afterwards) and
-    returns; an error the thread meets is raised by the next call here. Every
-    other file method the sorter uses (``flush``, ``tell``, ``seek``,
-    ``truncate``, ``fileno``) first waits until every queued buffer is written.
-    Leaving the ``with`` block waits for the queue, stops the thread and
-    raises what it met, if anything, unless an exception is already leaving.
+    returns, waiting first while ``DEPTH`` buffers or ``BUDGET`` bytes wait
+    (one buffer may always wait, whatever its size); an error the thread meets
+    is raised by the next call here. Every other file method the sorter uses
+    (``flush``, ``tell``, ``seek``, ``truncate``, ``fileno``) first waits until
+    every queued buffer is written. Leaving the ``with`` block waits for the
+    queue, stops the thread and raises what it met, if anything, unless an
+    exception is already leaving.
     """
 
     def __init__(self, out) -> None:
         self._out = out
-        self._queue: queue.Queue = queue.Queue(DEPTH)
-        self._queued = 0  # bytes in the queue, under _room
-        self._room = threading.Condition()
+        self._pending: collections.deque = collections.deque()  # (buffer, bytes), oldest first
+        self._queued = 0  # bytes in _pending
+        self._closing = False
+        self._change = threading.Condition()  # guards the three above
         self._error: BaseException | None = None
         self._written = self._started = out.tell()
         self._thread = threading.Thread(target=self._run, name="exante-write", daemon=True)
@@ -65,27 +68,33 @@ class BackgroundWriter:
         return self
 
     def __exit__(self, kind, exc, tb) -> None:
-        self._queue.put(None)
+        with self._change:
+            self._closing = True
+            self._change.notify_all()
         self._thread.join()
         if kind is None:
             self._raise()
 
     def _run(self) -> None:
-        while (buf := self._queue.get()) is not None:
+        while True:
+            with self._change:
+                self._change.wait_for(lambda: self._pending or self._closing)
+                if not self._pending:
+                    return
+                buf, size = self._pending[0]  # stays queued, so _drained waits for it
             if self._error is None:
                 try:
-                    self._write(buf)
+                    self._write(buf, size)
                 except BaseException as exc:  # raised in the caller's thread
                     self._error = exc
-            with self._room:
-                self._queued -= memoryview(buf).nbytes
-                self._room.notify()
-            self._queue.task_done()
-        self._queue.task_done()
+            with self._change:
+                self._pending.popleft()
+                self._queued -= size
+                self._change.notify_all()
 
-    def _write(self, buf) -> None:
+    def _write(self, buf, size: int) -> None:
         self._out.write(buf)
-        self._written += memoryview(buf).nbytes
+        self._written += size
         if _SYNC_FILE_RANGE is not None and self._written - self._started >= WRITEBACK:
             self._out.flush()
             _SYNC_FILE_RANGE(
@@ -98,17 +107,24 @@ class BackgroundWriter:
             raise self._error
 
     def _drained(self):
-        self._queue.join()
+        with self._change:
+            self._change.wait_for(lambda: not self._pending)
         self._raise()
         return self._out
 
     def write(self, buf) -> None:
         self._raise()
         size = memoryview(buf).nbytes
-        with self._room:  # one buffer may always wait, whatever its size
-            self._room.wait_for(lambda: not self._queued or self._queued + size <= BUDGET)
+        with self._change:
+            self._change.wait_for(
+                lambda: (
+                    not self._pending
+                    or (len(self._pending) < DEPTH and self._queued + size <= BUDGET)
+                )
+            )
+            self._pending.append((buf, size))
             self._queued += size
-        self._queue.put(buf)
+            self._change.notify_all()
 
     def flush(self) -> None:
         self._drained().flush()

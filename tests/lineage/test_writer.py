@@ -94,7 +94,7 @@ def test_a_write_failing_mid_ingest_leaves_no_file(tmp_path: Path, monkeypatch, 
     _, chunks = keyed_lines(3000, order, seed=11)
     written = []
 
-    def failing(self, buf) -> None:
+    def failing(self, buf, size: int) -> None:
         if written:
             raise OSError(errno.EIO, "Input/output error")
         written.append(len(memoryview(buf)))
