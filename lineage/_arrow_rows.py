@@ -129,6 +129,7 @@ def _column(batch, name: str) -> pa.Array | None:
         return None
     if isinstance(col, pa.ChunkedArray):
         col = col.combine_chunks()
+    col = batch.utf8(name, col)
     if pa.types.is_large_string(col.type):
         col = col.cast(pa.string())
     return col if pa.types.is_string(col.type) else None

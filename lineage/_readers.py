@@ -65,7 +65,26 @@ class ArrowBatch:
 
     @cached_property
     def columns(self) -> dict[str, list]:
-        return {c: self.arrow.column(c).to_pylist() for c in self.arrow.schema.names}
+        return {c: self.utf8(c, self.arrow.column(c)).to_pylist() for c in self.arrow.schema.names}
+
+    def utf8(self, name: str, col):
+        """``col`` (column ``name``), checked to be valid UTF-8 where it holds strings.
+
+        Parquet and ``datasets`` hand string columns over as they were written,
+        never checking that their bytes are UTF-8; a stray byte would otherwise
+        reach the records file as it is. The first row that is not names the
+        file, the row and the column (a MalformedRecordError).
+        """
+        import pyarrow as pa
+
+        kind = col.type
+        if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
+            return col
+        try:
+            col.validate(full=True)
+        except pa.ArrowInvalid:
+            raise _not_utf8(self, name, col) from None
+        return col
 
     def __len__(self) -> int:
         return self.arrow.num_rows
@@ -162,6 +181,22 @@ def _dir(source: Source, root: Path, columns: tuple[str, ...]) -> Iterator[Batch
 
 
 # -- columnar formats (pyarrow, datasets) ------------------------------------------
+
+
+def _not_utf8(batch: ArrowBatch, name: str, col) -> MalformedRecordError:
+    """The error for the first row of ``col`` whose bytes are not UTF-8."""
+    import pyarrow as pa
+
+    for i, raw in enumerate(col.cast(pa.large_binary(), safe=False).to_pylist()):
+        try:
+            (raw or b"").decode("utf-8")
+        except UnicodeDecodeError as exc:
+            return MalformedRecordError(
+                f"{batch.locate(i)}: column {name!r} is not valid UTF-8 (byte "
+                f"0x{raw[exc.start]:02x} at offset {exc.start}); write the file with its text "
+                "encoded as UTF-8"
+            )
+    return MalformedRecordError(f"{batch.locate(0)}: column {name!r} is not a valid string column")
 
 
 def _arrow_batch(batch, columns: tuple[str, ...], offset: int, where: Path) -> ArrowBatch:

@@ -210,6 +210,44 @@ def test_malformed_file_is_named_and_nothing_written(project, fmt, name, content
     assert not (project.root / RECORDS).exists()
 
 
+def _unchecked_strings(values: list[bytes]) -> pa.Array:
+    """A string array of ``values`` as they are: pyarrow builds it without checking UTF-8."""
+    import numpy as np
+
+    offsets = np.zeros(len(values) + 1, np.int32)
+    offsets[1:] = np.cumsum([len(v) for v in values])
+    data = [None, pa.py_buffer(offsets.tobytes()), pa.py_buffer(b"".join(values))]
+    return pa.Array.from_buffers(pa.string(), len(values), data)
+
+
+@pytest.mark.parametrize(
+    ("fmt", "column", "fields"),
+    [
+        ("parquet", "body", FIELDS),  # the columnar path
+        ("parquet", "lic", {"id": "doc_key", "text": "body", "license": "lic"}),  # per row
+        ("hf", "body", FIELDS),  # datasets' own parquet reader
+    ],
+)
+def test_a_string_that_is_not_utf8_is_named_and_nothing_is_lost(project, fmt, column, fields):
+    """Parquet keeps a string column's bytes unchecked: ingest names the row and column (exit 3)."""
+    rows = dict(ROWS) | {"lic": [None, "MIT", None]}
+    write_parquet(project.root, rows)
+    register(project, "docs", format=fmt, location="data/raw/docs.parquet", fields=fields)
+    run_ingest(project.root)
+    before = snapshot(project.root)
+    bad = [v.encode() if v else b"" for v in rows[column]]
+    bad[1] = b"caf\xe9 au lait"  # Latin-1, not UTF-8
+    table_ = table(rows).set_column(
+        table(rows).schema.get_field_index(column), column, _unchecked_strings(bad)
+    )
+    pq.write_table(table_, project.root / "data/raw/docs.parquet")
+    result = exante(project.root, "ingest")
+    assert result.code == 3, result.err
+    assert "docs.parquet: row 2: column" in result.err and repr(column) in result.err
+    assert "not valid UTF-8 (byte 0xe9 at offset 3)" in result.err
+    assert snapshot(project.root) == before  # the records of the last good ingest, untouched
+
+
 def test_derived_ids_are_stable_when_rows_move_and_others_change(project: Project) -> None:
     fields = {"id_from": ["body"], "text": "body", "subjects": "people"}
     register(project, "docs", format="parquet", location=write_parquet(project.root), fields=fields)
