@@ -13,9 +13,10 @@ RSS (``VmHWM``), best of ``--repeat`` (5):
   source with a field mapping — read, check every id, text and subject, hash,
   sort by id and write the records file.
 
-Imports are done before the clock starts, for every reader: pyarrow, exante's
-ingest modules, and pandas, which pyarrow imports on its first conversion of a
-Python value (about 0.2 s, once a process).
+Imports are done before the clock starts, for every reader: pyarrow and
+exante's ingest modules. pandas is not: pyarrow imports it on its first
+conversion of a Python value (0.13-0.19 s, once a process), which neither
+reader makes; each run reports whether pandas was imported while it was timed.
 
 The ratio exante/arrow (records per second) is the result; target ≥ 0.5. The
 memory check runs exante again on half the rows, as many times: from half to
@@ -152,17 +153,11 @@ def _exante(root: Path) -> int:
 
 
 def child(kind: str, root: Path) -> None:
-    import pyarrow
-    import pyarrow.parquet
+    import pyarrow.parquet  # noqa: F401
 
     import lineage._arrow_rows  # what ingest of a parquet source loads
     import lineage._arrow_runs
     import lineage.ingest  # noqa: F401
-
-    # pyarrow imports pandas (about 0.2 s) the first time it converts a Python
-    # value (pa.array, pa.scalar, a str argument to a compute function): an
-    # import like the others, paid once a process, so done before the clock too
-    pyarrow.scalar("")
 
     run = {
         "arrow": lambda: _arrow(root, python_objects=True),
@@ -171,11 +166,12 @@ def child(kind: str, root: Path) -> None:
     }[kind]
     t = time.perf_counter()
     n = run()
-    print(n, time.perf_counter() - t, _peak_rss_kib())
+    print(n, time.perf_counter() - t, _peak_rss_kib(), int("pandas" in sys.modules))
 
 
-def measure(kind: str, root: Path, repeat: int) -> tuple[int, float, float, float, float]:
-    """(rows, best seconds, lowest and highest peak RSS MiB, median seconds) of ``kind``.
+def measure(kind: str, root: Path, repeat: int) -> tuple:
+    """(rows, best seconds, lowest and highest peak RSS MiB, median seconds, whether
+    pandas was imported in any run) of ``kind``.
 
     Each run in a fresh interpreter.
 
@@ -183,17 +179,17 @@ def measure(kind: str, root: Path, repeat: int) -> tuple[int, float, float, floa
     lowest peaks: a maximum over two runs against one run at the other size
     would count the run-to-run noise as growth.
     """
-    times, peaks, n = [], [], 0
+    times, peaks, n, pandas = [], [], 0, False
     for _ in range(repeat):
         out = subprocess.run(
             [sys.executable, __file__, "--child", kind, str(root)],
             check=True, capture_output=True, text=True,
         )  # fmt: skip
-        rows, seconds, kib = out.stdout.split()
-        n = int(rows)
+        rows, seconds, kib, imported = out.stdout.split()
+        n, pandas = int(rows), pandas or imported == "1"
         times.append(float(seconds))
         peaks.append(int(kib) / 1024)
-    return n, min(times), min(peaks), max(peaks), statistics.median(times)
+    return n, min(times), min(peaks), max(peaks), statistics.median(times), pandas
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -227,9 +223,10 @@ def records_mib(root: Path) -> float:
 
 
 def report(args, results: dict, half: tuple, written: list[float]) -> int:
-    print(f"\n{'reader':<34}{'rows':>10}{'seconds':>9}{'rows/s':>12}{'peak RSS':>12}")
-    for kind, (n, s, _, rss, _) in results.items():
-        print(f"{kind:<34}{n:>10,}{s:>9.2f}{n / s:>12,.0f}{rss:>9.0f} MiB")
+    print(f"\n{'reader':<34}{'rows':>10}{'seconds':>9}{'rows/s':>12}{'peak RSS':>12}  pandas")
+    for kind, (n, s, _, rss, _, pandas) in results.items():
+        print(f"{kind:<34}{n:>10,}{s:>9.2f}{n / s:>12,.0f}{rss:>9.0f} MiB  "
+              f"{'imported' if pandas else 'no'}")  # fmt: skip
     assert len({r[0] for r in results.values()}) == 1, "readers disagree on the row count"
     rate = {k: r[0] / r[1] for k, r in results.items()}
     ratio, raw_ratio = rate["exante"] / rate["arrow"], rate["exante"] / rate["arrow-raw"]

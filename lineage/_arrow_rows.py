@@ -33,6 +33,7 @@ import polars_hash
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from lineage._arrow_build import booleans, literal, numbers, strings
 from lineage._canonical import canonical_text
 from lineage._ids import RAW_ID
 from lineage._nfc_stable import starts_and_ends
@@ -95,7 +96,7 @@ class ArrowRows:
     def lines(self, keep=None) -> ArrowLines:
         if keep is None:
             return ArrowLines(self.keys, self.all_lines)
-        rows = pa.array(keep, pa.int64())
+        rows = numbers(keep, pa.int64())
         return ArrowLines(self.keys.take(rows), self.all_lines.take(rows))
 
 
@@ -111,12 +112,20 @@ def arrow_rows(m, batch) -> ArrowRows | None:
     texts, escaped = _canonical_and_escaped(texts)
     digests = _sha256_hex(texts)
     src = m.source.id
-    keys = pc.binary_join_element_wise(f"{src}/", ids, "")
+    keys = pc.binary_join_element_wise(literal(f"{src}/"), ids, _NONE)
     subj = ('","subject_ids":["', subjects, '"],"text":"') if subjects is not None else ()
     head = ('{"record_id":"', keys, '","sha256":"', digests, f'","source_id":"{src}')
     parts = (*head, *(subj or ('","subject_ids":[],"text":"',)), escaped, '"}\n')
-    lines = pc.binary_join_element_wise(*parts, "")
+    lines = pc.binary_join_element_wise(*map(_arrow, parts), _NONE)
     return ArrowRows(src, keys, subjects, texts, digests, lines.cast(pa.binary()))
+
+
+_NONE = literal("")
+
+
+def _arrow(part):
+    """A part of a line: a column as it is, a ``str`` as an Arrow scalar (see _arrow_build)."""
+    return literal(part) if isinstance(part, str) else part
 
 
 def _column(batch, name: str) -> pa.Array | None:
@@ -161,7 +170,7 @@ def _canonical_and_escaped(texts: pa.Array) -> tuple[pa.Array, pa.Array]:
     """
     canon, escape = _scan(texts)
     if len(canon):
-        raw = texts.take(canon).to_pylist()
+        raw = texts.take(numbers(canon, pa.int64())).to_pylist()
         canonical = list(map(canonical_text, raw))  # the same object where already canonical
         changed = np.fromiter(map(operator.is_not, canonical, raw), bool, len(raw))
         if changed.any():  # look for escapes again in what is written, for changed rows
@@ -171,14 +180,15 @@ def _canonical_and_escaped(texts: pa.Array) -> tuple[pa.Array, pa.Array]:
             escape = np.union1d(np.setdiff1d(escape, rows), rows[redo])
     if not len(escape):
         return texts, texts
-    return texts, _replaced(texts, escape, map(_json_inner, texts.take(escape).to_pylist()))
+    inner = map(_json_inner, texts.take(numbers(escape, pa.int64())).to_pylist())
+    return texts, _replaced(texts, escape, inner)
 
 
 def _replaced(texts: pa.Array, rows: np.ndarray, values) -> pa.Array:
     """``texts`` with ``texts[rows[i]]`` replaced by ``values[i]`` (``rows`` ascending)."""
     mask = np.zeros(len(texts), bool)
     mask[rows] = True
-    return pc.replace_with_mask(texts, mask, pa.array(values, pa.string()))
+    return pc.replace_with_mask(texts, booleans(mask), strings(values))
 
 
 def _scan(texts: pa.Array) -> tuple[np.ndarray, np.ndarray]:

@@ -23,6 +23,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from lineage._arrow_build import binaries, literal, numbers, strings
 from lineage._runs import _disjoint, raise_duplicates
 from lineage._writer import BackgroundWriter
 
@@ -58,7 +59,7 @@ class _Run:
         self.unique = self.unique and not _duplicates(keys, self.last)
         self.first = keys[0].as_py() if self.first is None else self.first
         self.last = keys[-1].as_py()
-        lengths = pa.array(np.diff(_offsets(batch.column("line"))), pa.int32())
+        lengths = numbers(np.diff(_offsets(batch.column("line"))), pa.int32())
         for start in range(0, len(keys), BLOCK):
             part = [keys.slice(start, BLOCK), lengths.slice(start, BLOCK)]
             self._writer.write_batch(pa.RecordBatch.from_arrays(part, schema=_KEYS))
@@ -75,7 +76,9 @@ class _Run:
         """The run's ``(key, line)`` batches, read back a block at a time."""
         for part in pa.ipc.open_stream(self.keys):
             offsets = np.zeros(part.num_rows + 1, np.int64)
-            np.cumsum(part.column("length").to_numpy(), out=offsets[1:])
+            lengths = part.column("length")  # as numpy without to_numpy (see _arrow_build)
+            np.cumsum(np.frombuffer(lengths.buffers()[1], np.int32, len(lengths),
+                                    offset=4 * lengths.offset), out=offsets[1:])  # fmt: skip
             data = pa.py_buffer(self.lines.read(int(offsets[-1])))
             line = pa.Array.from_buffers(
                 pa.large_binary(), part.num_rows, [None, pa.py_buffer(offsets), data]
@@ -177,15 +180,17 @@ def _take_back(out, into) -> None:
 def _as_batch(batch) -> pa.RecordBatch:
     """ArrowLines, or (from a batch the per-row path took) ``(key, line)`` pairs."""
     if isinstance(batch, list):
-        keys = pa.array([k for k, _ in batch], pa.string())
-        lines = pa.array([line + b"\n" for _, line in batch], pa.large_binary())
+        keys = strings(k for k, _ in batch)
+        lines = binaries(line + b"\n" for _, line in batch)
     else:
         keys, lines = batch.keys, batch.lines.cast(pa.large_binary())
     return pa.RecordBatch.from_arrays([keys, lines], schema=_SCHEMA)
 
 
 def _concat(parts: list[pa.RecordBatch]) -> pa.RecordBatch:
-    return pa.concat_batches(parts) if parts else pa.RecordBatch.from_pylist([], schema=_SCHEMA)
+    if parts:
+        return pa.concat_batches(parts)
+    return pa.RecordBatch.from_arrays([strings(()), binaries(())], schema=_SCHEMA)
 
 
 def _sorted(parts: list[pa.RecordBatch]) -> pa.RecordBatch:
@@ -227,7 +232,7 @@ def _merge(out, runs: list[_Run]) -> None:
         final = []
         for i in live:
             head = heads[i]
-            n = pc.sum(pc.less_equal(head.column(0), cutoff)).as_py() or 0
+            n = pc.sum(pc.less_equal(head.column(0), literal(cutoff))).as_py() or 0
             final.append(head.slice(0, n))
             heads[i] = head.slice(n) if n < head.num_rows else next(readers[i], None)
         batch = _sorted(final)

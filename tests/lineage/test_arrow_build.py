@@ -1,0 +1,47 @@
+"""Arrow values built from their bytes are the ones pyarrow's conversion gives."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from lineage._arrow_build import binaries, booleans, literal, numbers, strings
+
+
+@given(st.lists(st.text()))
+def test_strings_are_pyarrows_strings(values: list[str]) -> None:
+    made = strings(values)
+    made.validate(full=True)
+    assert made.equals(pa.array(values, pa.string()))
+
+
+@given(st.lists(st.binary()))
+def test_binaries_are_pyarrows_large_binaries(values: list[bytes]) -> None:
+    made = binaries(values)
+    made.validate(full=True)
+    assert made.equals(pa.array(values, pa.large_binary()))
+
+
+@pytest.mark.parametrize("kind", [pa.int32(), pa.int64()])
+def test_numbers_from_a_list_or_an_array(kind: pa.DataType) -> None:
+    values = [0, 5, -3, 30_000]
+    for given_as in (values, np.array(values), np.array(values, np.int16)):
+        made = numbers(given_as, kind)
+        made.validate(full=True)
+        assert made.equals(pa.array(values, kind))
+    assert numbers([], kind).equals(pa.array([], kind))
+
+
+def test_a_literal_is_a_string_scalar() -> None:
+    for text in ("", "docs/", '","text":"', "é\n"):
+        assert literal(text).equals(pa.scalar(text, pa.string()))
+
+
+@given(st.lists(st.booleans()))
+def test_booleans_from_a_numpy_mask(values: list[bool]) -> None:
+    made = booleans(np.array(values, bool))
+    made.validate(full=True)
+    assert made.equals(pa.array(values, pa.bool_()))
