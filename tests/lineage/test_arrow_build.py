@@ -5,13 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lineage._arrow_build import binaries, booleans, literal, numbers, strings
 
 
 @given(st.lists(st.text()))
+@settings(deadline=None)  # pyarrow's first conversion imports pandas
 def test_strings_are_pyarrows_strings(values: list[str]) -> None:
     made = strings(values)
     made.validate(full=True)
@@ -19,6 +20,7 @@ def test_strings_are_pyarrows_strings(values: list[str]) -> None:
 
 
 @given(st.lists(st.binary()))
+@settings(deadline=None)  # pyarrow's first conversion imports pandas
 def test_binaries_are_pyarrows_large_binaries(values: list[bytes]) -> None:
     made = binaries(values)
     made.validate(full=True)
@@ -41,6 +43,7 @@ def test_a_literal_is_a_string_scalar() -> None:
 
 
 @given(st.lists(st.booleans()))
+@settings(deadline=None)  # pyarrow's first conversion imports pandas
 def test_booleans_from_a_numpy_mask(values: list[bool]) -> None:
     made = booleans(np.array(values, bool))
     made.validate(full=True)
