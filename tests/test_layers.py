@@ -113,6 +113,14 @@ def test_the_verification_parent_loads_no_transformers_until_it_builds_a_model()
                         {"transformers", "optimum", "peft"}) == []  # fmt: skip
 
 
+def test_the_measuring_processes_load_neither_scipy_nor_model_signing_at_import():
+    """scipy.stats (0.65 s, for one KS test when judging) and model_signing (0.25 s, to sign
+    or verify a model directory) load where they are used: every training, report and
+    verification process, and each measuring worker, imported both before."""
+    modules = ("verify.run", "verify.stage", "training.stages", "training.attest")
+    assert loaded_roots(modules, {"scipy", "model_signing"}) == []
+
+
 def test_a_shard_without_dp_loads_no_opacus():
     """The policy's DP checks import Opacus (about 3 s) only when a source needs DP: a shard
     trained or looked up without it, in the stage's process or a worker, never pays for it."""

@@ -24,8 +24,8 @@ import tempfile
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import model_signing
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -49,6 +49,9 @@ from lineage.signing import (
     subjects_of,
     write_envelope,
 )
+
+if TYPE_CHECKING:  # imported where used: about 0.25 s, and most importers never sign a model
+    import model_signing
 
 PREDICATE_TYPE = "https://exante.dev/attestations/training/v1"
 SCHEMA_VERSION = 1
@@ -261,6 +264,8 @@ def verify_training_attestation(path: Path, *, root: Path, trusted: Mapping) -> 
 
 def _hashing_config(model_dir: Path, signature: Path) -> model_signing.hashing.Config:
     """Ignore the signature file when it lies inside the model, as ``model_signing`` does."""
+    import model_signing
+
     model_root, sig = Path(model_dir).resolve(), Path(signature).resolve()
     ignored = [sig.relative_to(model_root)] if sig.is_relative_to(model_root) else []
     return model_signing.hashing.Config().set_ignored_paths(paths=ignored, ignore_git_paths=True)
@@ -291,6 +296,8 @@ def sign_model_dir(model_dir: Path, *, private_key, signature: Path) -> None:
 def _model_signing_config(signer, tmp: Path) -> model_signing.signing.Config:
     """model_signing reads keys from files: a token key by its URI; a loaded key from a copy
     encrypted under a one-time password in a private temp dir, never in the clear."""
+    import model_signing
+
     config = model_signing.signing.Config()
     if not isinstance(signer, Signer):  # lineage._pkcs11.Pkcs11Signer
         return config.use_pkcs11_signer(pkcs11_uri=signer.uri)
@@ -348,6 +355,8 @@ def verify_model_dir(model_dir: Path, *, public_key: Path, signature: Path) -> N
         raise ModelSignatureError(f"{model_dir} is not a directory; nothing to verify")
     if not Path(signature).is_file():
         raise ModelSignatureError(f"no model signature at {signature}; sign the model first")
+    import model_signing
+
     config = model_signing.verifying.Config().use_elliptic_key_verifier(public_key=public_key)
     config.set_hashing_config(_hashing_config(model_dir, signature))
     try:
