@@ -202,8 +202,10 @@ def _process(
                 meta={"models_before": before, "estimated_cost_ratio": ratio})  # fmt: skip
         erased = erase_at_source(ctx.root)
         ahead = _import_ahead(AFTER_REPRO)
-        _repro(ctx, removed)
-        ahead.join()
+        try:
+            _repro(ctx, removed)
+        finally:  # never an interpreter shutting down under a thread mid-import
+            ahead.join()
         _tell(ctx, "step 2/4: purging old copies (checkpoints, DVC cache and remote)")
         purged = purge(ctx.root, ctx.cfg) | {"raw_rows_erased": erased}
         step.to("purged", from_={"retraining"}, meta=purged)

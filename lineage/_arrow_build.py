@@ -35,8 +35,12 @@ _INTEGERS = {pa.int32(): np.int32, pa.int64(): np.int64}
 
 
 def numbers(values, kind: pa.DataType) -> pa.Array:
-    """``pa.array(values, kind)`` for ``kind`` int32 or int64 (no nulls)."""
-    data = np.ascontiguousarray(values, dtype=_INTEGERS[kind])
+    """``pa.array(values, kind)`` for ``kind`` int32 or int64 (no nulls); a value out of
+    its range is refused (OverflowError), never wrapped around as a numpy cast would."""
+    given = np.asarray(values)
+    data = np.ascontiguousarray(given, dtype=_INTEGERS[kind])
+    if given.size and not np.array_equal(data, given):
+        raise OverflowError(f"a value does not fit {kind}")
     return pa.Array.from_buffers(kind, len(data), [None, pa.py_buffer(data)])
 
 
@@ -47,6 +51,8 @@ def booleans(values) -> pa.Array:
 
 
 def _varlen(kind: pa.DataType, width, encoded: list[bytes]) -> pa.Array:
+    if sum(map(len, encoded)) > np.iinfo(width).max:
+        raise OverflowError(f"more bytes than {kind} offsets hold")
     offsets = np.zeros(len(encoded) + 1, width)
     np.cumsum([len(b) for b in encoded], out=offsets[1:])
     data = pa.py_buffer(b"".join(encoded))

@@ -72,13 +72,14 @@ class ArrowBatch:
 
         Parquet and ``datasets`` hand string columns over as they were written,
         never checking that their bytes are UTF-8; a stray byte would otherwise
-        reach the records file as it is. The first row that is not names the
-        file, the row and the column (a MalformedRecordError).
+        reach the records file as it is, or crash the conversion to Python.
+        Strings anywhere in the column count (a list of subject ids, a
+        dictionary-encoded column). The first row that is not names the file,
+        the row and the column (a MalformedRecordError).
         """
         import pyarrow as pa
 
-        kind = col.type
-        if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
+        if not _holds_strings(col.type):
             return col
         try:
             col.validate(full=True)
@@ -183,20 +184,49 @@ def _dir(source: Source, root: Path, columns: tuple[str, ...]) -> Iterator[Batch
 # -- columnar formats (pyarrow, datasets) ------------------------------------------
 
 
+def _holds_strings(kind) -> bool:
+    """Whether values of Arrow type ``kind`` hold strings (in lists, dictionaries, structs too)."""
+    import pyarrow as pa
+
+    t = pa.types
+    if t.is_string(kind) or t.is_large_string(kind) or t.is_string_view(kind):
+        return True
+    if t.is_dictionary(kind):
+        return _holds_strings(kind.value_type)
+    if (
+        t.is_list(kind)
+        or t.is_large_list(kind)
+        or t.is_fixed_size_list(kind)
+        or t.is_list_view(kind)
+    ):
+        return _holds_strings(kind.value_type)
+    if t.is_struct(kind):
+        return any(_holds_strings(kind.field(i).type) for i in range(kind.num_fields))
+    return False
+
+
+_FIX = "write the file with its text encoded as UTF-8"
+
+
 def _not_utf8(batch: ArrowBatch, name: str, col) -> MalformedRecordError:
     """The error for the first row of ``col`` whose bytes are not UTF-8."""
     import pyarrow as pa
 
-    for i, raw in enumerate(col.cast(pa.large_binary(), safe=False).to_pylist()):
-        try:
-            (raw or b"").decode("utf-8")
-        except UnicodeDecodeError as exc:
-            return MalformedRecordError(
-                f"{batch.locate(i)}: column {name!r} is not valid UTF-8 (byte "
-                f"0x{raw[exc.start]:02x} at offset {exc.start}); write the file with its text "
-                "encoded as UTF-8"
-            )
-    return MalformedRecordError(f"{batch.locate(0)}: column {name!r} is not a valid string column")
+    at = f"column {name!r} is not valid UTF-8"
+    if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
+        for i, raw in enumerate(col.cast(pa.large_binary(), safe=False).to_pylist()):
+            try:
+                (raw or b"").decode("utf-8")
+            except UnicodeDecodeError as exc:
+                byte = f"byte 0x{raw[exc.start]:02x} at offset {exc.start}"
+                return MalformedRecordError(f"{batch.locate(i)}: {at} ({byte}); {_FIX}")
+    else:  # strings inside lists, dictionaries or structs: found by converting row by row
+        for i in range(len(col)):
+            try:
+                col[i].as_py()
+            except UnicodeDecodeError as exc:
+                return MalformedRecordError(f"{batch.locate(i)}: {at} ({exc.reason}); {_FIX}")
+    return MalformedRecordError(f"{batch.locate(0)}: column {name!r} is not a valid column; {_FIX}")
 
 
 def _arrow_batch(batch, columns: tuple[str, ...], offset: int, where: Path) -> ArrowBatch:

@@ -48,3 +48,9 @@ def test_booleans_from_a_numpy_mask(values: list[bool]) -> None:
     made = booleans(np.array(values, bool))
     made.validate(full=True)
     assert made.equals(pa.array(values, pa.bool_()))
+
+
+def test_a_number_out_of_range_is_refused_not_wrapped() -> None:
+    with pytest.raises(OverflowError):
+        numbers([2**31], pa.int32())
+    assert numbers(np.array([2**31]), pa.int64()).to_pylist() == [2**31]

@@ -248,6 +248,29 @@ def test_a_string_that_is_not_utf8_is_named_and_nothing_is_lost(project, fmt, co
     assert snapshot(project.root) == before  # the records of the last good ingest, untouched
 
 
+@pytest.mark.parametrize("encoding", ["list", "dictionary"])
+def test_strings_inside_a_list_or_a_dictionary_are_checked_too(project, encoding) -> None:
+    """A list of subject ids, or a dictionary-encoded text column, holds strings all the same."""
+    write_parquet(project.root)
+    register(project, "docs", format="parquet", location="data/raw/docs.parquet", fields=FIELDS)
+    run_ingest(project.root)
+    before = snapshot(project.root)
+    if encoding == "list":  # row 2's subjects: ["c\xe9"]
+        column = "people"
+        values = _unchecked_strings([b"ada", b"bo", b"c\xe9"])
+        bad = pa.ListArray.from_arrays(pa.array([0, 2, 3, 3], pa.int32()), values)
+    else:  # row 2's text, through the dictionary's second entry
+        column = "body"
+        values = _unchecked_strings([ROWS["body"][0].encode(), b"Cy sells br\xe9ad."])
+        bad = pa.DictionaryArray.from_arrays(pa.array([0, 1, 0], pa.int32()), values)
+    rows = table().set_column(table().schema.get_field_index(column), column, bad)
+    pq.write_table(rows, project.root / "data/raw/docs.parquet")
+    result = exante(project.root, "ingest")
+    assert result.code == 3, result.err
+    assert f"docs.parquet: row 2: column {column!r} is not valid UTF-8" in result.err
+    assert snapshot(project.root) == before
+
+
 def test_derived_ids_are_stable_when_rows_move_and_others_change(project: Project) -> None:
     fields = {"id_from": ["body"], "text": "body", "subjects": "people"}
     register(project, "docs", format="parquet", location=write_parquet(project.root), fields=fields)
