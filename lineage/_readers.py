@@ -79,10 +79,8 @@ class ArrowBatch:
         """
         import pyarrow as pa
 
-        if not _holds_strings(col.type):
-            return col
         try:
-            col.validate(full=True)
+            col.validate(full=True)  # checks UTF-8 wherever the type holds strings; cheap elsewhere
         except pa.ArrowInvalid:
             raise _not_utf8(self, name, col) from None
         return col
@@ -184,48 +182,20 @@ def _dir(source: Source, root: Path, columns: tuple[str, ...]) -> Iterator[Batch
 # -- columnar formats (pyarrow, datasets) ------------------------------------------
 
 
-def _holds_strings(kind) -> bool:
-    """Whether values of Arrow type ``kind`` hold strings (in lists, dictionaries, structs too)."""
-    import pyarrow as pa
-
-    t = pa.types
-    if t.is_string(kind) or t.is_large_string(kind) or t.is_string_view(kind):
-        return True
-    if t.is_dictionary(kind):
-        return _holds_strings(kind.value_type)
-    if (
-        t.is_list(kind)
-        or t.is_large_list(kind)
-        or t.is_fixed_size_list(kind)
-        or t.is_list_view(kind)
-    ):
-        return _holds_strings(kind.value_type)
-    if t.is_struct(kind):
-        return any(_holds_strings(kind.field(i).type) for i in range(kind.num_fields))
-    return False
-
-
 _FIX = "write the file with its text encoded as UTF-8"
 
 
 def _not_utf8(batch: ArrowBatch, name: str, col) -> MalformedRecordError:
-    """The error for the first row of ``col`` whose bytes are not UTF-8."""
-    import pyarrow as pa
-
-    at = f"column {name!r} is not valid UTF-8"
-    if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
-        for i, raw in enumerate(col.cast(pa.large_binary(), safe=False).to_pylist()):
-            try:
-                (raw or b"").decode("utf-8")
-            except UnicodeDecodeError as exc:
-                byte = f"byte 0x{raw[exc.start]:02x} at offset {exc.start}"
-                return MalformedRecordError(f"{batch.locate(i)}: {at} ({byte}); {_FIX}")
-    else:  # strings inside lists, dictionaries or structs: found by converting row by row
-        for i in range(len(col)):
-            try:
-                col[i].as_py()
-            except UnicodeDecodeError as exc:
-                return MalformedRecordError(f"{batch.locate(i)}: {at} ({exc.reason}); {_FIX}")
+    """The error for the first row of ``col`` whose bytes are not UTF-8 (strings, or strings
+    inside lists, dictionaries or structs: each row converted until one fails)."""
+    for i in range(len(col)):
+        try:
+            col[i].as_py()
+        except UnicodeDecodeError as exc:
+            byte = f"byte 0x{exc.object[exc.start]:02x} at offset {exc.start}"
+            return MalformedRecordError(
+                f"{batch.locate(i)}: column {name!r} is not valid UTF-8 ({byte}); {_FIX}"
+            )
     return MalformedRecordError(f"{batch.locate(0)}: column {name!r} is not a valid column; {_FIX}")
 
 

@@ -11,20 +11,17 @@ from hypothesis import strategies as st
 from lineage._arrow_build import binaries, booleans, literal, numbers, strings
 
 
-@given(st.lists(st.text()))
+@pytest.mark.parametrize(
+    ("values", "build", "kind"),
+    [(st.text(), strings, pa.string()), (st.binary(), binaries, pa.large_binary())],
+)
+@given(data=st.data())
 @settings(deadline=None)  # pyarrow's first conversion imports pandas
-def test_strings_are_pyarrows_strings(values: list[str]) -> None:
-    made = strings(values)
+def test_variable_length_values_are_pyarrows(values, build, kind, data) -> None:
+    given_values = data.draw(st.lists(values))
+    made = build(given_values)
     made.validate(full=True)
-    assert made.equals(pa.array(values, pa.string()))
-
-
-@given(st.lists(st.binary()))
-@settings(deadline=None)  # pyarrow's first conversion imports pandas
-def test_binaries_are_pyarrows_large_binaries(values: list[bytes]) -> None:
-    made = binaries(values)
-    made.validate(full=True)
-    assert made.equals(pa.array(values, pa.large_binary()))
+    assert made.equals(pa.array(given_values, kind))
 
 
 @pytest.mark.parametrize("kind", [pa.int32(), pa.int64()])
