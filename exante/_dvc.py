@@ -6,6 +6,7 @@ Each runs ``python -m dvc`` in the project; a failure raises
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -45,29 +46,40 @@ def repro(
     (slice, epoch, loss, time left) go to the log always, and to stderr with
     progress on, instead of minutes of silence. The stages in ``skip`` (leaves
     of the pipeline that the caller builds and commits itself) are left out;
-    those in ``force`` run first, even where DVC finds them up to date.
+    those in ``force`` run first, even where DVC finds them up to date. The stage
+    commands are forked by a warm process that imported their modules once
+    (:mod:`exante.warm`; ``EXANTE_WARM=off`` runs each by itself); what it did is
+    in ``warm-<time>.log`` beside the log.
     """
     from datetime import UTC, datetime
 
     from exante._cost import plan
     from exante._stream import PROGRESS_ENV, run_streamed
+    from exante.warm import start as start_warm
+    from exante.warm import stop as stop_warm
 
-    try:
-        where = plan(root, cfg, list(removed))["shards"]
-    except (FileNotFoundError, LineageError):
-        where = {}
-    todo = ", ".join(f"shard {s} from slice {v['first_slice']}" for s, v in where.items())
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    log = root / LOGS / f"repro-{stamp}.log"
-    if progress is not None:
-        progress(f"step 1/4: retraining {todo or 'nothing (no shard holds the records)'} "
-                 f"in dvc repro; log: {log.relative_to(root)}")  # fmt: skip
-    targets = _targets(root, skip)
-    for args in ([["repro", "-f", "-s", *force]] if force else []) + [["repro", *targets]]:
-        code, tail = run_streamed([sys.executable, "-m", "dvc", *args], root, log=log,
-                                  echo=progress, env={PROGRESS_ENV: "1"})  # fmt: skip
-        if code != 0:
-            break
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", PROGRESS_ENV: "1"}
+    warm = start_warm(root, env, root / LOGS / f"warm-{stamp}.log")  # first: it imports a while
+    try:
+        try:
+            where = plan(root, cfg, list(removed))["shards"]
+        except (FileNotFoundError, LineageError):
+            where = {}
+        todo = ", ".join(f"shard {s} from slice {v['first_slice']}" for s, v in where.items())
+        log = root / LOGS / f"repro-{stamp}.log"
+        if progress is not None:
+            progress(f"step 1/4: retraining {todo or 'nothing (no shard holds the records)'} "
+                     f"in dvc repro; log: {log.relative_to(root)}")  # fmt: skip
+        targets = _targets(root, skip)
+        for args in ([["repro", "-f", "-s", *force]] if force else []) + [["repro", *targets]]:
+            code, tail = run_streamed([sys.executable, "-m", "dvc", *args], root, log=log,
+                                      echo=progress, env=warm[1] if warm else env)  # fmt: skip
+            if code != 0:
+                break
+    finally:
+        if warm:
+            stop_warm(warm[0])
     if code != 0:
         raise DeletionFailedError(f"the pipeline (dvc repro) failed (exit {code}); "
                                   f"the whole output is in {log}:", problems=tail)  # fmt: skip

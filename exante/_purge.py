@@ -40,13 +40,16 @@ def erase_at_source(root: Path) -> dict[str, int]:
 
 def _purge_copies(root: Path) -> list[Path]:
     """Logs of earlier runs may quote record text (the report's samples), and the datasets
-    cache pieces of raw files: neither outlives a deletion. The newest log is this
-    deletion's own retrain, run after the records were gone: it stays."""
+    cache pieces of raw files: neither outlives a deletion. The newest logs are this
+    deletion's own retrain's, run after the records were gone (``repro-<time>.log`` and
+    the warm process's ``warm-<time>.log``): they stay."""
     import shutil
 
     from lineage._readers import HF_CACHE
 
-    gone = sorted((root / LOGS).glob("*.log"))[:-1]
+    logs = sorted((root / LOGS).glob("*.log"))
+    newest = [p.name.split("-", 1)[-1] for p in logs if p.name.startswith("repro-")][-1:]
+    gone = [p for p in logs if p.name.split("-", 1)[-1] not in newest] if newest else logs[:-1]
     for log in gone:
         log.unlink()
     if (root / HF_CACHE).is_dir():

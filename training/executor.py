@@ -9,7 +9,10 @@ files that no other unit writes, so a unit trains to the same bits in a pool
 as alone with the same thread count (a test holds it).
 
 Workers are spawned, not forked: a forked child would inherit the parent's
-torch thread pool and any lock held at fork time. A unit that fails does not
+torch thread pool and any lock held at fork time. The command layer may give
+another way to start them that keeps this isolation (:func:`start_workers_with`:
+inside a deletion's pipeline, ``exante.warm`` forks them from a process that has
+only imported modules, saving each worker's imports). A unit that fails does not
 stop the others (their work is valid); once all have ended, the first failure
 is raised with its exit code (3 for bad input, 1 for a failed check), and no
 unit publishes anything partial because each writes through a temporary
@@ -48,6 +51,16 @@ class UnitFailedError(LineageError):
     def __init__(self, message: str, *, exit_code: int = 1, problems=()) -> None:
         super().__init__(message, problems=problems)
         self.exit_code = exit_code
+
+
+_START: Callable[[], object | None] | None = None
+
+
+def start_workers_with(context: Callable[[], object | None] | None) -> None:
+    """Start local pool workers with the ``multiprocessing`` context ``context()`` returns
+    when a pool is made (spawn where it returns None, or with None here)."""
+    global _START
+    _START = context
 
 
 def pool_of(cfg) -> dict:
@@ -97,7 +110,7 @@ def run_units(
     elif workers <= 1 or len(jobs) <= 1:
         return [fn(*job) for job in jobs]
     else:
-        ctx = multiprocessing.get_context("spawn")
+        ctx = (_START and _START()) or multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=ctx) as pool:
             futures = [pool.submit(_guarded, fn, job) for job in jobs]
             outcomes = [f.result() for f in futures]
