@@ -31,8 +31,10 @@ This module is the conductor: each step lives with its concept, in
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
+import os
 import subprocess
 import threading
 import time
@@ -236,6 +238,9 @@ def _import_ahead(names: Sequence[str]) -> threading.Thread:
     """
 
     def run() -> None:
+        # the lowest priority, this thread only (Linux): it must not slow the stages
+        with contextlib.suppress(OSError, AttributeError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
         for name in names:
             try:
                 importlib.import_module(name)
