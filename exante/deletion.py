@@ -238,7 +238,8 @@ def _import_ahead(names: Sequence[str]) -> threading.Thread:
     """
 
     def run() -> None:
-        # the lowest priority, this thread only (Linux): it must not slow the stages
+        # the lowest priority (Linux: this thread's, and that of threads its imports start,
+        # such as OpenBLAS's pool): it must not slow the stages
         with contextlib.suppress(OSError, AttributeError):
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
         for name in names:

@@ -16,17 +16,25 @@ baselines) have their workers forked by the warm process too
 (which commands it forked, what it preloaded) is in ``.exante/logs/warm-*.log``.
 
 A command runs by itself, as it always did, whenever the warm process cannot
-stand in for a fresh one exactly: no socket (``$EXANTE_WARM`` unset, or
-``off``), the warm process gone or not serving, or an interpreter, module
-path, flag or environment variable that differs from the warm process's (the
-variables the shell and DVC set for each stage aside). The warm process
-serves only if, after its imports, it holds no thread of Python's and no
-native thread but the ones known to survive a fork: OpenBLAS's pool (numpy,
-scipy), which OpenBLAS stops before a fork and starts again when used, and
-jemalloc's background thread (pyarrow), which jemalloc's fork handlers
-restart. Modules that start other threads when imported (MLflow's polars
-cleaner) are not preloaded. torch's own thread pool starts at the first
-parallel operation, which the warm process never runs: it only imports.
+stand in for a fresh one: no socket (``$EXANTE_WARM`` unset, or ``off``), the
+warm process gone or not serving, or an interpreter, module path, flag or
+environment variable that differs from the warm process's (the variables the
+shell and DVC set for each stage aside). A forked stage takes the command's
+directory, umask, environment and ignored signals, gets the signal handlers a
+fresh interpreter has, its own process group (its pool's workers join it; a
+terminal's interrupt reaches the group through the command), and draws again
+what a fresh process draws (``multiprocessing``'s key, numpy's global seed); the
+hash seed stays the warm process's. It dies with the handler that reports its
+status, and the handler kills it when its command goes away.
+
+The warm process serves only while, after each import, it holds no thread of
+Python's and no native thread that names itself, jemalloc's background thread
+(pyarrow; jemalloc's fork handlers restart it) aside. Unnamed native threads
+are allowed: after these imports they are OpenBLAS's pools (numpy, scipy),
+which OpenBLAS stops before a fork and starts again when used (the test suite
+lists the threads the imports leave). Modules that start other threads when
+imported (MLflow's polars cleaner) are not preloaded. torch's own thread pool
+starts at the first parallel operation, which the warm process never runs.
 
 The socket is in a fresh 0700 directory, so only this user can ask the warm
 process to run a command; it serves one deletion and exits when
@@ -73,6 +81,10 @@ HEAVY_WAIT = 120.0  # seconds: a warm process stuck this long in an import is no
 # Set for each stage by the shell or DVC; read by no module at import.
 PER_COMMAND = ("SHLVL", "_", "PWD", "OLDPWD")
 FORK_SAFE_THREADS = ("jemalloc_bg_thd",)
+FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
+             signal.SIGUSR2)  # fmt: skip
+_CATCHABLE = tuple(s for s in signal.valid_signals() if s not in (signal.SIGKILL, signal.SIGSTOP))
+REAP_EVERY = 5.0  # seconds: how often an idle warm process collects its ended handlers
 MAX_FDS = 64  # descriptors one request may carry (a pool worker's queues and pipes)
 _INT = struct.Struct("!i")
 
@@ -84,9 +96,17 @@ def entry() -> None:
     """The ``exante`` console script: a stage forked by the warm process where one
     serves, else the command itself (:func:`exante.cli.entry`)."""
     if sys.argv[1:2] == [SERVE]:
-        code = serve(int(sys.argv[2]), int(sys.argv[3]), sys.argv[4])
-        _flush()
-        os._exit(code)  # without tearing the preloaded modules down (seconds)
+        code = 70
+        try:
+            code = serve(int(sys.argv[2]), int(sys.argv[3]), sys.argv[4])
+        except BaseException:  # kept in its log: commands run by themselves from now on
+            import traceback
+
+            with contextlib.suppress(OSError), open(sys.argv[4], "a", encoding="utf-8") as note:
+                note.write(f"stopped by an error:\n{traceback.format_exc()}")
+        finally:
+            _flush()
+            os._exit(code)  # without tearing the preloaded modules down (seconds)
     code = forward(sys.argv)
     if code is None:
         from exante.cli import entry as run
@@ -110,19 +130,23 @@ def forward(argv: list[str]) -> int | None:
         conn, pid = launch(path, "command", argv, [], wait=wait)
     except OSError:  # NotServed, or no warm process
         return None
-    forwarded = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
-                 signal.SIGUSR2)  # fmt: skip
-    for sig in forwarded:
-        signal.signal(sig, lambda s, _f, pid=pid: _kill(pid, s))
+    # A terminal's interrupt and quit reach a whole process group: the stage's (its pool's
+    # workers are in it); any other signal was sent to this process: to the stage only.
+    for sig in FORWARDED:
+        if signal.getsignal(sig) != signal.SIG_IGN:  # ignored here: ignored by the stage too
+            group = sig in (signal.SIGINT, signal.SIGQUIT)
+            signal.signal(sig, lambda s, _f, pid=pid, g=group: _kill(pid, s, group=g))
     try:
         code = recv_int(conn)
     except OSError:
         code = None
-    if code is None:
+    if code is None:  # its handler died: the stage dies with it (a parent-death signal)
+        _kill(pid, signal.SIGKILL, group=True)
         print(f"exante: the warm process's child {pid} ended without a status", file=sys.stderr)
         return 70
     if code < 0:  # killed by a signal: die of the same one, as the stage did
-        signal.signal(-code, signal.SIG_DFL)
+        if -code not in (signal.SIGKILL, signal.SIGSTOP):  # those two cannot be caught
+            signal.signal(-code, signal.SIG_DFL)
         os.kill(os.getpid(), -code)
         return 128 - code
     return code
@@ -146,7 +170,7 @@ def connect(path: str, *, wait: float | None, ours: dict | None = None) -> socke
     """A connection to the warm process at ``path`` once it has shown it runs what this
     process would (:class:`NotServed` else, or where it does not answer within ``wait``):
     its fingerprint must be ``ours`` (this process's, by default)."""
-    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    conn = _above_stdio(socket.socket(socket.AF_UNIX, socket.SOCK_STREAM))
     try:
         conn.connect(path)
         conn.settimeout(wait)
@@ -164,8 +188,10 @@ def connect(path: str, *, wait: float | None, ours: dict | None = None) -> socke
 def request(conn: socket.socket, kind: str, argv: list[str], extra: list[int]) -> int:
     """Ask the warm process on ``conn`` (from :func:`connect`) to fork; its pid."""
     fds = [fd for fd in (0, 1, 2) if _is_open(fd)]
+    ignored = [int(s) for s in _CATCHABLE if signal.getsignal(s) == signal.SIG_IGN]
     body = json.dumps({"kind": kind, "argv": argv, "cwd": os.getcwd(), "umask": _umask(),
-                       "env": dict(os.environ), "fds": fds}).encode()  # fmt: skip
+                       "env": dict(os.environ), "fds": fds, "ignored": ignored,
+                       "group": os.getpgrp()}).encode()  # fmt: skip
     socket.send_fds(conn, [_INT.pack(len(body))], fds + extra)
     conn.sendall(body)
     pid = recv_int(conn)
@@ -199,8 +225,13 @@ _FORKED_PATH: list[str] = []
 _IMPORTED_KEYS: frozenset[str] = frozenset()  # in a forked child: variables preloading set
 
 
-def _kill(pid: int, sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError):
+def _kill(pid: int, sig: int, *, group: bool = False) -> None:
+    """``sig`` to ``pid``, or to its process group (the process alone while it has none)."""
+    if group:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, sig)
+            return
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.kill(pid, sig)
 
 
@@ -213,9 +244,27 @@ def _is_open(fd: int) -> bool:
 
 
 def _umask() -> int:
-    mask = os.umask(0)
+    """This process's umask, read without setting it (another thread may be creating files)."""
+    with (
+        contextlib.suppress(OSError, ValueError, StopIteration),
+        open("/proc/self/status", encoding="ascii") as f,
+    ):
+        return int(next(x for x in f if x.startswith("Umask:")).split()[1], 8)
+    mask = os.umask(0o077)  # kernels before 4.7: briefly the strictest mask, never a laxer one
     os.umask(mask)
     return mask
+
+
+def _above_stdio(conn: socket.socket) -> socket.socket:
+    """``conn`` on a descriptor above 2: where this process's stdin, stdout or stderr is
+    closed, a new socket would take its number and be handed over as that stream."""
+    if conn.fileno() > 2:
+        return conn
+    import fcntl
+
+    high = fcntl.fcntl(conn.fileno(), fcntl.F_DUPFD_CLOEXEC, 3)
+    conn.close()
+    return socket.socket(fileno=high)
 
 
 def _fingerprint(environ) -> dict:
@@ -248,8 +297,13 @@ def start(root, env: dict[str, str], log) -> tuple[object, dict[str, str]] | Non
     where = tempfile.mkdtemp(prefix="exante-warm-")  # mode 0700: this user only
     path = os.path.join(where, "socket")
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(path)
-    listener.listen(64)  # commands queue from now on, while the warm process starts
+    try:
+        listener.bind(path)  # fails where $TMPDIR makes the path too long: run without it
+        listener.listen(64)  # commands queue from now on, while the warm process starts
+    except OSError:
+        listener.close()
+        shutil.rmtree(where, ignore_errors=True)
+        return None
     alive_r, alive_w = os.pipe()
     env = {**env, ENV: path}
     fds = [listener.fileno(), alive_r]
@@ -293,14 +347,16 @@ def serve(listener_fd: int, alive_fd: int, log: str) -> int:
     started = time.monotonic()
     before = dict(os.environ)
     fingerprint = json.dumps(_fingerprint(before)).encode()
+    fresh = {s: signal.getsignal(s) for s in _CATCHABLE}  # before any module sets one
     listener = socket.socket(fileno=listener_fd)
     path = listener.getsockname()
-    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # handlers are reaped by the kernel
     pending, served = list(PRELOAD), 0
     with open(log, "w", encoding="utf-8", buffering=1) as note:
         note.write(f"serving {path}\n")
         while True:
-            ready, _, _ = select.select([listener, alive_fd], [], [], 0 if pending else None)
+            wait = 0 if pending else REAP_EVERY
+            ready, _, _ = select.select([listener, alive_fd], [], [], wait)
+            _reap()
             if alive_fd in ready:  # the deletion is over (or died)
                 note.write(f"stopped after {served} connections, "
                            f"{len(PRELOAD) - len(pending)} modules preloaded\n")  # fmt: skip
@@ -312,14 +368,15 @@ def serve(listener_fd: int, alive_fd: int, log: str) -> int:
                 if os.fork() == 0:
                     listener.close()
                     os.close(alive_fd)
-                    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
                     code = 70
                     try:
-                        code = _handle(conn, fingerprint, imported, note)
+                        code = _handle(conn, fingerprint, imported, fresh, note)
                     finally:
                         os._exit(code)
                 conn.close()
                 served += 1
+                continue
+            if not pending:  # woken only to collect ended handlers
                 continue
             name = pending.pop(0)  # idle: import the next module
             try:
@@ -338,6 +395,14 @@ def serve(listener_fd: int, alive_fd: int, log: str) -> int:
                            f"{time.monotonic() - started:.1f} s\n")  # fmt: skip
 
 
+def _reap() -> None:
+    """Collect the handlers that have ended (this process never ignores SIGCHLD: an
+    import that runs a child process must see its real status)."""
+    with contextlib.suppress(ChildProcessError):
+        while os.waitpid(-1, os.WNOHANG)[0]:
+            pass
+
+
 def _unsafe_threads() -> list[str]:
     """Threads other than the main one that are not known to survive a fork."""
     import threading
@@ -345,24 +410,32 @@ def _unsafe_threads() -> list[str]:
     own = _comm("self")
     others = [t for t in os.listdir("/proc/self/task") if int(t) != os.getpid()]
     native = [n for n in (_comm(f"self/task/{t}") for t in others)
-              if n not in (own, *FORK_SAFE_THREADS)]  # fmt: skip
+              if n not in ("", own, *FORK_SAFE_THREADS)]  # fmt: skip
     python = [t.name for t in threading.enumerate() if t is not threading.main_thread()]
     return native + python
 
 
 def _comm(where: str) -> str:
-    with open(f"/proc/{where}/comm", encoding="utf-8", errors="replace") as f:
-        return f.read().strip()
+    try:
+        with open(f"/proc/{where}/comm", encoding="utf-8", errors="replace") as f:
+            return f.read().strip()
+    except OSError:  # a thread that has just ended
+        return ""
 
 
-def _handle(conn: socket.socket, fingerprint: bytes, imported: dict[str, str], note) -> int:
+def _handle(conn: socket.socket, fingerprint: bytes, imported: dict[str, str],
+            fresh: dict, note) -> int:  # fmt: skip
     """One command: send the fingerprint, receive the request and its streams, fork the
-    stage, tell its pid, wait for it (killing it if the command goes away), send its status."""
+    stage, tell its pid, wait for it (killing it if the command goes away or this
+    process fails), send its status."""
     try:
         conn.sendall(_INT.pack(len(fingerprint)) + fingerprint)
-        data, fds, _, _ = socket.recv_fds(conn, _INT.size, MAX_FDS)
+        data, fds, flags, _ = socket.recv_fds(conn, _INT.size, MAX_FDS)
     except OSError:
-        data, fds = b"", []
+        data, fds, flags = b"", [], 0
+    if flags & socket.MSG_CTRUNC:  # descriptors lost: the worker's would be misnumbered
+        note.write(f"refused a request of more than {MAX_FDS} descriptors\n")
+        return 0
     if len(data) != _INT.size:
         note.write("a command ran by itself: its interpreter or environment differs from "
                    "this process's, or it would not wait\n")  # fmt: skip
@@ -373,50 +446,62 @@ def _handle(conn: socket.socket, fingerprint: bytes, imported: dict[str, str], n
     if pid == 0:
         conn.close()
         note.close()
-        _become(request, fds, imported)  # never returns
-    what = " ".join(request["argv"][1:]) if request["kind"] == "command" else "a pool worker"
-    note.write(f"forked {pid}: {what}\n")
-    for fd in fds:
-        os.close(fd)
-    conn.sendall(_INT.pack(pid))
-    watch = os.pidfd_open(pid)
-    while True:
-        ready, _, _ = select.select([watch, conn], [], [])
-        if watch in ready:
-            break
-        if conn in ready and not conn.recv(1):  # the command is gone: so is its stage
-            _kill(pid, signal.SIGKILL)
-    _, status = os.waitpid(pid, 0)
+        _become(request, fds, imported, fresh)  # never returns
+    try:
+        what = " ".join(request["argv"][1:]) if request["kind"] == "command" else "a pool worker"
+        note.write(f"forked {pid}: {what}\n")
+        for fd in fds:
+            os.close(fd)
+        conn.sendall(_INT.pack(pid))
+        watched = [os.pidfd_open(pid), conn]
+        while True:
+            ready, _, _ = select.select(watched, [], [])
+            if watched[0] in ready:
+                break
+            if conn in ready and not conn.recv(1):  # the command is gone: so is its stage
+                _kill(pid, signal.SIGKILL)
+                watched.remove(conn)
+        _, status = os.waitpid(pid, 0)
+    except BaseException:
+        _kill(pid, signal.SIGKILL)  # never a stage left running that no command waits for
+        raise
+    code = os.waitstatus_to_exitcode(status)
+    note.write(f"ended {pid}: " + (f"signal {-code}" if code < 0 else f"exit {code}") + "\n")
     with contextlib.suppress(OSError):
-        conn.sendall(_INT.pack(os.waitstatus_to_exitcode(status)))
+        conn.sendall(_INT.pack(code))
     return 0
 
 
-def _become(request: dict, fds: list[int], imported: dict[str, str]) -> None:
-    """In the forked child: take the caller's streams, directory and environment, then
-    run the command as ``exante`` would (or the pool worker as a spawned one), and exit."""
+def _become(request: dict, fds: list[int], imported: dict[str, str], fresh: dict) -> None:
+    """In the forked child: take the caller's streams, directory, environment and signal
+    dispositions, then run the command as ``exante`` would (or the pool worker as a
+    spawned one), and exit as the interpreter does."""
     global _FORKED_AS, _FORKED_ENV, _FORKED_PATH, _IMPORTED_KEYS
     code = 1
     try:
+        _die_with_parent()
+        # its own process group (a pool worker: its stage's), which a terminal's interrupt
+        # reaches through the command (:func:`forward`)
+        with contextlib.suppress(OSError):  # a caller outside this session: left as it is
+            os.setpgid(0, request["group"] if request["kind"] == "process" else 0)
         std, extra = fds[: len(request["fds"])], fds[len(request["fds"]) :]
         for target, fd in zip(request["fds"], std, strict=True):
             os.dup2(fd, target)
             os.close(fd)
         for target in {0, 1, 2} - set(request["fds"]):
             os.close(target)
-        for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
-                    signal.SIGUSR2, signal.SIGCHLD):  # fmt: skip
-            signal.signal(sig, signal.SIG_DFL)
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        ignored = set(request["ignored"])  # inherited by a fresh process from its parent
+        for sig, how in fresh.items():  # as at the warm process's start (Python's own setup)
+            if sig in ignored or how == signal.SIG_IGN:
+                how = signal.SIG_IGN if sig in ignored else signal.SIG_DFL
+            if how is not None:  # None: a handler not set from Python, left alone
+                signal.signal(sig, how)
         os.chdir(request["cwd"])
-        if "multiprocessing.process" in sys.modules:  # set when imported, to the directory then
-            sys.modules["multiprocessing.process"].ORIGINAL_DIR = request["cwd"]
         os.umask(request["umask"])
         os.environ.clear()
         os.environ.update({**request["env"], **imported})
         _IMPORTED_KEYS = frozenset(imported)
-        if "multiprocessing.process" in sys.modules:  # a fresh process draws its own key
-            sys.modules["multiprocessing.process"].current_process().authkey = os.urandom(32)
+        _fresh_state(request["cwd"])
         _streams_as_started()
         if request["kind"] == "process":
             from exante._warm_pool import run_worker
@@ -435,16 +520,11 @@ def _become(request: dict, fds: list[int], imported: dict[str, str]) -> None:
         run(sys.argv[1:])  # exits through os._exit where it can
     except SystemExit as exc:
         code = _exit_code(exc.code)
-        import atexit
-        import threading
-
-        threading._shutdown()  # as the interpreter's exit: wait for threads, then atexit
-        atexit._run_exitfuncs()
+        _finalize()
     except BaseException as exc:  # as the interpreter ends on an uncaught exception
-        import traceback
-
-        traceback.print_exc()
+        sys.excepthook(type(exc), exc, exc.__traceback__)
         code = 1
+        _finalize()
         if isinstance(exc, KeyboardInterrupt):  # dies of SIGINT, as Python does
             _flush()
             signal.signal(signal.SIGINT, signal.SIG_DFL)
@@ -452,6 +532,43 @@ def _become(request: dict, fds: list[int], imported: dict[str, str]) -> None:
     finally:
         _flush()
         os._exit(code)
+
+
+def _finalize() -> None:
+    """What the interpreter does at exit before tearing modules down: wait for the
+    threads that are not daemons, then run the exit handlers."""
+    import atexit
+    import threading
+
+    with contextlib.suppress(Exception):
+        threading._shutdown()
+    atexit._run_exitfuncs()
+
+
+def _die_with_parent() -> None:
+    """SIGKILL when the process that forked this one dies (Linux ``PR_SET_PDEATHSIG``): a
+    stage never outlives the handler that reports its status to the command."""
+    import ctypes
+
+    parent = os.getppid()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # it died before the call
+        os._exit(70)
+
+
+def _fresh_state(cwd: str) -> None:
+    """Per-process state a fresh interpreter would draw for itself, drawn again:
+    ``multiprocessing``'s start directory and authentication key, numpy's global seed
+    (``random`` reseeds itself after a fork). The hash seed cannot change: it is the
+    warm process's, which nothing here depends on."""
+    mp = sys.modules.get("multiprocessing.process")
+    if mp is not None:
+        mp.ORIGINAL_DIR = cwd
+        mp.current_process().authkey = os.urandom(32)
+    np = sys.modules.get("numpy")
+    if np is not None:
+        np.random.seed()
 
 
 def _exit_code(value) -> int:

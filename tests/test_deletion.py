@@ -84,6 +84,8 @@ def test_delete_a_person_retrains_one_shard_and_purges_every_copy(deletion: Dele
     assert "req-42: complete" in deletion.stdout
     (log,) = [p.read_text() for p in (root / ".exante/logs").glob("repro-*.log")]
     assert "Running stage 'train'" in log  # the deletion's own dvc repro, kept
+    (warm,) = [p.read_text() for p in (root / ".exante/logs").glob("warm-*.log")]
+    assert ": train shards\n" in warm and ": a pool worker\n" in warm  # forked, not spawned
     assert "Running stage 'audit'" not in log  # the bundle is built once, after the receipt
     # only the sources that held the person re-ingest: the others' raw files did not change
     ingested = set(re.findall(r"Running stage 'ingest@([\w-]+)'", log))
