@@ -357,9 +357,12 @@ def serve(listener_fd: int, alive_fd: int, log: str) -> int:
             wait = 0 if pending else REAP_EVERY
             ready, _, _ = select.select([listener, alive_fd], [], [], wait)
             _reap()
-            if alive_fd in ready:  # the deletion is over (or died)
+            if alive_fd in ready:  # the deletion is over (or died: its socket goes too)
                 note.write(f"stopped after {served} connections, "
                            f"{len(PRELOAD) - len(pending)} modules preloaded\n")  # fmt: skip
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+                    os.rmdir(os.path.dirname(path))
                 return 0
             if listener in ready:
                 conn, _ = listener.accept()

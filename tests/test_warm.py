@@ -297,3 +297,12 @@ def test_a_forked_stage_s_pool_workers_are_forked_by_the_warm_process(tmp_path, 
     assert spawned == [me]
     stop()
     assert _forked(log).count("a pool worker") >= 4, log.read_text()  # 1 or 2 per pool
+
+
+def test_a_warm_process_whose_deletion_died_removes_its_socket(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != warm.ENV}
+    (proc, alive_w, where), _ = warm.start(tmp_path, env, tmp_path / "warm.log")
+    assert Path(where, "socket").exists()
+    os.close(alive_w)  # as when the deletion is killed: its end of the lifeline closes
+    assert proc.wait(timeout=60) == 0
+    assert not Path(where).exists()
