@@ -6,7 +6,6 @@ Each runs ``python -m dvc`` in the project; a failure raises
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -54,12 +53,12 @@ def repro(
     from datetime import UTC, datetime
 
     from exante._cost import plan
-    from exante._stream import PROGRESS_ENV, run_streamed
+    from exante._stream import PROGRESS_ENV, child_env, run_streamed
     from exante.warm import start as start_warm
     from exante.warm import stop as stop_warm
 
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", PROGRESS_ENV: "1"}
+    env = child_env({PROGRESS_ENV: "1"})  # the stages' own: the warm process must match it
     warm = start_warm(root, env, root / LOGS / f"warm-{stamp}.log")  # first: it imports a while
     try:
         try:

@@ -33,11 +33,11 @@ def run_streamed(
     flushed line by line, so ``tail -f`` follows a long retrain.
     """
     log.parent.mkdir(parents=True, exist_ok=True)
-    child_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    env = child_env(env)
     tail: deque[str] = deque(maxlen=TAIL_LINES)
     with open(log, "a", encoding="utf-8") as out:
         out.write(f"$ {' '.join(cmd)}\n")
-        proc = subprocess.Popen(cmd, cwd=cwd, env=child_env, stdout=subprocess.PIPE,
+        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True, errors="replace",
                                 bufsize=1)  # fmt: skip
         for line in proc.stdout:
@@ -49,3 +49,8 @@ def run_streamed(
         code = proc.wait()
         out.write(f"# exit {code}\n")
     return code, [line for line in tail if line.strip()]
+
+
+def child_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """What :func:`run_streamed` gives its child: this environment, unbuffered, and ``extra``."""
+    return {**os.environ, "PYTHONUNBUFFERED": "1", **(extra or {})}

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import atexit
-import contextlib
 import json
 import os
 import socket
@@ -1168,10 +1167,10 @@ def entry(argv: list[str] | None = None) -> NoReturn:
     if watched or any(t.is_alive() and not t.daemon for t in threading.enumerate()
                       if t is not threading.main_thread()):  # fmt: skip
         sys.exit(code)
+    from exante.warm import flush_streams
+
     atexit._run_exitfuncs()
-    for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
-        with contextlib.suppress(OSError, ValueError, AttributeError):  # closed, or None
-            stream.flush()
+    flush_streams()
     os._exit(code)
 
 

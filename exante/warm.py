@@ -105,7 +105,7 @@ def entry() -> None:
             with contextlib.suppress(OSError), open(sys.argv[4], "a", encoding="utf-8") as note:
                 note.write(f"stopped by an error:\n{traceback.format_exc()}")
         finally:
-            _flush()
+            flush_streams()
             os._exit(code)  # without tearing the preloaded modules down (seconds)
     code = forward(sys.argv)
     if code is None:
@@ -367,7 +367,7 @@ def serve(listener_fd: int, alive_fd: int, log: str) -> int:
             if listener in ready:
                 conn, _ = listener.accept()
                 imported = {k: v for k, v in os.environ.items() if before.get(k) != v}
-                _flush()
+                flush_streams()
                 if os.fork() == 0:
                     listener.close()
                     os.close(alive_fd)
@@ -444,7 +444,7 @@ def _handle(conn: socket.socket, fingerprint: bytes, imported: dict[str, str],
                    "this process's, or it would not wait\n")  # fmt: skip
         return 0
     request = json.loads(_recv_exactly(conn, _INT.unpack(data)[0]))
-    _flush()
+    flush_streams()
     pid = os.fork()
     if pid == 0:
         conn.close()
@@ -529,11 +529,11 @@ def _become(request: dict, fds: list[int], imported: dict[str, str], fresh: dict
         code = 1
         _finalize()
         if isinstance(exc, KeyboardInterrupt):  # dies of SIGINT, as Python does
-            _flush()
+            flush_streams()
             signal.signal(signal.SIGINT, signal.SIG_DFL)
             os.kill(os.getpid(), signal.SIGINT)
     finally:
-        _flush()
+        flush_streams()
         os._exit(code)
 
 
@@ -596,7 +596,9 @@ def _streams_as_started() -> None:
             stream.reconfigure(line_buffering=line, write_through=unbuffered)
 
 
-def _flush() -> None:
+def flush_streams() -> None:
+    """Flush the standard streams (closed or None ones aside): before a fork, and
+    before an exit that skips the interpreter's teardown."""
     for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
         with contextlib.suppress(OSError, ValueError, AttributeError):
             stream.flush()
